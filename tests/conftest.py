@@ -1,0 +1,9 @@
+"""Test session set-up: 8 fake CPU devices so sharding tests can build real meshes.
+
+The flag must be set before jax is imported anywhere in the session.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
