@@ -1,0 +1,82 @@
+"""Segmentation datasets by name, built from a `config.data` section.
+
+Each builder returns a random-access source of example dicts (`image` uint8
+[H, W, 3], `mask` uint8 [H, W], ...). Real datasets are imported lazily.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from jaxseg.data.errors import DataError
+
+SYNTHETIC_HINT = "use the ':synthetic' config variant for the embedded synthetic dataset"
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """Keys of a segmentation `config.data` section (shared by the methods)."""
+  return ml_collections.ConfigDict(dict(
+      name="synthetic",          # synthetic | voc | folder | tfds
+      root="",                   # dataset root for voc / folder
+      train_split="train",
+      eval_split="val",
+      num_classes=7,             # including background
+      ignore_index=255,
+      synthetic=dict(num_train=2000, num_eval=200, image_size=(64, 64),
+                     min_objects=1, max_objects=4, style="default"),
+      folder=dict(image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png",
+                  split_dir=""),
+      tfds=dict(name="", data_dir="", image_key="image", mask_key="segmentation_mask"),
+  ))
+
+
+def build_source(data: ml_collections.ConfigDict, split: str):
+  """Random-access source for `split` ('train' or 'eval' names a config split)."""
+  split_name = data.train_split if split == "train" else data.eval_split
+  if data.name == "synthetic":
+    from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+    s = data.synthetic
+    count = s.num_train if split == "train" else s.num_eval
+    # Train and eval draw disjoint scenes: eval seeds are offset.
+    return synthetic.SyntheticScenes(
+        count, num_classes=data.num_classes - 1, image_size=tuple(s.image_size),
+        seed=0 if split == "train" else 1_000_003, min_objects=s.min_objects,
+        max_objects=s.max_objects, style=s.style)
+  if data.name == "voc":
+    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    _require_root(data)
+    return sources.voc_segmentation_source(data.root, split_name)
+  if data.name == "folder":
+    import os  # pylint: disable=g-import-not-at-top
+    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    _require_root(data)
+    f = data.folder
+    split_file = os.path.join(data.root, f.split_dir, f"{split_name}.txt")
+    return sources.SegmentationFolderSource(
+        data.root, split_file=split_file, image_dir=f.image_dir, mask_dir=f.mask_dir,
+        image_ext=f.image_ext, mask_ext=f.mask_ext, num_classes=data.num_classes,
+        ignore_index=data.ignore_index, name=data.name, hint=SYNTHETIC_HINT)
+  if data.name == "tfds":
+    from jaxseg.data import tfds_source  # pylint: disable=g-import-not-at-top
+    t = data.tfds
+    return tfds_source.tfds_segmentation_source(
+        t.name, split_name, data_dir=t.data_dir or None, image_key=t.image_key, mask_key=t.mask_key)
+  raise ValueError(f"config.data.name={data.name!r}: expected synthetic, voc, folder or tfds")
+
+
+def _require_root(data) -> None:
+  import os  # pylint: disable=g-import-not-at-top
+  if not data.root:
+    raise DataError(f"config.data.root is empty for dataset {data.name!r}; set "
+                    f"--config.data.root=/path/to/dataset, or {SYNTHETIC_HINT}")
+  if not os.path.isdir(data.root):
+    raise DataError(f"dataset root {data.root} does not exist ({data.name}); {SYNTHETIC_HINT}")
+
+
+def class_names(data: ml_collections.ConfigDict) -> list[str]:
+  if data.name == "synthetic":
+    from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+    return list(synthetic.class_names(data.num_classes - 1))
+  if data.name == "voc":
+    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    return list(sources.VOC_CLASS_NAMES)
+  return [str(i) for i in range(data.num_classes)]

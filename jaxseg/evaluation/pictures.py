@@ -1,0 +1,27 @@
+"""Pictures a person can look at: masks in palette colours, de-normalised images, grids."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxseg.data.palette import palette
+from jaxseg.train.metrics import write_image_grid
+
+
+def colorize_mask(mask: np.ndarray) -> np.ndarray:
+  """int [H, W] class ids (255 = ignore, shown white-ish) -> uint8 [H, W, 3] in the VOC palette."""
+  return palette()[np.asarray(mask).astype(np.int64) % 256]
+
+
+def to_uint8_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """Undoes `normalize` (x = (pixel/255 - mean) / std): float [H, W, 3] -> uint8 [H, W, 3]."""
+  image = np.asarray(image, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+  return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_segmentation_grid(path: str, examples: Sequence[dict], mean, std) -> str:
+  """One row per example: image | ground truth | prediction."""
+  rows = [[to_uint8_image(e["image"], mean, std), colorize_mask(e["mask"]), colorize_mask(e["pred"])]
+          for e in examples]
+  return write_image_grid(path, rows, titles=["image", "ground truth", "prediction"])

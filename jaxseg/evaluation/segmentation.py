@@ -1,0 +1,58 @@
+"""Dataset-level segmentation evaluation with device-side confusion accumulation."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg.evaluation.miou import confusion_matrix, segmentation_metrics
+
+# predict_fn(variables, batch) -> int class ids [B, H, W] at the mask's resolution.
+PredictFn = Callable[[Any, dict], jax.Array]
+
+# int32 counts overflow past 2**31 pixels in one cell: move the running matrix
+# to host (int64) every this many batches.
+_FLUSH_EVERY = 256
+
+
+def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterable[dict],
+                          *, num_classes: int, ignore_index: int = 255,
+                          keep_examples: int = 0) -> tuple[dict, list[dict]]:
+  """Runs `predict_fn` over global eval batches and scores it.
+
+  Args:
+    batches: global batches with 'mask' int [B, H, W] and bool 'valid' [B]
+      (padding rows are excluded from the counts).
+    keep_examples: number of (image, mask, prediction) examples to return as
+      numpy, for pictures (taken from the first batches).
+  Returns:
+    (metrics, examples): metrics from `segmentation_metrics` plus 'confusion'
+    (int64 [C, C]); examples a list of dicts of numpy arrays.
+  """
+
+  @jax.jit
+  def step(confusion, variables, batch):
+    pred = predict_fn(variables, batch)
+    mask = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
+    return confusion + confusion_matrix(mask, pred, num_classes, ignore_index), pred
+
+  total = np.zeros((num_classes, num_classes), np.int64)
+  running = jnp.zeros((num_classes, num_classes), jnp.int32)
+  examples: list[dict] = []
+  for i, batch in enumerate(batches):
+    running, pred = step(running, variables, batch)
+    if len(examples) < keep_examples:
+      host = jax.device_get({k: batch[k] for k in ("image", "mask", "valid")})
+      host_pred = np.asarray(jax.device_get(pred))
+      for j in range(host_pred.shape[0]):
+        if host["valid"][j] and len(examples) < keep_examples:
+          examples.append(dict(image=host["image"][j], mask=host["mask"][j], pred=host_pred[j]))
+    if (i + 1) % _FLUSH_EVERY == 0:
+      total += np.asarray(jax.device_get(running), np.int64)
+      running = jnp.zeros_like(running)
+  total += np.asarray(jax.device_get(running), np.int64)
+  metrics = segmentation_metrics(total)
+  metrics["confusion"] = total
+  return metrics, examples

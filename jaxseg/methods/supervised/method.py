@@ -1,0 +1,149 @@
+"""Supervised segmentation method: config, train task, evaluation stage."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxseg.data import datasets, transforms
+from jaxseg.data import pipeline
+from jaxseg.evaluation.miou import iou_table
+from jaxseg.evaluation.pictures import write_segmentation_grid
+from jaxseg.evaluation.segmentation import evaluate_segmentation
+from jaxseg.losses import softmax_cross_entropy_with_ignore
+from jaxseg.models.fcn import FCN
+from jaxseg.train import loop
+from jaxseg.train import sharding as shd
+from jaxseg.train.config import trainer_config
+
+STAGES = ("train", "evaluate")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key the supervised method reads (locked: unknown keys are errors)."""
+  c = trainer_config()
+  c.method = "supervised"
+  c.data = datasets.data_config()
+  c.augment = ml_collections.ConfigDict(dict(
+      scale_range=(0.75, 1.25), crop_size=(64, 64), flip=True,
+      color_jitter=(0.2, 0.2, 0.2, 0.02)))
+  c.normalize = ml_collections.ConfigDict(dict(
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+  c.model = ml_collections.ConfigDict(dict(
+      depth=18, width_multiplier=0.25, output_stride=8, head_channels=64, dropout=0.1))
+  c.evaluate = ml_collections.ConfigDict(dict(
+      batch_size=16, eval_size=(64, 64), num_pictures=8))
+  c.lock()
+  return c
+
+
+def build_model(config) -> FCN:
+  m = config.model
+  return FCN(num_classes=config.data.num_classes, depth=m.depth, width_multiplier=m.width_multiplier,
+             output_stride=m.output_stride, head_channels=m.head_channels, dropout=m.dropout,
+             dtype=jnp.dtype(config.train.compute_dtype))
+
+
+def _augment_spec(config) -> dict:
+  a = config.augment
+  return dict(scale_range=tuple(a.scale_range), crop_size=tuple(a.crop_size), flip=bool(a.flip),
+              color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
+              mean=tuple(config.normalize.mean), std=tuple(config.normalize.std),
+              ignore_index=config.data.ignore_index)
+
+
+def _eval_spec(config) -> dict:
+  return dict(size=tuple(config.evaluate.eval_size), mean=tuple(config.normalize.mean),
+              std=tuple(config.normalize.std), ignore_index=config.data.ignore_index)
+
+
+def make_task(config) -> loop.TrainTask:
+  model = build_model(config)
+  ignore = config.data.ignore_index
+
+  def init_fn(rng, batch):
+    return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
+
+  def loss_fn(params, model_state, batch, rng):
+    logits, updates = model.apply({"params": params, **model_state}, batch["image"], train=True,
+                                  rngs={"dropout": rng}, mutable=list(model_state))
+    loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore)
+    pred = jnp.argmax(logits, axis=-1)
+    valid = batch["mask"] != ignore
+    acc = jnp.sum((pred == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
+    return loss, ({"pixel_accuracy": acc}, updates)
+
+  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn,
+                        train_source=datasets.build_source(config.data, "train"),
+                        augment=transforms.build_augment(_augment_spec(config)))
+
+
+def train(config, workdir: str) -> None:
+  loop.train(config, workdir, make_task(config))
+
+
+def _example_batch(config) -> dict:
+  h, w = config.augment.crop_size
+  b = config.train.batch_size
+  return dict(image=np.zeros((b, h, w, 3), np.float32), mask=np.zeros((b, h, w), np.int32))
+
+
+def evaluate(config, workdir: str) -> dict:
+  """mIoU on the eval split; writes metrics.json, the IoU table and a picture grid."""
+  task = make_task(config)
+  state, ts = loop.load_state(config, workdir, task, _example_batch(config))
+  model = build_model(config)
+  variables = {"params": state["params"], **state["model_state"]}
+
+  def predict(variables, batch):
+    return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
+
+  source = datasets.build_source(config.data, "eval")
+  local, num_batches = pipeline.eval_batches(
+      source, transforms.build_eval_transform(_eval_spec(config)),
+      global_batch_size=int(config.evaluate.batch_size))
+  batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
+  metrics, examples = evaluate_segmentation(
+      predict, variables, batches, num_classes=config.data.num_classes,
+      ignore_index=config.data.ignore_index, keep_examples=int(config.evaluate.num_pictures))
+  names = datasets.class_names(config.data)
+  table = iou_table(metrics, names)
+  logging.info("evaluation (%d batches):\n%s", num_batches, table)
+  print(table, flush=True)
+  if jax.process_index() == 0:
+    summary = dict(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"],
+                   mean_accuracy=metrics["mean_accuracy"],
+                   iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
+                   step=int(jax.device_get(state["step"])))
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    if examples:
+      path = write_segmentation_grid(os.path.join(workdir, "pictures", "predictions.png"), examples,
+                                     config.normalize.mean, config.normalize.std)
+      print(f"pictures: {path}", flush=True)
+  return metrics
+
+
+def run(config, workdir: str) -> None:
+  for stage in config.stages:
+    if stage not in STAGES:
+      raise ValueError(f"config.stages: unknown stage {stage!r} for 'supervised'; known: {STAGES}")
+  for stage in config.stages:
+    {"train": train, "evaluate": evaluate}[stage](config, workdir)
+
+
+def load_inference_model(config, workdir: str):
+  """(apply_fn, variables, config): apply_fn(variables, images) -> logits [B, H, W, C]."""
+  task = make_task(config)
+  state, _ = loop.load_state(config, workdir, task, _example_batch(config))
+  model = build_model(config)
+
+  def apply_fn(variables, images):
+    return model.apply(variables, images, train=False)
+
+  return apply_fn, {"params": state["params"], **state["model_state"]}, config

@@ -1,0 +1,73 @@
+"""jaxseg launcher: one process per host.
+
+  python launch.py --config=configs/<method>.py[:variant] --workdir=DIR [--config.a.b=value ...]
+
+Dispatches on `config.method` (see `jaxseg/methods/__init__.py`) and runs the
+stages named in `config.stages`. Started as several processes (TPU pod,
+SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or the
+--coordinator_address/--num_processes/--process_id flags), it first calls
+`jax.distributed.initialize()`; each process then reads its own data shard.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _multi_process_requested() -> bool:
+  if _COORDINATOR.value or _NUM_PROCESSES.value:
+    return True
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    return True
+  if int(env.get("SLURM_NTASKS", "1")) > 1:
+    return True
+  return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
+def initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` when this is one of several processes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not _multi_process_requested():
+    return
+  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+    # CPU collectives across processes need gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if _COORDINATOR.value:
+    kwargs = dict(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                  process_id=_PROCESS_ID.value)
+  jax.distributed.initialize(**kwargs)
+  logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  initialize_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
+  from jaxseg import methods  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  method = methods.get_method(config.method)
+  config_lib.check_keys(config, method.default_config())
+  workdir = _WORKDIR.value
+  if jax.process_index() == 0:
+    methods.save_config(config, workdir)
+  method.run(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
