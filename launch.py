@@ -55,6 +55,9 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # orbax and grain log every save/restore at INFO; keep the console for progress.
+    logging.set_verbosity(logging.WARNING)
   initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top

@@ -10,10 +10,11 @@ process runs the same number of steps.
 """
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import jax
@@ -31,6 +32,7 @@ def _process_layout(global_batch_size: int, process_index: int | None,
 
 
 def train_dataset(source, augment, *, seed: int, global_batch_size: int,
+                  keys: Sequence[str] | None = None,
                   process_index: int | None = None,
                   process_count: int | None = None) -> grain.MapDataset:
   """Infinite, shuffled, augmented batches of this process's shard.
@@ -39,6 +41,8 @@ def train_dataset(source, augment, *, seed: int, global_batch_size: int,
     source: random-access source (`__len__`, `__getitem__` -> example dict).
     augment: a `grain.transforms.RandomMap` (or callable(example, rng)).
     global_batch_size: summed over processes; each gets `global / process_count`.
+    keys: the example keys to keep (None = all), so only what the step reads
+      is batched and sent to the device.
   Returns:
     MapDataset whose element k is this process's slice of global batch k:
     dict of numpy arrays with leading dim `global_batch_size / process_count`.
@@ -49,6 +53,8 @@ def train_dataset(source, augment, *, seed: int, global_batch_size: int,
                      f"batch size {global_batch_size}")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(augment)
+  if keys is not None:
+    ds = ds.map(functools.partial(_select, keys=tuple(keys)))
   # Element k of the sharded dataset = global element k * pc + pi, so the
   # processes together read the same examples as one process would.
   ds = ds[pi::pc]
@@ -71,11 +77,18 @@ def decode_state(iterator: grain.DatasetIterator, state: bytes) -> None:
   iterator.set_state(json.loads(state.decode()))
 
 
+def _select(example: dict, keys: tuple[str, ...]) -> dict:
+  missing = [k for k in keys if k not in example]
+  if missing:
+    raise KeyError(f"example has no key(s) {missing}; it has {sorted(example)}")
+  return {k: example[k] for k in keys}
+
+
 class _Padded:
   """Eval example source padded to whole global batches in process-major order."""
 
-  def __init__(self, source, transform, num_batches, global_batch, local, pi):
-    self.source, self.transform = source, transform
+  def __init__(self, source, transform, num_batches, global_batch, local, pi, keys):
+    self.source, self.transform, self.keys = source, transform, keys
     self.num_batches, self.global_batch, self.local, self.pi = num_batches, global_batch, local, pi
 
   def __len__(self):
@@ -85,13 +98,13 @@ class _Padded:
     index = (j // self.local) * self.global_batch + self.pi * self.local + j % self.local
     valid = index < len(self.source)
     example = self.transform(self.source[index if valid else 0])
-    example = dict(example)
+    example = dict(example) if self.keys is None else _select(example, self.keys)
     example["valid"] = np.asarray(valid, np.bool_)
     return example
 
 
 def eval_batches(source, transform: Callable[[dict], dict], *, global_batch_size: int,
-                 process_index: int | None = None, process_count: int | None = None,
+                 keys: Sequence[str] | None = None, process_index: int | None = None, process_count: int | None = None,
                  ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
   """This process's slices of fixed-order eval batches.
 
@@ -100,7 +113,8 @@ def eval_batches(source, transform: Callable[[dict], dict], *, global_batch_size
   """
   pi, _, local = _process_layout(global_batch_size, process_index, process_count)
   num_batches = -(-len(source) // global_batch_size)
-  padded = _Padded(source, transform, num_batches, global_batch_size, local, pi)
+  padded = _Padded(source, transform, num_batches, global_batch_size, local, pi,
+                   None if keys is None else tuple(keys))
   ds = grain.MapDataset.source(padded).batch(local, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   return iter(it), num_batches

@@ -5,13 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxseg.data.palette import palette
+from jaxseg.data.palette import colorize
 from jaxseg.train.metrics import write_image_grid
-
-
-def colorize_mask(mask: np.ndarray) -> np.ndarray:
-  """int [H, W] class ids (255 = ignore, shown white-ish) -> uint8 [H, W, 3] in the VOC palette."""
-  return palette()[np.asarray(mask).astype(np.int64) % 256]
 
 
 def to_uint8_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -22,6 +17,7 @@ def to_uint8_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float
 
 def write_segmentation_grid(path: str, examples: Sequence[dict], mean, std) -> str:
   """One row per example: image | ground truth | prediction."""
-  rows = [[to_uint8_image(e["image"], mean, std), colorize_mask(e["mask"]), colorize_mask(e["pred"])]
+  rows = [[to_uint8_image(e["image"], mean, std), colorize(e["mask"]), colorize(e["pred"])]
           for e in examples]
-  return write_image_grid(path, rows, titles=["image", "ground truth", "prediction"])
+  scale = max(1, 160 // max(rows[0][0].shape[:2]))
+  return write_image_grid(path, rows, titles=["image", "ground truth", "prediction"], scale=scale)

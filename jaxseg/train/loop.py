@@ -48,11 +48,13 @@ class TrainTask:
       collections of `init_fn`'s result.
     train_source: random-access source of example dicts.
     augment: grain RandomMap producing fixed-shape examples for batching.
+    keys: example keys the loss reads (None = all); only these are batched.
   """
   init_fn: Callable[[jax.Array, Batch], dict]
   loss_fn: LossFn
   train_source: Any
   augment: Any
+  keys: tuple[str, ...] | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -157,7 +159,7 @@ def train(config, workdir: str, task: TrainTask,
   tcfg = config.train
   total = int(tcfg.total_steps)
   data_ds = pipeline.train_dataset(task.train_source, task.augment, seed=int(config.seed),
-                                   global_batch_size=int(tcfg.batch_size))
+                                   global_batch_size=int(tcfg.batch_size), keys=task.keys)
   example = jax.tree.map(lambda x: np.zeros((int(tcfg.batch_size),) + x.shape[1:], x.dtype), data_ds[0])
   ts = setup(config, task, example)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(tcfg.keep_checkpoints),

@@ -98,15 +98,16 @@ def _fmt(v) -> str:
 
 
 def write_image_grid(path: str, rows: Sequence[Sequence[np.ndarray]],
-                     titles: Sequence[str] | None = None, pad: int = 2) -> str:
+                     titles: Sequence[str] | None = None, pad: int = 2, scale: int = 1) -> str:
   """Writes a grid of uint8 RGB tiles as a PNG; returns the path.
 
   Args:
     rows: rows of tiles; each tile uint8 [H, W, 3] (or [H, W], shown grey).
       Tiles in a row may differ in size; each cell is as large as the largest.
     titles: optional column titles drawn above the first row.
+    scale: integer upscaling of every tile (nearest), for small images.
   """
-  tiles = [[_as_rgb(t) for t in row] for row in rows]
+  tiles = [[_as_rgb(t).repeat(scale, 0).repeat(scale, 1) for t in row] for row in rows]
   if not tiles or not tiles[0]:
     raise ValueError(f"write_image_grid({path}): no tiles")
   cell_h = max(t.shape[0] for row in tiles for t in row)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import jax
@@ -58,7 +57,8 @@ def _augment_spec(config) -> dict:
 
 
 def _eval_spec(config) -> dict:
-  return dict(size=tuple(config.evaluate.eval_size), mean=tuple(config.normalize.mean),
+  # Pad/centre-crop to one size so eval batches stack (padding is ignore_index).
+  return dict(crop_size=tuple(config.evaluate.eval_size), mean=tuple(config.normalize.mean),
               std=tuple(config.normalize.std), ignore_index=config.data.ignore_index)
 
 
@@ -80,7 +80,8 @@ def make_task(config) -> loop.TrainTask:
 
   return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn,
                         train_source=datasets.build_source(config.data, "train"),
-                        augment=transforms.build_augment(_augment_spec(config)))
+                        augment=transforms.build_augment(_augment_spec(config)),
+                        keys=("image", "mask"))
 
 
 def train(config, workdir: str) -> None:
@@ -106,15 +107,14 @@ def evaluate(config, workdir: str) -> dict:
   source = datasets.build_source(config.data, "eval")
   local, num_batches = pipeline.eval_batches(
       source, transforms.build_eval_transform(_eval_spec(config)),
-      global_batch_size=int(config.evaluate.batch_size))
+      global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask"))
   batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
   metrics, examples = evaluate_segmentation(
       predict, variables, batches, num_classes=config.data.num_classes,
       ignore_index=config.data.ignore_index, keep_examples=int(config.evaluate.num_pictures))
   names = datasets.class_names(config.data)
   table = iou_table(metrics, names)
-  logging.info("evaluation (%d batches):\n%s", num_batches, table)
-  print(table, flush=True)
+  print(f"evaluation ({num_batches} batches of {config.evaluate.batch_size}):\n{table}", flush=True)
   if jax.process_index() == 0:
     summary = dict(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"],
                    mean_accuracy=metrics["mean_accuracy"],

@@ -1,0 +1,377 @@
+"""Tests for the embedded synthetic dataset (jaxseg/data/synthetic.py) and the VOC palette."""
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+
+from jaxseg.data import palette as palette_lib
+from jaxseg.data import synthetic
+
+
+def _assert_samples_equal(a, b):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert np.asarray(a[key]).dtype == np.asarray(b[key]).dtype, key
+
+
+def _coverage(scene, obj, height, width, time=0.0):
+  """bool [H, W]: where `obj` would be visible if it were alone in the scene."""
+  alone = dataclasses.replace(scene, objects=(obj,))
+  return synthetic.render_scene(alone, height=height, width=width, time=time)["mask"] > 0
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  return synthetic.SyntheticScenes(200, num_classes=6, image_size=(64, 64), seed=3)
+
+
+@pytest.fixture(scope="module")
+def samples(scenes):
+  return [scenes[i] for i in range(len(scenes))]
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+
+def test_same_index_gives_identical_sample_in_any_order(scenes):
+  forward = [scenes[i] for i in range(6)]
+  backward = [scenes[i] for i in reversed(range(6))][::-1]
+  rebuilt = synthetic.SyntheticScenes(200, num_classes=6, image_size=(64, 64), seed=3)
+  for i in range(6):
+    _assert_samples_equal(forward[i], backward[i])
+    _assert_samples_equal(forward[i], rebuilt[i])
+  # A longer dataset with the same arguments shares its prefix: sample i depends on (seed, i, args) only.
+  _assert_samples_equal(forward[2], synthetic.SyntheticScenes(1000, num_classes=6, seed=3)[2])
+
+
+def _render_in_worker(args):
+  dataset, index = args
+  return dataset[index]
+
+
+def test_identical_in_another_process_after_pickling():
+  dataset = synthetic.SyntheticScenes(10, num_classes=5, image_size=(32, 48), seed=7, with_depth=True,
+                                      style="shifted")
+  restored = pickle.loads(pickle.dumps(dataset))
+  assert len(restored) == len(dataset) and restored.config == dataset.config
+  _assert_samples_equal(restored[4], dataset[4])
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    remote = pool.submit(_render_in_worker, (dataset, 4)).result(timeout=60)
+  _assert_samples_equal(remote, dataset[4])
+
+  videos = synthetic.SyntheticVideos(3, num_frames=3, image_size=32, seed=2)
+  _assert_samples_equal(pickle.loads(pickle.dumps(videos))[1], videos[1])
+
+
+def test_different_indices_and_seeds_differ(scenes):
+  images = [scenes[i]["image"] for i in range(20)]
+  for i in range(len(images)):
+    for j in range(i):
+      assert not np.array_equal(images[i], images[j]), (i, j)
+  other_seed = synthetic.SyntheticScenes(200, num_classes=6, image_size=(64, 64), seed=4)
+  assert not np.array_equal(other_seed[0]["image"], scenes[0]["image"])
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("image_size", [(64, 64), (48, 80)])
+def test_sample_layout(image_size):
+  height, width = image_size
+  dataset = synthetic.SyntheticScenes(4, num_classes=6, image_size=image_size)
+  sample = dataset[3]
+  assert set(sample) == {"image", "mask", "instances", "labels", "index"}
+  assert sample["image"].shape == (height, width, 3) and sample["image"].dtype == np.uint8
+  assert sample["mask"].shape == (height, width) and sample["mask"].dtype == np.uint8
+  assert sample["instances"].shape == (height, width) and sample["instances"].dtype == np.int32
+  assert sample["labels"].shape == (6,) and sample["labels"].dtype == np.float32
+  assert sample["index"].dtype == np.int64 and np.ndim(sample["index"]) == 0 and sample["index"] == 3
+  assert sample["mask"].max() <= 6 and sample["image"].std() > 5
+
+  with_depth = synthetic.SyntheticScenes(4, num_classes=6, image_size=image_size, with_depth=True)[3]
+  assert with_depth["depth"].shape == (height, width) and with_depth["depth"].dtype == np.float32
+  assert with_depth["intrinsics"].shape == (3, 3) and with_depth["intrinsics"].dtype == np.float32
+  assert np.all(np.isfinite(with_depth["depth"])) and with_depth["depth"].min() > 0
+  # Depth output must not change anything else.
+  for key in sample:
+    np.testing.assert_array_equal(with_depth[key], sample[key], err_msg=key)
+
+
+def test_labels_and_instances_agree_with_mask(scenes, samples):
+  min_pixels = scenes.config.min_visible_pixels
+  assert min_pixels == 16  # 0.4% of 64 x 64
+  for index, sample in enumerate(samples[:60]):
+    mask, instances = sample["mask"], sample["instances"]
+    counts = np.bincount(mask.ravel(), minlength=7)
+    np.testing.assert_array_equal(sample["labels"], (counts[1:] >= min_pixels).astype(np.float32))
+    assert not np.any(mask == 255)
+    np.testing.assert_array_equal(instances > 0, mask > 0)
+    objects = scenes.scene(index).objects
+    for instance_id in np.unique(instances[instances > 0]):
+      classes = np.unique(mask[instances == instance_id])
+      assert classes.tolist() == [objects[instance_id - 1].class_id], (index, instance_id)
+  assert np.mean([s["labels"].any() for s in samples]) > 0.9
+
+
+def test_image_labels_threshold_is_inclusive():
+  mask = np.zeros((8, 8), np.uint8)
+  mask[0, :5] = 1  # 5 pixels: labelled at min_visible_pixels=5
+  mask[1, :4] = 3  # 4 pixels: not labelled
+  np.testing.assert_array_equal(synthetic.image_labels(mask, 4, 5), [1.0, 0.0, 0.0, 0.0])
+  np.testing.assert_array_equal(synthetic.image_labels(mask, 4, 4), [1.0, 0.0, 1.0, 0.0])
+
+
+def test_every_class_appears_with_balanced_frequency_and_random_cooccurrence(samples):
+  labels = np.stack([s["labels"] for s in samples])  # [200, 6]
+  frequency = labels.mean(axis=0)
+  assert np.all(frequency > 0.6 * frequency.mean()) and np.all(frequency < 1.4 * frequency.mean()), frequency
+  # No class implies another: each ordered pair has images with the first class and without the second.
+  for a in range(6):
+    for b in range(6):
+      if a != b:
+        assert np.any((labels[:, a] == 1) & (labels[:, b] == 0)), (a, b)
+  # Many classes with few samples: all 20 still show up.
+  many = synthetic.SyntheticScenes(200, num_classes=20, image_size=32, seed=5)
+  labels20 = np.stack([many[i]["labels"] for i in range(200)])
+  assert np.all(labels20.sum(axis=0) >= 5), labels20.sum(axis=0)
+
+
+def test_occlusion_happens(scenes):
+  occluded = total = 0
+  for index in range(40):
+    scene, instances = scenes.scene(index), scenes[index]["instances"]
+    for i, obj in enumerate(scene.objects):
+      visible = np.sum(instances == i + 1)
+      full = np.sum(_coverage(scene, obj, 64, 64))
+      assert visible <= full
+      occluded += visible < full
+      total += 1
+  assert 0.1 * total < occluded < 0.9 * total, (occluded, total)
+
+
+# ---------------------------------------------------------------------------------------------- style
+
+
+@pytest.mark.parametrize("style", ["shifted", "foggy", synthetic.Style(hue_rotation=90.0)])
+def test_style_changes_appearance_not_geometry(style):
+  default = synthetic.SyntheticScenes(8, image_size=48, with_depth=True)
+  styled = synthetic.SyntheticScenes(8, image_size=48, with_depth=True, style=style)
+  differences = []
+  for i in range(8):
+    a, b = default[i], styled[i]
+    for key in ("mask", "instances", "labels", "depth", "intrinsics", "index"):
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    differences.append(np.abs(a["image"].astype(np.int32) - b["image"]).mean())
+  assert min(differences) > 8.0, differences
+
+
+# ---------------------------------------------------------------------------------------------- depth
+
+
+def test_depth_is_consistent_with_occlusion_and_the_floor():
+  dataset = synthetic.SyntheticScenes(30, image_size=(48, 64), with_depth=True, max_objects=5, seed=1)
+  checked_overlaps = 0
+  for index in range(len(dataset)):
+    sample, scene = dataset[index], dataset.scene(index)
+    depth, instances = sample["depth"], sample["instances"]
+    poses = [synthetic.object_pose(o, scene.camera, height=48, width=64) for o in scene.objects]
+    covers = [_coverage(scene, o, 48, 64) for o in scene.objects]
+    for i, pose in enumerate(poses):
+      np.testing.assert_allclose(depth[instances == i + 1], pose.depth, rtol=1e-6)
+    # Wherever objects overlap, the visible one is the nearest of those covering the pixel.
+    if covers:
+      covers = np.stack(covers)
+      overlap = covers.sum(axis=0) >= 2
+      depths = np.where(covers, np.array([p.depth for p in poses])[:, None, None], np.inf)
+      np.testing.assert_array_equal(instances[overlap], np.argmin(depths, axis=0)[overlap] + 1)
+      checked_overlaps += overlap.any()
+    # Objects stand on the floor, so they are never behind the background at their own pixels.
+    background_only = synthetic.render_scene(dataclasses.replace(scene, objects=()))["depth"]
+    assert np.all(depth <= background_only + 1e-5)
+    # Background floor pixels back-project (with the intrinsics) onto a plane camera.height below the camera.
+    rows = np.arange(40, 48)
+    v, u = np.meshgrid(rows, np.arange(64), indexing="ij")
+    floor = instances[rows] == 0
+    rays = np.linalg.solve(sample["intrinsics"].astype(np.float64),
+                           np.stack([u[floor], v[floor], np.ones(floor.sum())]))
+    points = rays * depth[rows][floor]
+    centred = points - points.mean(axis=1, keepdims=True)
+    normal = np.linalg.svd(centred)[0][:, -1]
+    np.testing.assert_allclose(np.abs(centred.T @ normal).max(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(abs(points.mean(axis=1) @ normal), scene.camera.height, rtol=1e-3)
+  assert checked_overlaps > 5
+
+
+# ---------------------------------------------------------------------------------------------- video
+
+
+def test_video_objects_move_and_occlusions_change():
+  videos = synthetic.SyntheticVideos(12, num_frames=6, frame_interval=2.0, image_size=48, with_depth=True,
+                                     min_objects=3, max_objects=4, seed=2)
+  images = synthetic.SyntheticScenes(12, image_size=48, min_objects=3, max_objects=4, seed=2)
+  occlusion_changes = 0
+  for index in range(len(videos)):
+    clip = videos[index]
+    assert clip["frames"].shape == (6, 48, 48, 3) and clip["frames"].dtype == np.uint8
+    assert clip["masks"].shape == (6, 48, 48) and clip["masks"].dtype == np.uint8
+    assert clip["instances"].shape == (6, 48, 48) and clip["instances"].dtype == np.int32
+    assert clip["depths"].shape == (6, 48, 48) and clip["frame_labels"].shape == (6, 6)
+    np.testing.assert_array_equal(clip["times"], np.arange(6) * 2.0)
+    np.testing.assert_array_equal(clip["labels"], clip["frame_labels"].max(axis=0))
+    # Frame 0 is the still image with the same arguments.
+    np.testing.assert_array_equal(clip["frames"][0], images[index]["image"])
+    np.testing.assert_array_equal(clip["masks"][0], images[index]["mask"])
+    # Things move: masks change, and each instance id keeps its class in every frame.
+    assert not np.array_equal(clip["masks"][0], clip["masks"][-1])
+    scene = videos.scene(index)
+    for t in range(6):
+      for instance_id in np.unique(clip["instances"][t][clip["instances"][t] > 0]):
+        classes = np.unique(clip["masks"][t][clip["instances"][t] == instance_id])
+        assert classes.tolist() == [scene.objects[instance_id - 1].class_id]
+    # Occlusion changes over time: some object's visible fraction varies across frames.
+    for i, obj in enumerate(scene.objects):
+      fractions = []
+      for t, time_value in enumerate(clip["times"]):
+        full = _coverage(scene, obj, 48, 48, time=float(time_value)).sum()
+        fractions.append(np.sum(clip["instances"][t] == i + 1) / max(full, 1))
+      occlusion_changes += max(fractions) - min(fractions) > 0.2
+  assert occlusion_changes >= 2
+
+
+# ---------------------------------------------------------------------------------------------- learnability
+
+
+def _object_features(dataset, count):
+  """Per visible instance (>= 30 pixels): mean and std of RGB and mean |gradient| inside the object."""
+  features, classes = [], []
+  for index in range(count):
+    sample = dataset[index]
+    image = sample["image"].astype(np.float32) / 255.0
+    grad_y = np.abs(np.diff(image, axis=0)).sum(-1)
+    grad_x = np.abs(np.diff(image, axis=1)).sum(-1)
+    for instance_id in np.unique(sample["instances"])[1:]:
+      inside = sample["instances"] == instance_id
+      if inside.sum() < 30:
+        continue
+      pixels = image[inside]
+      inner_y, inner_x = inside[1:] & inside[:-1], inside[:, 1:] & inside[:, :-1]
+      texture = [grad_y[inner_y].mean() if inner_y.any() else 0.0,
+                 grad_x[inner_x].mean() if inner_x.any() else 0.0]
+      features.append(np.concatenate([pixels.mean(0), pixels.std(0), texture]))
+      classes.append(sample["mask"][inside][0])
+  return np.asarray(features), np.asarray(classes)
+
+
+@pytest.mark.parametrize("num_classes,style,min_accuracy", [(6, "default", 0.8), (20, "shifted", 0.6)])
+def test_classes_are_told_apart_by_object_pixel_statistics(num_classes, style, min_accuracy):
+  """A nearest-centroid classifier on simple object-pixel statistics beats chance (1/K) by far."""
+  train_x, train_y = _object_features(
+      synthetic.SyntheticScenes(300, num_classes=num_classes, style=style, seed=10), 250)
+  test_x, test_y = _object_features(
+      synthetic.SyntheticScenes(80, num_classes=num_classes, style=style, seed=11), 80)
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+  centroids = np.stack([train_x[train_y == c].mean(0) for c in range(1, num_classes + 1)])
+  predicted = np.argmin(((test_x[:, None] - centroids[None]) ** 2).sum(-1), axis=1) + 1
+  accuracy = np.mean(predicted == test_y)
+  assert len(test_y) > 100 and accuracy > min_accuracy, accuracy
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def test_scene_renders_consistently_at_another_resolution(scenes):
+  scene = scenes.scene(8)
+  small = synthetic.render_scene(scene)["mask"]
+  large = synthetic.render_scene(scene, height=128, width=128)["mask"]
+  downsampled = large[::2, ::2]  # samples near the 64 x 64 pixel centres
+  foreground = (small > 0) | (downsampled > 0)
+  assert foreground.any() and np.mean(small[foreground] == downsampled[foreground]) > 0.85
+
+
+def test_works_as_a_grain_source():
+  grain = pytest.importorskip("grain")
+  dataset = synthetic.SyntheticScenes(10, image_size=32)
+  batch = grain.MapDataset.source(dataset).batch(4)[1]
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["labels"].shape == (4, 6)
+  np.testing.assert_array_equal(batch["index"], [4, 5, 6, 7])
+  np.testing.assert_array_equal(batch["mask"][2], dataset[6]["mask"])
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_index_errors_name_the_index_and_length():
+  dataset = synthetic.SyntheticScenes(5)
+  for bad in (5, -1, 100):
+    with pytest.raises(IndexError, match=rf"index {bad} .*length 5"):
+      dataset[bad]
+  with pytest.raises(TypeError, match="integer"):
+    dataset[1.0]
+  with pytest.raises(IndexError, match="length 2"):
+    synthetic.SyntheticVideos(2, num_frames=2)[2]
+  assert dataset[np.int64(4)]["index"] == 4
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num_classes=0), "num_classes"),
+    (dict(num_classes=synthetic.MAX_CLASSES + 1), "num_classes"),
+    (dict(num_classes=2.5), "num_classes"),
+    (dict(image_size=8), "height"),
+    (dict(image_size=(64, 10)), "width"),
+    (dict(image_size=(64,)), "image_size"),
+    (dict(seed=-1), "seed"),
+    (dict(min_objects=3, max_objects=2), "max_objects"),
+    (dict(min_objects=-1), "min_objects"),
+    (dict(max_objects=0, min_objects=0), "max_objects"),
+    (dict(style="nope"), "style"),
+    (dict(style=synthetic.Style(background_texture="stripes")), "background_texture"),
+    (dict(min_visible_pixels=0), "min_visible_pixels"),
+    (dict(with_depth="yes"), "with_depth"),
+])
+def test_bad_constructor_arguments_raise(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    synthetic.SyntheticScenes(4, **kwargs)
+
+
+def test_bad_video_arguments_raise():
+  with pytest.raises(ValueError, match="num_frames"):
+    synthetic.SyntheticVideos(2, num_frames=0)
+  with pytest.raises(ValueError, match="frame_interval"):
+    synthetic.SyntheticVideos(2, frame_interval=0.0)
+  with pytest.raises(ValueError, match="num_videos"):
+    synthetic.SyntheticVideos(-1)
+
+
+# ---------------------------------------------------------------------------------------------- names, palette
+
+
+def test_class_names():
+  assert synthetic.class_names(6) == ["background", "disc", "square", "triangle", "ring", "cross", "star"]
+  names = synthetic.class_names(synthetic.MAX_CLASSES)
+  assert len(names) == synthetic.MAX_CLASSES + 1 and len(set(names)) == len(names)
+  looks = {(a.shape, a.texture) for a in
+           (synthetic.class_appearance(c, synthetic.MAX_CLASSES) for c in range(1, synthetic.MAX_CLASSES + 1))}
+  assert len(looks) == synthetic.MAX_CLASSES
+  assert synthetic.SyntheticScenes(3, num_classes=4).class_names == synthetic.class_names(4)
+  with pytest.raises(ValueError, match="num_classes"):
+    synthetic.class_names(0)
+
+
+def test_palette():
+  colours = palette_lib.palette()
+  assert colours.shape == (256, 3) and colours.dtype == np.uint8
+  assert colours[0].tolist() == [0, 0, 0]
+  assert colours[1].tolist() == [128, 0, 0] and colours[2].tolist() == [0, 128, 0]
+  assert colours[15].tolist() == [192, 128, 128]  # VOC 'person'
+  assert colours[255].tolist() == [224, 224, 192]  # VOC ignore
+  assert len(np.unique(colours, axis=0)) == 256
+  mask = np.array([[0, 1], [255, 2]], dtype=np.uint8)
+  np.testing.assert_array_equal(palette_lib.colorize(mask), colours[mask])
+  with pytest.raises(ValueError, match="integer"):
+    palette_lib.colorize(np.zeros((2, 2), np.float32))
