@@ -44,7 +44,7 @@ def train_dataset(source, augment, *, seed: int, global_batch_size: int,
     keys: the example keys to keep (None = all), so only what the step reads
       is batched and sent to the device.
   Returns:
-    MapDataset whose element k is this process's slice of global batch k:
+    MapDataset whose element b is this process's slice of global batch b:
     dict of numpy arrays with leading dim `global_batch_size / process_count`.
   """
   pi, pc, local = _process_layout(global_batch_size, process_index, process_count)
@@ -55,10 +55,10 @@ def train_dataset(source, augment, *, seed: int, global_batch_size: int,
   ds = ds.random_map(augment)
   if keys is not None:
     ds = ds.map(functools.partial(_select, keys=tuple(keys)))
-  # Element k of the sharded dataset = global element k * pc + pi, so the
-  # processes together read the same examples as one process would.
-  ds = ds[pi::pc]
-  return ds.batch(local, drop_remainder=True)
+  # Local batch m holds elements [m * local, (m + 1) * local); process pi takes
+  # local batches pi, pi + pc, ..., so global batch b is elements
+  # [b * global, (b + 1) * global) in order, exactly as on one process.
+  return ds.batch(local, drop_remainder=True)[pi::pc]
 
 
 def make_iterator(ds: grain.MapDataset, num_workers: int = 0) -> grain.DatasetIterator:

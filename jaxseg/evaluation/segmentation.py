@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.evaluation.miou import confusion_matrix, segmentation_metrics
+from jaxseg.train.sharding import local_rows
 
 # predict_fn(variables, batch) -> int class ids [B, H, W] at the mask's resolution.
 PredictFn = Callable[[Any, dict], jax.Array]
@@ -26,7 +27,7 @@ def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterab
     batches: global batches with 'mask' int [B, H, W] and bool 'valid' [B]
       (padding rows are excluded from the counts).
     keep_examples: number of (image, mask, prediction) examples to return as
-      numpy, for pictures (taken from the first batches).
+      numpy, for pictures (this process's rows of the first batches).
   Returns:
     (metrics, examples): metrics from `segmentation_metrics` plus 'confusion'
     (int64 [C, C]); examples a list of dicts of numpy arrays.
@@ -44,8 +45,9 @@ def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterab
   for i, batch in enumerate(batches):
     running, pred = step(running, variables, batch)
     if len(examples) < keep_examples:
-      host = jax.device_get({k: batch[k] for k in ("image", "mask", "valid")})
-      host_pred = np.asarray(jax.device_get(pred))
+      # This process's rows only: the global batch may span other hosts.
+      host = {k: local_rows(batch[k]) for k in ("image", "mask", "valid")}
+      host_pred = local_rows(pred)
       for j in range(host_pred.shape[0]):
         if host["valid"][j] and len(examples) < keep_examples:
           examples.append(dict(image=host["image"][j], mask=host["mask"][j], pred=host_pred[j]))

@@ -121,3 +121,17 @@ def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) ->
   arrays; the result is one global `jax.Array` per key, sharded on 'data'.
   """
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in batch order (numpy).
+
+  Works on multi-host arrays, where `jax.device_get` of the whole array is
+  impossible; shards replicated over 'model' are taken once.
+  """
+  if x.ndim == 0:
+    return np.asarray(x.addressable_data(0))
+  rows = {}
+  for shard in x.addressable_shards:
+    rows.setdefault(shard.index[0].start or 0, shard.data)
+  return np.concatenate([np.asarray(rows[k]) for k in sorted(rows)])
