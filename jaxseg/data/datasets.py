@@ -44,7 +44,7 @@ def build_source(data: ml_collections.ConfigDict, split: str):
   if data.name == "voc":
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
     _require_root(data)
-    return sources.voc_segmentation_source(data.root, split_name)
+    return sources.voc_segmentation_source(data.root, split_name, hint=SYNTHETIC_HINT)
   if data.name == "folder":
     import os  # pylint: disable=g-import-not-at-top
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
@@ -64,12 +64,10 @@ def build_source(data: ml_collections.ConfigDict, split: str):
 
 
 def _require_root(data) -> None:
-  import os  # pylint: disable=g-import-not-at-top
+  # A missing directory is reported by the source itself, with the path.
   if not data.root:
     raise DataError(f"config.data.root is empty for dataset {data.name!r}; set "
                     f"--config.data.root=/path/to/dataset, or {SYNTHETIC_HINT}")
-  if not os.path.isdir(data.root):
-    raise DataError(f"dataset root {data.root} does not exist ({data.name}); {SYNTHETIC_HINT}")
 
 
 def class_names(data: ml_collections.ConfigDict) -> list[str]:
