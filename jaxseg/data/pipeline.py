@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import jax
+from absl import flags
 import numpy as np
 
 
@@ -65,6 +66,10 @@ def make_iterator(ds: grain.MapDataset, num_workers: int = 0) -> grain.DatasetIt
   """Iterator with checkpointable state; `num_workers` > 0 uses worker processes."""
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   if num_workers > 0:
+    # grain's worker processes read absl flags; outside an absl app (library
+    # use, notebooks, tests) they are unparsed, so use their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(it_ds)
 
