@@ -97,7 +97,9 @@ def _free_port():
 @pytest.mark.ci
 def test_two_processes_match_one(tmp_path):
   """2 processes x 1 CPU device (gloo) == 1 process x 2 devices: same global batches."""
-  steps = ["--config.train.total_steps=6", "--config.stages=('train','evaluate')"]
+  steps = ["--config.train.total_steps=6", "--config.stages=('train','evaluate')",
+           "--config.model.width_multiplier=0.125", "--config.data.synthetic.image_size=(32,32)",
+           "--config.augment.crop_size=(32,32)", "--config.evaluate.eval_size=(32,32)"]
   _finish(_launch(tmp_path / "single", steps, devices=2))
   port = _free_port()
   procs = [_launch(tmp_path / "multi", [*steps, f"--coordinator_address=localhost:{port}",

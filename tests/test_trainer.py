@@ -106,11 +106,11 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
   config = method.default_config()
   config.train.compute_dtype = "bfloat16"
   config.train.batch_size = 8
-  config.train.total_steps = 2
+  config.train.total_steps = 1
   config.train.progress_bar = False
   config.model.width_multiplier = 0.125
   config.data.synthetic.num_train = 16
-  config.augment.crop_size = (32, 32)
+  config.augment.crop_size = (16, 16)
   config.data.synthetic.image_size = (32, 32)
   task = method.make_task(config)
   state = loop.train(config, str(tmp_path), task)
@@ -118,7 +118,7 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
   assert dtypes == {jnp.dtype(jnp.float32)}
   # The forward really runs in bf16: the backbone's activations are bf16.
   model = method.build_model(config)
-  image = jnp.zeros((1, 32, 32, 3))
+  image = jnp.zeros((1, 16, 16, 3))
   _, inter = model.apply({"params": state["params"], **state["model_state"]}, image, train=False,
                          capture_intermediates=True)
   conv_out = inter["intermediates"]["backbone"]["conv1"]["__call__"][0]
