@@ -40,7 +40,15 @@ _MAX_LISTED = 25
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint does not match the model: lists missing, unexpected and wrongly shaped keys."""
+    """A checkpoint does not match the model. The message lists the offending keys (grouped by module when
+    there are many); the complete lists are in `.missing`, `.unexpected` and `.wrong_shape`."""
+
+    def __init__(self, message: str, *, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                 wrong_shape: Sequence[str] = ()):
+        super().__init__(message)
+        self.missing = sorted(missing, key=_natural_key)
+        self.unexpected = sorted(unexpected, key=_natural_key)
+        self.wrong_shape = sorted(wrong_shape, key=_natural_key)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -87,10 +95,25 @@ def _flatten(variables: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
     return {tuple(str(k) for k in key): value for key, value in flat.items()}
 
 
+def _natural_key(name: str) -> list:
+    """Sort key that orders 'layer3.6' before 'layer3.10'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def _listing(title: str, items: Sequence[str]) -> str:
-    shown = "\n    ".join(items[:_MAX_LISTED])
-    more = f"\n    ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"  {title} ({len(items)}):\n    {shown}{more}"
+    """Every offending key, grouped by module (e.g. 'layer3.10.*: 15 tensors') when there are many."""
+    items = sorted(items, key=_natural_key)
+    if len(items) <= _MAX_LISTED:
+        return f"  {title} ({len(items)}):\n    " + "\n    ".join(items)
+    groups: dict[str, int] = {}
+    for item in items:
+        parts = item.split(":", 1)[0].split(".")
+        group = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        groups[group] = groups.get(group, 0) + 1
+    grouped = [f"{g}.*: {n} tensor{'s' if n > 1 else ''}" for g, n in groups.items()]
+    shown = "\n    ".join(grouped[:4 * _MAX_LISTED])
+    more = f"\n    ... and {len(grouped) - 4 * _MAX_LISTED} more groups" if len(grouped) > 4 * _MAX_LISTED else ""
+    return f"  {title} ({len(items)}, by module):\n    {shown}{more}"
 
 
 def state_dict_to_variables(
@@ -152,17 +175,18 @@ def state_dict_to_variables(
     if missing or unexpected or wrong_shape:
         parts = [f"{source} does not match the model ({len(by_torch_name)} model tensors, "
                  f"{len(checkpoint)} checkpoint tensors after ignores); nothing was loaded."]
-        matched = len(by_torch_name) - len(missing) - len(kept) - len(wrong_shape)
-        if matched < len(by_torch_name) // 2:
-            parts.append("  Fewer than half of the model tensors match: this checkpoint is probably for a "
-                         "different architecture, depth or width (or its keys carry a prefix to strip).")
+        mismatched = len(missing) + len(wrong_shape) + len(unexpected)
+        if mismatched > 0.1 * len(by_torch_name):
+            parts.append("  Many tensors do not match: this checkpoint is probably for a different "
+                         "architecture, depth or width (or its keys carry a prefix to strip).")
         if missing:
-            parts.append(_listing("missing keys (in the model, not in the checkpoint)", sorted(missing)))
+            parts.append(_listing("missing keys (in the model, not in the checkpoint)", missing))
         if unexpected:
             parts.append(_listing("unexpected keys (in the checkpoint, not in the model)", unexpected))
         if wrong_shape:
-            parts.append(_listing("wrong shapes", sorted(wrong_shape)))
-        raise CheckpointMismatchError("\n".join(parts))
+            parts.append(_listing("wrong shapes", wrong_shape))
+        raise CheckpointMismatchError("\n".join(parts), missing=missing, unexpected=unexpected,
+                                      wrong_shape=wrong_shape)
     return flax.traverse_util.unflatten_dict(flat_out)
 
 
@@ -188,12 +212,10 @@ def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> StateDict:
 # Architecture-specific converters.
 
 
-def _template(model, image_shape: tuple[int, int], init: bool, seed: int = 0, **call_kwargs) -> Variables:
+def _template(model, image_shape: tuple[int, int]) -> Variables:
+    """Variable shapes/dtypes of `model` (`jax.ShapeDtypeStruct` leaves; nothing is computed)."""
     x = np.zeros((1, *image_shape, 3), np.float32)
-    key = jax.random.key(seed)
-    if init:
-        return jax.device_get(model.init(key, x, train=False, **call_kwargs))
-    return jax.eval_shape(lambda: model.init(key, x, train=False, **call_kwargs))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
 
 
 def convert_torchvision_resnet(state_dict: Mapping[str, Any], model, *, source: str = "checkpoint",
@@ -203,7 +225,7 @@ def convert_torchvision_resnet(state_dict: Mapping[str, Any], model, *, source: 
     The ImageNet classifier (`fc.*`) is dropped. A mismatching depth or width raises.
     """
     state_dict = strip_prefix(state_dict, prefix) if prefix else dict(state_dict)
-    return state_dict_to_variables(state_dict, _template(model, (32, 32), init=False),
+    return state_dict_to_variables(state_dict, _template(model, (32, 32)),
                                    source=source, ignore=[r"^fc\."])
 
 
@@ -233,7 +255,7 @@ def convert_deeplab_v2(state_dict: Mapping[str, Any], model, *, imagenet_init: b
     `imagenet_init=None` picks the format from the keys (a shared unknown first component = ImageNet init).
     """
     state_dict = dict(state_dict)
-    template = _template(model, (33, 33), init=False)
+    template = _template(model, (33, 33))
     top_level = {key[1] for key in _flatten(template)}
     first = {k.split(".", 1)[0] for k in state_dict}
     if imagenet_init is None:
@@ -257,7 +279,7 @@ def convert_resnet38(state_dict: Mapping[str, Any], model, *, source: str = "che
     For a full SEAM / AffinityNet checkpoint whose head tensors belong to another module, list them in
     `ignore`, e.g. `ignore=[r"^(fc8|f8_3|f8_4|f8_5|f9)\."]`; anything else unexpected raises.
     """
-    return state_dict_to_variables(state_dict, _template(model, (16, 16), init=False), source=source,
+    return state_dict_to_variables(state_dict, _template(model, (16, 16)), source=source,
                                    ignore=ignore)
 
 
@@ -301,7 +323,7 @@ def mxnet_resnet38_to_state_dict(params: Mapping[str, np.ndarray], *, source: st
     if unknown:
         raise CheckpointMismatchError(
             f"{source}: not an MXNet ResNet-38 parameter file; nothing was loaded.\n"
-            + _listing("names that are not ResNet-38 parameters", sorted(unknown)))
+            + _listing("names that are not ResNet-38 parameters", unknown), unexpected=unknown)
     return out
 
 

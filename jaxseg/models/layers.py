@@ -74,7 +74,7 @@ class BatchNorm(nn.Module):
         PyTorch's default momentum 0.1.
       epsilon: added to the variance (PyTorch default 1e-5).
       affine_trainable: False keeps scale/bias in `BN_STATE`, out of the optimiser's reach.
-      dtype: output dtype. Statistics are always computed in float32 (bf16 sums lose too much).
+      dtype: output dtype. Statistics are computed in at least float32 (bf16 sums lose too much).
       param_dtype: dtype of scale/bias and the running statistics.
       axis_name: mapped axis to average batch statistics over under `pmap`/`shard_map` (not needed under
         `jit` with sharded global arrays, where the mean is already global).
@@ -102,10 +102,11 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable(BN_STATE, "mean", jnp.zeros, (channels,), self.param_dtype)
         ra_var = self.variable(BN_STATE, "var", jnp.ones, (channels,), self.param_dtype)
 
-        x32 = x.astype(jnp.float32)
+        stat_dtype = jnp.promote_types(jnp.float32, x.dtype)  # float64 stays float64 (x64 parity checks)
+        x32 = x.astype(stat_dtype)
         if self.use_running_average:
-            mean = ra_mean.value.astype(jnp.float32)
-            var = ra_var.value.astype(jnp.float32)
+            mean = ra_mean.value.astype(stat_dtype)
+            var = ra_var.value.astype(stat_dtype)
         else:
             reduce_axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x32, axis=reduce_axes)
@@ -124,8 +125,8 @@ class BatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(self.param_dtype)
                 ra_var.value = (m * ra_var.value + (1 - m) * unbiased).astype(self.param_dtype)
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)
-        y = (x32 - mean) * inv + bias.astype(jnp.float32)
+        inv = jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat_dtype)
+        y = (x32 - mean) * inv + bias.astype(stat_dtype)
         return y.astype(self.dtype)
 
 
