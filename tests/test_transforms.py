@@ -360,3 +360,17 @@ def test_build_eval_transform():
   np.testing.assert_array_equal(pickle.loads(pickle.dumps(tf))(ex)["image"], out["image"])
   with pytest.raises(ValueError, match=r"\['scale_range'\]"):
     T.build_eval_transform({"scale_range": (0.5, 1.0)})
+
+
+def test_random_resize_long_keeps_aspect_and_uses_the_inclusive_range():
+  rng = np.random.default_rng(0)
+  example = {"image": np.zeros((30, 60, 3), np.uint8), "mask": np.ones((30, 60), np.uint8)}
+  longs = set()
+  for _ in range(200):
+    out = T.random_resize_long(example, rng, (10, 12))
+    h, w = out["image"].shape[:2]
+    assert out["mask"].shape == (h, w) and h == round(w / 2)
+    longs.add(w)
+  assert longs == {10, 11, 12}
+  aug = T.build_augment({"resize_long": (20, 20), "scale_range": None, "crop_size": (8, 8)})
+  assert aug(example, np.random.default_rng(1))["image"].shape == (8, 8, 3)

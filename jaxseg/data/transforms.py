@@ -158,6 +158,33 @@ def random_scale(example: Example, rng: np.random.Generator,
   return resize(example, size, spatial_keys=spatial_keys)
 
 
+def random_resize_long(example: Example, rng: np.random.Generator,
+                       long_range: Sequence[int] = (448, 768), *,
+                       spatial_keys: Iterable[str] | None = None) -> Example:
+  """SEAM/PSA `RandomResizeLong`: long side ~ randint[lo, hi] (inclusive), aspect kept.
+
+  The RGB image is resampled with PIL bicubic, as the official code does;
+  other spatial keys follow `resize_array`'s rules. Short side = round(s * long / L).
+  """
+  lo, hi = int(long_range[0]), int(long_range[1])
+  if not 0 < lo <= hi:
+    raise ValueError(f"resize_long must satisfy 0 < lo <= hi, got {long_range!r}")
+  target = int(rng.integers(lo, hi + 1))
+  h, w = image_size(example)
+  if w > h:
+    size = (max(1, int(round(h * target / w))), target)
+  else:
+    size = (target, max(1, int(round(w * target / h))))
+  out = dict(example)
+  for key in spatial_keys_of(example, spatial_keys):
+    array = example[key]
+    if key == "image" and array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
+      out[key] = np.asarray(Image.fromarray(array, mode="RGB").resize((size[1], size[0]), Image.BICUBIC))
+    else:
+      out[key] = resize_array(key, array, size)
+  return out
+
+
 # ----------------------------------------------------------------------------
 # Cropping and padding.
 # ----------------------------------------------------------------------------
@@ -412,7 +439,7 @@ def validate_example(example: Mapping[str, Any], num_classes: int, ignore_index:
 # ----------------------------------------------------------------------------
 # grain transforms built from config dicts.
 # ----------------------------------------------------------------------------
-_AUGMENT_KEYS = frozenset({"scale_range", "crop_size", "flip", "color_jitter", "normalize",
+_AUGMENT_KEYS = frozenset({"scale_range", "resize_long", "crop_size", "flip", "color_jitter", "normalize",
                            "mean", "std", "ignore_index", "image_fill", "spatial_keys"})
 _EVAL_KEYS = frozenset({"resize", "crop_size", "normalize", "mean", "std", "ignore_index",
                         "image_fill", "spatial_keys"})
@@ -464,6 +491,7 @@ class SegmentationAugment(grain.transforms.RandomMap):
   Build it with `build_augment`.
   """
   scale_range: tuple[float, float] | None = (0.5, 1.5)
+  resize_long: tuple[int, int] | None = None
   crop_size: tuple[int, int] | None = None
   flip_prob: float = 0.5
   color_jitter: tuple[float, float, float, float] | None = None
@@ -477,6 +505,8 @@ class SegmentationAugment(grain.transforms.RandomMap):
   def random_map(self, element: Example, rng: np.random.Generator) -> Example:
     keys = self.spatial_keys
     ex = dict(element)
+    if self.resize_long is not None:
+      ex = random_resize_long(ex, rng, self.resize_long, spatial_keys=keys)
     if self.scale_range is not None:
       ex = random_scale(ex, rng, self.scale_range, spatial_keys=keys)
     if self.flip_prob > 0:
@@ -534,7 +564,8 @@ def _common(spec: dict[str, Any]) -> dict[str, Any]:
 def build_augment(spec: Mapping[str, Any]) -> SegmentationAugment:
   """Train augment from a config dict (or ConfigDict).
 
-  Keys (all optional): scale_range (lo, hi) | None = (0.5, 1.5);
+  Keys (all optional): resize_long (lo, hi) | None = None (SEAM's random
+  long-side resize, applied first); scale_range (lo, hi) | None = (0.5, 1.5);
   crop_size (h, w) | None (None = no crop; batches then need equal sizes);
   flip: bool or probability (True = 0.5); color_jitter: (brightness,
   contrast, saturation, hue) | None; normalize: bool = True; mean, std on the
@@ -556,7 +587,11 @@ def build_augment(spec: Mapping[str, Any]) -> SegmentationAugment:
   jitter = _opt_tuple(spec.get("color_jitter"), "color_jitter", 4)
   if jitter is not None:  # Check the values now rather than in a worker.
     color_jitter({"image": np.zeros((1, 1, 3), np.uint8)}, np.random.default_rng(0), *jitter)
-  return SegmentationAugment(scale_range=scale_range, crop_size=crop_size, flip_prob=flip_prob,
+  resize_long = _opt_tuple(spec.get("resize_long"), "resize_long", 2)
+  if resize_long is not None and not 0 < resize_long[0] <= resize_long[1]:
+    raise ValueError(f"spec 'resize_long' must satisfy 0 < lo <= hi, got {resize_long}")
+  return SegmentationAugment(scale_range=scale_range, resize_long=resize_long,
+                             crop_size=crop_size, flip_prob=flip_prob,
                              color_jitter=jitter, **_common(spec))
 
 
