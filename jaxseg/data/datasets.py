@@ -29,8 +29,16 @@ def data_config() -> ml_collections.ConfigDict:
   ))
 
 
-def build_source(data: ml_collections.ConfigDict, split: str):
-  """Random-access source for `split` ('train' or 'eval' names a config split)."""
+def build_source(data: ml_collections.ConfigDict, split: str, *, with_labels: bool = False,
+                 with_masks: bool = True):
+  """Random-access source for `split` ('train' or 'eval' names a config split).
+
+  Args:
+    with_labels: attach image-level `labels` float32 [num_classes - 1] (multi-hot
+      over the foreground classes). The synthetic scenes always carry them.
+    with_masks: False reads no pixel labels where the dataset allows it (VOC
+      train_aug without SBD masks: the weakly supervised setting).
+  """
   split_name = data.train_split if split == "train" else data.eval_split
   if data.name == "synthetic":
     from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -44,7 +52,10 @@ def build_source(data: ml_collections.ConfigDict, split: str):
   if data.name == "voc":
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
     _require_root(data)
-    return sources.voc_segmentation_source(data.root, split_name, hint=SYNTHETIC_HINT)
+    return sources.voc_segmentation_source(data.root, split_name, use_sbd=with_masks,
+                                           with_labels=with_labels, hint=SYNTHETIC_HINT)
+  if with_labels:
+    raise ValueError(f"dataset {data.name!r} has no image-level labels; use synthetic or voc")
   if data.name == "folder":
     import os  # pylint: disable=g-import-not-at-top
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top

@@ -13,6 +13,7 @@ import ml_collections
 
 METHODS = {
     "supervised": "jaxseg.methods.supervised",
+    "seam": "jaxseg.methods.seam",
 }
 
 

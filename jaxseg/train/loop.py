@@ -49,12 +49,16 @@ class TrainTask:
     train_source: random-access source of example dicts.
     augment: grain RandomMap producing fixed-shape examples for batching.
     keys: example keys the loss reads (None = all); only these are batched.
+    init_weights: optional (params, model_state) -> (params, model_state) run
+      on the host once, when training starts from scratch (not on resume):
+      loads pretrained weights (e.g. ImageNet backbones) into the fresh state.
   """
   init_fn: Callable[[jax.Array, Batch], dict]
   loss_fn: LossFn
   train_source: Any
   augment: Any
   keys: tuple[str, ...] | None = None
+  init_weights: Callable[[Any, Any], tuple[Any, Any]] | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -138,14 +142,23 @@ def make_train_step(task: TrainTask, ts: TrainSetup):
   return jax.jit(step_fn, donate_argnums=(0,), out_shardings=(ts.state_shardings, repl))
 
 
-def restore_or_init(ts: TrainSetup, checkpointer: ckpt_lib.Checkpointer | None):
+def restore_or_init(ts: TrainSetup, checkpointer: ckpt_lib.Checkpointer | None,
+                    init_weights=None):
   """Latest checkpoint in the workdir if any, else a fresh state. Returns (state, iterator_state)."""
   if checkpointer is not None:
     step = checkpointer.latest_step()
     if step is not None:
       logging.info("Resuming from %s step %d", checkpointer.directory, step)
       return checkpointer.restore(step, ts.abstract_state)
-  return ts.init_state(), None
+  state = ts.init_state()
+  if init_weights is not None:
+    params, model_state = init_weights(jax.device_get(state["params"]),
+                                       jax.device_get(state["model_state"]))
+    loaded = jax.device_put((params, model_state),
+                            (ts.state_shardings["params"], ts.state_shardings["model_state"]))
+    # Optimiser state was built for zero-init buffers; it does not depend on values.
+    state = dict(state, params=loaded[0], model_state=loaded[1])
+  return state, None
 
 
 def train(config, workdir: str, task: TrainTask,
@@ -165,7 +178,7 @@ def train(config, workdir: str, task: TrainTask,
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(tcfg.keep_checkpoints),
                                        async_save=bool(tcfg.async_checkpoint))
   writer = metrics_lib.MetricWriter(workdir)
-  state, iterator_state = restore_or_init(ts, checkpointer)
+  state, iterator_state = restore_or_init(ts, checkpointer, task.init_weights)
   first_step = int(jax.device_get(state["step"]))
   iterator = pipeline.make_iterator(data_ds, int(tcfg.num_workers))
   if iterator_state is not None:

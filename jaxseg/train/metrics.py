@@ -80,8 +80,11 @@ class Progress:
   def update(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    elapsed = time.perf_counter() - self._t0
+    # Rate over the last interval, so compile time does not drag it down.
+    now = time.perf_counter()
+    elapsed = now - self._t0
     rate = (step - self._s0) / elapsed if elapsed > 0 else 0.0
+    self._t0, self._s0 = now, step
     eta = (self.total - step) / rate if rate > 0 else math.inf
     width = 24
     filled = int(width * step / max(self.total, 1))

@@ -1,0 +1,194 @@
+"""SEAM (Wang et al., CVPR 2020): config, training stage and stage dispatch.
+
+Stages (config.stages):
+  train     ResNet-38 + PCM on image-level labels: cls + ER + ECR over two views
+            (`jaxseg.losses.seam.seam_loss`), or the plain CAM baseline (loss.name='cam').
+  infer     multi-scale + flip CAMs for the eval split, pseudo masks, background-threshold sweep.
+  affinity  AffinityNet on labels from the CAMs, random walk, refined pseudo masks.
+  evaluate  summary table (CAM / SEAM CAM / random walk mIoU), metrics.json and a picture grid.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxseg.data import datasets, transforms
+from jaxseg.losses import seam as seam_losses
+from jaxseg.models import convert
+from jaxseg.models import seam as seam_model
+from jaxseg.models.pretrained import weights_loader
+from jaxseg.models.resnet38 import ResNet38
+from jaxseg.train import loop
+from jaxseg.train.config import trainer_config
+
+STAGES = ("train", "infer", "affinity", "evaluate")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key SEAM reads (locked). Defaults are the official recipe (train_SEAM.py)."""
+  c = trainer_config()
+  c.method = "seam"
+  c.stages = STAGES
+  c.data = datasets.data_config()
+  c.data.name = "voc"
+  c.data.num_classes = 21          # fc8 outputs incl. the background slot
+  c.data.train_split = "train_aug"
+  c.data.eval_split = "train"      # CAM quality is measured on VOC train (1464 images)
+  c.augment = ml_collections.ConfigDict(dict(
+      resize_long=(448, 768), scale_range=None, crop_size=(448, 448), flip=True,
+      color_jitter=(0.3, 0.3, 0.3, 0.1), image_fill="mean"))  # pad = 0 after normalising
+  c.normalize = ml_collections.ConfigDict(dict(
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+  c.model = ml_collections.ConfigDict(dict(width_multiplier=1.0, use_pcm=True, dropout=True))
+  c.loss = ml_collections.ConfigDict(dict(
+      name="seam",               # 'seam' (cls + ER + ECR + rvmin) | 'cam' (cls only, one view)
+      view_scale=0.3,            # official second view: bilinear (align_corners=True) x0.3
+      ecr_topk_fraction=0.2))
+  # ResNet-38 ImageNet weights: MXNet `ilsvrc-cls_rna-a1_cls1000_ep-0001.params`, a SEAM/psa
+  # `.pth`, or a `.msgpack` from `python -m jaxseg.tools.convert_weights`. '' = random init.
+  c.init = ml_collections.ConfigDict(dict(weights=""))
+
+  c.train.batch_size = 8
+  c.train.total_steps = 10576      # 8 epochs of 10582 // 8 batches
+  c.train.checkpoint_every = 1000
+  c.train.log_every = 50
+  o = c.optimizer
+  o.name = "momentum"
+  o.learning_rate = 0.01
+  # QUIRK (tool/torchutils.py PolyOptimizer): weight_decay is passed as SGD's positional
+  # momentum argument, so the effective momentum is 5e-4, not 0.9.
+  o.momentum = 5e-4
+  o.weight_decay = 5e-4
+  o.schedule = "poly"
+  o.poly_power = 0.9
+  o.lr_multipliers = ((seam_model.FROM_SCRATCH_LAYERS, 10.0),)
+  o.frozen = seam_model.NOT_TRAINING_LAYERS
+
+  c.infer = ml_collections.ConfigDict(dict(
+      scales=(0.5, 1.0, 1.5, 2.0), flip=True, bg_threshold=0.26,
+      sweep=(0.0, 0.6, 0.01),    # background thresholds [start, stop) step, as evaluation.py --curve
+      save_cams=True, save_masks=True))
+  c.affinity = ml_collections.ConfigDict(dict(
+      crf_alphas=(4.0, 24.0), rw_alpha=6.0, beta=8.0, logt=6, radius=5,
+      crf_iterations=10, batch_size=8, total_steps=10576, learning_rate=0.01,
+      crop_size=(448, 448)))
+  c.evaluate = ml_collections.ConfigDict(dict(num_pictures=8))
+  c.lock()
+  return c
+
+
+def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
+  m = config.model
+  return seam_model.SEAMNet(num_classes=config.data.num_classes, width_multiplier=m.width_multiplier,
+                            use_pcm=m.use_pcm if use_pcm is None else use_pcm, dropout=m.dropout,
+                            dtype=jnp.dtype(config.train.compute_dtype))
+
+
+def _augment_spec(config) -> dict:
+  a = config.augment
+  return dict(resize_long=tuple(a.resize_long) if a.resize_long else None,
+              scale_range=tuple(a.scale_range) if a.scale_range else None,
+              crop_size=tuple(a.crop_size), flip=bool(a.flip),
+              color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
+              image_fill=a.image_fill, mean=tuple(config.normalize.mean),
+              std=tuple(config.normalize.std), ignore_index=config.data.ignore_index)
+
+
+def read_backbone_weights(path: str, width_multiplier: float) -> dict:
+  """ResNet-38 ImageNet weights (.params / .pth / .msgpack) as SEAMNet-named variables."""
+  if path.endswith(".msgpack"):
+    return convert.load_variables(path)
+  backbone = ResNet38(width_multiplier=width_multiplier)
+  if path.endswith(".params"):
+    state_dict = convert.mxnet_resnet38_to_state_dict(convert.read_mxnet_params(path), source=path)
+  else:
+    state_dict = convert.read_torch_checkpoint(path)
+  # A full SEAM/AffinityNet checkpoint also holds head tensors: only the backbone is taken.
+  return convert.convert_resnet38(state_dict, backbone, source=path,
+                                  ignore=[r"^(fc8|f8_3|f8_4|f8_5|f9)\."])
+
+
+def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, batch, rng):
+  """Official two-view SEAM objective (or the one-view CAM baseline) for one batch.
+
+  batch: 'image' float32 [B, H, W, 3] normalised crops, 'labels' float32 [B, K-1].
+  BatchNorm is frozen (official), so `model_state` comes back unchanged.
+  """
+  variables = {"params": params, **model_state}
+  rng1, rng2 = jax.random.split(rng)
+  images, labels = batch["image"], batch["labels"]
+  out1 = model.apply(variables, images, train=True, rngs={"dropout": rng1})
+  if loss_cfg.name == "cam":
+    loss = seam_losses.cam_classification_loss(out1["cam"], labels)
+    return loss, ({"cls": loss}, model_state)
+  if loss_cfg.name != "seam":
+    raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected 'seam' or 'cam'")
+  view = functools.partial(seam_losses.rescale_view, scale=float(loss_cfg.view_scale))
+  out2 = model.apply(variables, view(images), train=True, rngs={"dropout": rng2})
+  loss, terms = seam_losses.seam_loss(out1, out2, labels, transform=view,
+                                      ecr_topk_fraction=float(loss_cfg.ecr_topk_fraction))
+  shown = {k: terms[k] for k in ("cls", "er", "ecr")}
+  return loss, (shown, model_state)
+
+
+def make_task(config) -> loop.TrainTask:
+  if config.loss.name == "seam" and not config.model.use_pcm:
+    raise ValueError("config.loss.name='seam' needs config.model.use_pcm=True (ECR uses the PCM output)")
+  model = build_model(config)
+
+  def init_fn(rng, batch):
+    return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
+
+  init_weights = None
+  if config.init.weights:
+    width = config.model.width_multiplier
+    init_weights = weights_loader(config.init.weights,
+                                  lambda path: read_backbone_weights(path, width))
+  return loop.TrainTask(
+      init_fn=init_fn,
+      loss_fn=functools.partial(seam_train_loss, model, config.loss),
+      train_source=datasets.build_source(config.data, "train", with_labels=True, with_masks=False),
+      augment=transforms.build_augment(_augment_spec(config)),
+      keys=("image", "labels"),
+      init_weights=init_weights)
+
+
+def train(config, workdir: str) -> None:
+  loop.train(config, workdir, make_task(config))
+
+
+def run(config, workdir: str) -> None:
+  for stage in config.stages:
+    if stage not in STAGES:
+      raise ValueError(f"config.stages: unknown stage {stage!r} for 'seam'; known: {STAGES}")
+  for stage in config.stages:
+    if stage == "train":
+      train(config, workdir)
+    else:
+      from jaxseg.methods.seam import stages  # pylint: disable=g-import-not-at-top
+      getattr(stages, stage)(config, workdir)
+
+
+def load_inference_model(config, workdir: str):
+  """(apply_fn, variables, config): apply_fn(variables, images) -> CAM logits [B, H, W, K]."""
+  task = make_task(config)
+  state, _ = loop.load_state(config, workdir, task, example_batch(config))
+  model = build_model(config)
+
+  def apply_fn(variables, images):
+    out = model.apply(variables, images, train=False)
+    return out["cam_rv"] if "cam_rv" in out else out["cam"]
+
+  return apply_fn, {"params": state["params"], **state["model_state"]}, config
+
+
+def example_batch(config) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  h, w = config.augment.crop_size
+  b = config.train.batch_size
+  return dict(image=np.zeros((b, h, w, 3), np.float32),
+              labels=np.zeros((b, config.data.num_classes - 1), np.float32))
