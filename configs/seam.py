@@ -33,6 +33,7 @@ def get_config(arg=None):
     config.train.log_every = 2
     config.train.checkpoint_every = 2
     config.affinity.total_steps = 4
+    config.affinity.num_images = 16
     config.data.synthetic.num_train = 64
     config.data.synthetic.num_eval = 8
   return config
@@ -64,3 +65,4 @@ def _synthetic(config):
   config.affinity.batch_size = 16
   config.affinity.total_steps = 300
   config.affinity.learning_rate = 0.05
+  config.affinity.num_images = 300

@@ -75,7 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.affinity = ml_collections.ConfigDict(dict(
       crf_alphas=(4.0, 24.0), rw_alpha=6.0, beta=8.0, logt=6, radius=5,
       crf_iterations=10, batch_size=8, total_steps=10576, learning_rate=0.01,
-      crop_size=(448, 448)))
+      crop_size=(448, 448),
+      num_images=0))             # training images whose CAMs label AffinityNet (0 = all)
   c.evaluate = ml_collections.ConfigDict(dict(num_pictures=8))
   c.lock()
   return c

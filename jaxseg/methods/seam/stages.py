@@ -1,0 +1,175 @@
+"""SEAM stages after training: CAM inference, AffinityNet refinement, evaluation summary.
+
+Outputs under the workdir:
+  infer/cams/<id>.npy      dict {fg class index (0-based): float32 [H, W] fused CAM}, present
+                           classes only (the official `infer_SEAM.py` format; np.load(..., allow_pickle=True))
+  infer/masks/<id>.png     palette PNG pseudo mask at config.infer.bg_threshold
+  infer/metrics.json       mIoU per background threshold, for the PCM CAM and the raw fc8 CAM
+  affinity/...             AffinityNet checkpoints, random-walk masks and their mIoU
+  metrics.json             the summary table; pictures/seam.png the picture grid
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from jaxseg.data import datasets
+from jaxseg.data.palette import colorize, palette
+from jaxseg.methods.seam import cam_inference
+from jaxseg.methods.seam import method
+from jaxseg.train import loop
+from jaxseg.train.metrics import write_image_grid
+
+
+def _thresholds(config) -> tuple[float, ...]:
+  start, stop, step = config.infer.sweep
+  return tuple(float(t) for t in np.round(np.arange(start, stop - 1e-9, step), 6))
+
+
+def load_cam_model(config, workdir: str):
+  """(apply, variables): jitted eval-mode SEAMNet forward returning the output dict."""
+  task = method.make_task(config)
+  state, _ = loop.load_state(config, workdir, task, method.example_batch(config))
+  model = method.build_model(config)
+  apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+  return apply, {"params": state["params"], **state["model_state"]}
+
+
+def process_indices(n: int) -> range:
+  """This process's share of n items (strided, so every process gets a similar load)."""
+  return range(jax.process_index(), n, jax.process_count())
+
+
+def sum_over_processes(x: np.ndarray) -> np.ndarray:
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
+
+
+def infer(config, workdir: str) -> dict:
+  """Multi-scale + flip CAMs for the eval split; pseudo masks; background-threshold sweep."""
+  apply, variables = load_cam_model(config, workdir)
+  source = datasets.build_source(config.data, "eval", with_labels=True)
+  outputs = ["cam_rv", "cam"] if config.model.use_pcm else ["cam"]
+  out_dir = os.path.join(workdir, "infer")
+  os.makedirs(os.path.join(out_dir, "cams"), exist_ok=True)
+  os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
+  thresholds = _thresholds(config)
+
+  def records(output: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    for i in process_indices(len(source)):
+      example = source[i]
+      cams = cam_inference.multiscale_cams(
+          apply, variables, example["image"], example["labels"], scales=tuple(config.infer.scales),
+          flip=bool(config.infer.flip), output=output)
+      if output == outputs[0]:
+        _save_outputs(config, out_dir, example, cams, i)
+      yield cams, example["labels"], example["mask"]
+
+  results = {}
+  for output in outputs:
+    sweep = _sweep(records(output), thresholds, config.data.num_classes, config.data.ignore_index)
+    results[output] = sweep
+    print(f"SEAM infer ({output}): best background threshold {sweep['best_threshold']:.2f} -> "
+          f"mIoU {100 * sweep['best_miou']:.2f}; at {config.infer.bg_threshold:.2f}: "
+          f"{100 * sweep['miou_at_default']:.2f}", flush=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in results.items()},
+                f, indent=2)
+  return results
+
+
+def _save_outputs(config, out_dir, example, cams, index):
+  name = str(example.get("id", f"{index:06d}"))
+  present = cam_inference.present_classes(example["labels"])
+  if config.infer.save_cams:
+    np.save(os.path.join(out_dir, "cams", f"{name}.npy"), {int(c): cams[c] for c in present})
+  if config.infer.save_masks:
+    mask = cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette(palette().reshape(-1).tolist())
+    image.save(os.path.join(out_dir, "masks", f"{name}.png"))
+
+
+def _sweep(records, thresholds, num_classes, ignore_index) -> dict:
+  cams, labels, masks = (map(lambda r, k=k: r[k], it) for k, it in enumerate(itertools.tee(records, 3)))
+  sweep = cam_inference.threshold_sweep(cams, labels, masks, thresholds, num_classes=num_classes,
+                                        ignore_index=ignore_index)
+  confusion = sum_over_processes(sweep["confusion"])
+  miou = np.array([cam_inference.official_miou(c)[1] for c in confusion])
+  best = int(np.argmax(miou))
+  default = int(np.argmin(np.abs(np.asarray(thresholds) - 0.26)))
+  return dict(thresholds=list(thresholds), miou=miou.tolist(), best_threshold=float(thresholds[best]),
+              best_miou=float(miou[best]), miou_at_default=float(miou[default]),
+              iou_at_best=cam_inference.official_miou(confusion[best])[0].tolist(), confusion=confusion)
+
+
+def affinity(config, workdir: str) -> dict:
+  from jaxseg.methods.seam import affinity_stage  # pylint: disable=g-import-not-at-top
+  return affinity_stage.run(config, workdir)
+
+
+def evaluate(config, workdir: str) -> dict:
+  """Summary table + metrics.json + picture grid from what the earlier stages wrote."""
+  summary = {}
+  infer_path = os.path.join(workdir, "infer", "metrics.json")
+  if not os.path.exists(infer_path):
+    raise FileNotFoundError(f"{infer_path} not found: run the 'infer' stage first")
+  with open(infer_path) as f:
+    infer_metrics = json.load(f)
+  for key, name in (("cam", "cam"), ("cam_rv", "seam_cam")):
+    if key in infer_metrics:
+      summary[f"{name}_miou"] = infer_metrics[key]["best_miou"]
+      summary[f"{name}_best_threshold"] = infer_metrics[key]["best_threshold"]
+  aff_path = os.path.join(workdir, "affinity", "metrics.json")
+  if os.path.exists(aff_path):
+    with open(aff_path) as f:
+      summary["random_walk_miou"] = json.load(f)["miou"]
+  lines = [f"{k:<28} {100 * v:6.2f}" for k, v in summary.items() if k.endswith("miou")]
+  print("SEAM summary (mIoU, %):\n" + "\n".join(lines), flush=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    path = write_pictures(config, workdir)
+    print(f"pictures: {path}", flush=True)
+  return summary
+
+
+def write_pictures(config, workdir: str) -> str:
+  """Grid per image: image | CAM | SEAM CAM | pseudo mask | random walk | ground truth."""
+  from jaxseg.cam import overlay_cam  # pylint: disable=g-import-not-at-top
+  apply, variables = load_cam_model(config, workdir)
+  source = datasets.build_source(config.data, "eval", with_labels=True)
+  rows, titles = [], ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
+  for i in range(min(int(config.evaluate.num_pictures), len(source))):
+    example = source[i]
+    image = example["image"]
+    row = [image]
+    for output in ("cam", "cam_rv"):
+      if output == "cam_rv" and not config.model.use_pcm:
+        row.append(np.full_like(image, 255))
+        continue
+      cams = cam_inference.multiscale_cams(apply, variables, image, example["labels"],
+                                           scales=tuple(config.infer.scales), flip=bool(config.infer.flip),
+                                           output=output)
+      row.append(np.asarray(overlay_cam(image, np.clip(cams.max(axis=0), 0, 1))))
+    cams = cam_inference.multiscale_cams(apply, variables, image, example["labels"],
+                                         scales=tuple(config.infer.scales), flip=bool(config.infer.flip),
+                                         output="cam_rv" if config.model.use_pcm else "cam")
+    row.append(colorize(cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))))
+    name = str(example.get("id", f"{i:06d}"))
+    rw_path = os.path.join(workdir, "affinity", "masks", f"{name}.png")
+    row.append(colorize(np.asarray(Image.open(rw_path))) if os.path.exists(rw_path)
+               else np.full_like(image, 255))
+    row.append(colorize(example["mask"]))
+    rows.append(row)
+  scale = max(1, 128 // max(rows[0][0].shape[:2]))
+  return write_image_grid(os.path.join(workdir, "pictures", "seam.png"), rows, titles=titles, scale=scale)
