@@ -11,7 +11,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from jaxseg.evaluation.pictures import image_grid
 
 
 def jet_colormap() -> np.ndarray:
@@ -70,47 +72,6 @@ def overlay_cam(image: jax.Array | np.ndarray, cam: jax.Array | np.ndarray, *,
     blend = (1 - image_weight) * heatmap + image_weight * pixels
     blend = blend / jnp.max(blend, axis=(-3, -2, -1), keepdims=True)
     return (255 * blend).astype(jnp.uint8)
-
-
-def image_grid(tiles: Sequence[np.ndarray] | np.ndarray,
-               titles: Sequence[str] | None = None, *, columns: int | None = None,
-               pad: int = 4, title_height: int = 14, min_width: int = 128
-               ) -> np.ndarray:
-    """Lays out uint8 tiles [H, W, 3] (same size) in a grid with titles.
-
-    Tiles narrower than `min_width` are enlarged by an integer factor (nearest
-    neighbour) so the titles fit. Returns a uint8 white-background picture.
-    """
-    tiles = [np.asarray(t) for t in tiles]
-    if not tiles:
-        raise ValueError("image_grid needs at least one tile.")
-    height, width = tiles[0].shape[:2]
-    for t in tiles:
-        if t.shape != (height, width, 3) or t.dtype != np.uint8:
-            raise ValueError(
-                f"all tiles must be uint8 [{height}, {width}, 3], got {t.dtype} "
-                f"{t.shape}.")
-    if titles is not None and len(titles) != len(tiles):
-        raise ValueError(f"{len(titles)} titles for {len(tiles)} tiles.")
-    factor = max(1, -(-min_width // width))
-    if factor > 1:
-        tiles = [np.repeat(np.repeat(t, factor, 0), factor, 1) for t in tiles]
-        height, width = height * factor, width * factor
-    columns = columns or len(tiles)
-    rows = -(-len(tiles) // columns)
-    top = title_height if titles else 0
-    cell_h, cell_w = height + top + pad, width + pad
-    canvas = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad),
-                       "white")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    for i, tile in enumerate(tiles):
-        x = pad + (i % columns) * cell_w
-        y = pad + (i // columns) * cell_h
-        canvas.paste(Image.fromarray(tile), (x, y + top))
-        if titles:
-            draw.text((x, y), titles[i], fill="black", font=font)
-    return np.asarray(canvas)
 
 
 def write_cam_grid(path: str | os.PathLike, image: np.ndarray,

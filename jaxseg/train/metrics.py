@@ -1,5 +1,4 @@
-"""Metric writing: TensorBoard events + `metrics.jsonl`, a console progress line,
-and image grids (PNG) for pictures.
+"""Metric writing: TensorBoard events + `metrics.jsonl` and a console progress line.
 
 Only process 0 writes; the others get no-op writers, so callers need not check.
 """
@@ -10,11 +9,10 @@ import math
 import os
 import sys
 import time
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
 
 
 class MetricWriter:
@@ -98,48 +96,3 @@ class Progress:
 def _fmt(v) -> str:
   v = _to_python(v)
   return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def write_image_grid(path: str, rows: Sequence[Sequence[np.ndarray]],
-                     titles: Sequence[str] | None = None, pad: int = 2, scale: int = 1) -> str:
-  """Writes a grid of uint8 RGB tiles as a PNG; returns the path.
-
-  Args:
-    rows: rows of tiles; each tile uint8 [H, W, 3] (or [H, W], shown grey).
-      Tiles in a row may differ in size; each cell is as large as the largest.
-    titles: optional column titles drawn above the first row.
-    scale: integer upscaling of every tile (nearest), for small images.
-  """
-  tiles = [[_as_rgb(t).repeat(scale, 0).repeat(scale, 1) for t in row] for row in rows]
-  if not tiles or not tiles[0]:
-    raise ValueError(f"write_image_grid({path}): no tiles")
-  cell_h = max(t.shape[0] for row in tiles for t in row)
-  cell_w = max(t.shape[1] for row in tiles for t in row)
-  ncol = max(len(row) for row in tiles)
-  title_h = 12 if titles else 0
-  canvas = np.full((title_h + len(tiles) * (cell_h + pad) + pad,
-                    ncol * (cell_w + pad) + pad, 3), 255, np.uint8)
-  for r, row in enumerate(tiles):
-    for c, t in enumerate(row):
-      y = title_h + pad + r * (cell_h + pad)
-      x = pad + c * (cell_w + pad)
-      canvas[y:y + t.shape[0], x:x + t.shape[1]] = t
-  image = Image.fromarray(canvas)
-  if titles:
-    draw = ImageDraw.Draw(image)
-    for c, title in enumerate(titles):
-      draw.text((pad + c * (cell_w + pad), 0), str(title), fill=(0, 0, 0))
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  image.save(path)
-  return path
-
-
-def _as_rgb(tile: np.ndarray) -> np.ndarray:
-  tile = np.asarray(tile)
-  if tile.dtype != np.uint8:
-    raise ValueError(f"image grid tiles must be uint8, got {tile.dtype}")
-  if tile.ndim == 2:
-    tile = np.repeat(tile[..., None], 3, axis=-1)
-  if tile.ndim != 3 or tile.shape[-1] != 3:
-    raise ValueError(f"image grid tile must be [H, W, 3] or [H, W], got {tile.shape}")
-  return tile

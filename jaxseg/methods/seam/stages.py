@@ -25,7 +25,7 @@ from jaxseg.data.palette import colorize, palette
 from jaxseg.methods.seam import cam_inference
 from jaxseg.methods.seam import method
 from jaxseg.train import loop
-from jaxseg.train.metrics import write_image_grid
+from jaxseg.evaluation.pictures import write_image_grid
 
 
 def _thresholds(config) -> tuple[float, ...]:
@@ -171,5 +171,4 @@ def write_pictures(config, workdir: str) -> str:
                else np.full_like(image, 255))
     row.append(colorize(example["mask"]))
     rows.append(row)
-  scale = max(1, 128 // max(rows[0][0].shape[:2]))
-  return write_image_grid(os.path.join(workdir, "pictures", "seam.png"), rows, titles=titles, scale=scale)
+  return write_image_grid(os.path.join(workdir, "pictures", "seam.png"), rows, titles=titles)
