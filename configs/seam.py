@@ -51,6 +51,7 @@ def _synthetic(config):
   config.augment.crop_size = (64, 64)
   config.augment.color_jitter = (0.2, 0.2, 0.2, 0.02)
   config.model.width_multiplier = 0.125
+  config.model.frozen_bn = False       # trained from scratch: BatchNorm must learn its statistics
   config.train.batch_size = 16
   config.train.total_steps = 600
   config.train.log_every = 50

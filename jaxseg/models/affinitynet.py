@@ -147,11 +147,14 @@ class AffinityNet(nn.Module):
       width_multiplier: ResNet-38 channel scale (1.0 official; e.g. 0.125 for CPU demos).
       dropout: the backbone's b6/b7 Dropout2d when `train` (official True: `model.train()` keeps them on;
         training then needs a 'dropout' rng).
+      frozen_bn: running statistics and frozen affine BatchNorm (official True); False = batch statistics
+        and trainable scale/bias, for training from scratch (synthetic demos).
       dtype / param_dtype: compute and parameter dtypes; the output features are float32.
     """
 
     width_multiplier: float = 1.0
     dropout: bool = True
+    frozen_bn: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -166,6 +169,7 @@ class AffinityNet(nn.Module):
         if images.shape[-1] != 3:
             raise ValueError(f"AffinityNet expects NHWC RGB images [B, H, W, 3], got shape {images.shape}")
         backbone = ResNet38(width_multiplier=self.width_multiplier, dropout=self.dropout, dtype=self.dtype,
+                            frozen_bn=self.frozen_bn, bn_affine_trainable=not self.frozen_bn,
                             param_dtype=self.param_dtype, name="backbone")
         head = AffinityHead(dtype=self.dtype, param_dtype=self.param_dtype, name="head")
         # Official state-dict names are flat (`b4_3.*`, `f9.*`): both submodules live in this module's scope.

@@ -80,8 +80,9 @@ def interpolation_matrix(in_size: int, out_size: int, align_corners: bool) -> np
   matrix = np.zeros((out_size, in_size), np.float64)
   np.add.at(matrix, (np.arange(out_size), lo), 1.0 - frac)
   np.add.at(matrix, (np.arange(out_size), hi), frac)
-  matrix.setflags(write=False)
-  return matrix.astype(np.float32)
+  matrix = matrix.astype(np.float32)
+  matrix.setflags(write=False)  # cached: shared by every caller
+  return matrix
 
 
 def resize_bilinear(x: jax.Array, size: tuple[int, int], *, align_corners: bool) -> jax.Array:
@@ -219,6 +220,8 @@ class SEAMNet(nn.Module):
     use_pcm: False = plain CAM baseline network.
     dropout: Dropout2d in b6, b7 (backbone) and dropout7 when `train` (official True; training needs a
       'dropout' rng then).
+    frozen_bn: BatchNorm uses running statistics with frozen affine parameters (official True);
+      False = batch statistics and trainable scale/bias, for training from scratch (synthetic demos).
     dtype / param_dtype: compute dtype (e.g. jnp.bfloat16) and parameter dtype (float32).
   """
 
@@ -226,6 +229,7 @@ class SEAMNet(nn.Module):
   width_multiplier: float = 1.0
   use_pcm: bool = True
   dropout: bool = True
+  frozen_bn: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -253,6 +257,7 @@ class SEAMNet(nn.Module):
     if images.shape[-1] != 3:
       raise ValueError(f"SEAMNet expects NHWC RGB images [B, H, W, 3], got shape {images.shape}")
     backbone = ResNet38(width_multiplier=self.width_multiplier, dropout=self.dropout, dtype=self.dtype,
+                        frozen_bn=self.frozen_bn, bn_affine_trainable=not self.frozen_bn,
                         param_dtype=self.param_dtype, name="backbone")
     head = SEAMHead(num_classes=self.num_classes, use_pcm=self.use_pcm, dropout=self.dropout,
                     dtype=self.dtype, param_dtype=self.param_dtype, name="head")

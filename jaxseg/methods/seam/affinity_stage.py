@@ -92,6 +92,7 @@ def affinity_config(config):
 
 def build_model(config) -> affinitynet.AffinityNet:
   return affinitynet.AffinityNet(width_multiplier=config.model.width_multiplier,
+                                 frozen_bn=config.model.frozen_bn,
                                  dtype=jnp.dtype(config.train.compute_dtype))
 
 
@@ -103,8 +104,12 @@ def make_task(config, score_paths: list[str]) -> loop.TrainTask:
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
   def loss_fn(params, model_state, batch, rng):
-    features = model.apply({"params": params, **model_state}, batch["image"], train=True,
-                           rngs={"dropout": rng})
+    variables = {"params": params, **model_state}
+    if model.frozen_bn:
+      features = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+    else:
+      features, model_state = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng},
+                                          mutable=["batch_stats"])
     affinities = affinitynet.pairwise_affinities(features, radius)
     loss, terms = affinity_loss(affinities, batch["bg_pos"], batch["fg_pos"], batch["neg"])
     return loss, ({k: terms[k] for k in ("bg_loss", "fg_loss", "neg_loss") if k in terms}, model_state)

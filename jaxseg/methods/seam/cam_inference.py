@@ -39,7 +39,6 @@ OFFICIAL_BG_THRESHOLD = 0.26
 OFFICIAL_THRESHOLD_SWEEP = tuple(i / 100.0 for i in range(60))  # evaluation.py --curve
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NUM_FG_CLASSES = 20
 
 ApplyFn = Callable[[Any, jax.Array], Mapping[str, jax.Array] | jax.Array]
 
@@ -98,7 +97,7 @@ def multiscale_inputs(image: np.ndarray, scales: Sequence[float] = OFFICIAL_SCAL
 
 @functools.partial(jax.jit, static_argnames=("out_size",))
 def _upsample_fg(cams: jax.Array, labels: jax.Array, out_size: tuple[int, int]) -> jax.Array:
-  """[N, h, w, 21] -> float32 [N, 20, H, W]: bg slot dropped, align_corners=False resize, times the label."""
+  """[N, h, w, K + 1] -> float32 [N, K, H, W]: bg slot dropped, align_corners=False resize, times the label."""
   up = resize_bilinear(cams[..., 1:], out_size, align_corners=False) * labels.astype(jnp.float32)
   return jnp.transpose(up, (0, 3, 1, 2))
 
@@ -108,21 +107,22 @@ def pass_cams(apply_fn: ApplyFn, variables: Any, inputs: Iterable[np.ndarray], l
   """The per-pass CAMs of the official inference, in pass order (scale 0, its flip, scale 1, ...).
 
   Args:
-    apply_fn: (variables, images [N, h, w, 3]) -> dict of model outputs (or directly the [N, h, w, 21]
+    apply_fn: (variables, images [N, h, w, 3]) -> dict of model outputs (or directly the [N, h, w, K + 1]
       map to use), eval mode, e.g. a jitted `lambda v, x: model.apply(v, x, train=False)`.
     variables: the model variables.
     inputs: normalised float [h, w, 3] images (`multiscale_inputs`).
-    labels: [20] image-level label (multi-hot; used as a multiplier, as official).
+    labels: [K] image-level label (multi-hot, K = 20 for VOC; used as a multiplier, as official).
     out_size: (H, W) of the original image.
     flip: add the horizontally flipped pass after each scale (official True).
-    output: key of the model output used when apply_fn returns a dict: [N, h, w, 21] with channel 0 = bg
+    output: key of the model output used when apply_fn returns a dict: [N, h, w, K + 1] with channel 0 = bg
       slot (official 'cam_rv', the PCM-refined CAM; 'cam' for the plain CAM baseline).
   Returns:
-    float32 [P, 20, H, W], P = (2 if flip else 1) * number of inputs.
+    float32 [P, K, H, W], P = (2 if flip else 1) * number of inputs.
   """
   labels = np.asarray(labels, np.float32)
-  if labels.shape != (NUM_FG_CLASSES,):
-    raise ValueError(f"labels must be a [{NUM_FG_CLASSES}] multi-hot vector, got shape {labels.shape}")
+  if labels.ndim != 1 or labels.shape[0] < 1:
+    raise ValueError(f"labels must be a [K] foreground multi-hot vector (K = 20 for VOC), "
+                     f"got shape {labels.shape}")
   out_size = (int(out_size[0]), int(out_size[1]))
   passes = []
   for x in inputs:
@@ -137,7 +137,10 @@ def pass_cams(apply_fn: ApplyFn, variables: Any, inputs: Iterable[np.ndarray], l
       cams = outputs[output]
     else:
       cams = outputs
-    chex.assert_shape(cams, (batch.shape[0], *x.shape[:2], NUM_FG_CLASSES + 1))
+    expected = (batch.shape[0], *x.shape[:2], labels.shape[0] + 1)
+    if cams.shape != expected:
+      raise ValueError(f"model output {output!r} has shape {cams.shape}; expected {expected} "
+                       "(input size, bg slot + one channel per label entry)")
     per_pass = np.asarray(_upsample_fg(cams, jnp.asarray(labels), out_size))
     passes.append(per_pass[0])
     if flip:
@@ -173,11 +176,12 @@ def multiscale_cams(apply_fn: ApplyFn, variables: Any, image: np.ndarray, labels
   Args:
     apply_fn, variables: see `pass_cams`.
     image: uint8 RGB [H, W, 3] (or normalised float, see `multiscale_inputs`).
-    labels: [20] image-level label.
+    labels: [K] image-level label (K = 20 for VOC).
     scales, flip, output: official (0.5, 1.0, 1.5, 2.0), True, 'cam_rv'.
   Returns:
-    float32 [20, H, W] fused, normalised CAM (`fuse_cams`); absent classes are -1 everywhere.
+    float32 [K, H, W] fused, normalised CAM (`fuse_cams`); absent classes are -1 everywhere.
   """
+  image = np.asarray(image)
   inputs = multiscale_inputs(image, scales)
   return fuse_cams(pass_cams(apply_fn, variables, inputs, labels, image.shape[:2], flip=flip, output=output))
 
@@ -192,15 +196,16 @@ def pseudo_label(cams: np.ndarray | jax.Array, labels: np.ndarray | jax.Array,
   """Hard pseudo label: argmax over [bg_threshold, CAM of each present class].
 
   Args:
-    cams: [20, H, W] fused CAMs (`multiscale_cams`).
-    labels: [20] image label; absent classes never win (as in both official paths: their saved value is -1,
+    cams: [K, H, W] fused CAMs (`multiscale_cams`; K = 20 for VOC).
+    labels: [K] image label; absent classes never win (as in both official paths: their saved value is -1,
       or 0 in the .npy evaluation where a bg score >= 0 comes first on ties).
     bg_threshold: constant background score (>= 0; official 0.26).
   Returns:
-    uint8 [H, W]: 0 = background, c + 1 = foreground class c.
+    uint8 [H, W]: 0 = background, c + 1 = foreground class c (strictly above the bg score to win).
   """
   if bg_threshold < 0:
-    raise ValueError(f"bg_threshold must be >= 0 (the official .npy evaluation differs below 0), got {bg_threshold}")
+    raise ValueError(f"bg_threshold must be >= 0 (the official .npy evaluation differs below 0), "
+                     f"got {bg_threshold}")
   cams = jnp.asarray(cams, jnp.float32)
   labels = jnp.asarray(labels)
   chex.assert_rank(cams, 3)
@@ -210,11 +215,30 @@ def pseudo_label(cams: np.ndarray | jax.Array, labels: np.ndarray | jax.Array,
 
 @jax.jit
 def _pseudo_labels(cams: jax.Array, labels: jax.Array, thresholds: jax.Array) -> jax.Array:
-  """[K, H, W], [K], [T] -> uint8 [T, H, W]; ties go to the lower index (bg first), as np.argmax."""
+  """[K, H, W], [K], [T] -> uint8 [T, H, W].
+
+  Same as np.argmax over [t, cams of the present classes] (ties to the lower index, so bg wins a tie): the
+  best present class wins where its score is strictly above t.
+  """
   masked = jnp.where((labels > 1e-5)[:, None, None], cams, -jnp.inf)
-  bg = jnp.broadcast_to(thresholds[:, None, None, None], (thresholds.shape[0], 1, *cams.shape[1:]))
-  scores = jnp.concatenate([bg, jnp.broadcast_to(masked, (thresholds.shape[0], *cams.shape))], axis=1)
-  return jnp.argmax(scores, axis=1).astype(jnp.uint8)
+  best, winner = jnp.max(masked, axis=0), jnp.argmax(masked, axis=0)
+  preds = jnp.where(best[None] > thresholds[:, None, None], winner[None] + 1, 0)
+  return preds.astype(jnp.uint8)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "ignore_index"))
+def _sweep_confusions(cams: jax.Array, labels: jax.Array, gt: jax.Array, thresholds: jax.Array, *,
+                      num_classes: int, ignore_index: int) -> jax.Array:
+  """int32 [T, C, C] confusion matrices of one image's pseudo labels, one per threshold."""
+  preds = _pseudo_labels(cams, labels, thresholds)
+  return jax.vmap(lambda pred: confusion_matrix(gt, pred, num_classes, ignore_index))(preds)
+
+
+def _pad_to(x: np.ndarray, multiple: int, value) -> np.ndarray:
+  """Pads the last two axes up to a multiple of `multiple` (fewer distinct shapes = fewer compilations)."""
+  h, w = x.shape[-2:]
+  pad = [(0, 0)] * (x.ndim - 2) + [(0, -h % multiple), (0, -w % multiple)]
+  return np.pad(x, pad, constant_values=value)
 
 
 def official_miou(confusion: np.ndarray) -> tuple[np.ndarray, float]:
@@ -229,38 +253,46 @@ def official_miou(confusion: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def threshold_sweep(cams: Iterable[np.ndarray], labels: Iterable[np.ndarray], ground_truths: Iterable[np.ndarray],
-                    thresholds: Sequence[float] = OFFICIAL_THRESHOLD_SWEEP, *, num_classes: int = 21,
-                    ignore_index: int = 255) -> dict[str, Any]:
+                    thresholds: Sequence[float] = OFFICIAL_THRESHOLD_SWEEP, *, num_classes: int | None = None,
+                    ignore_index: int = 255, pad_multiple: int = 64) -> dict[str, Any]:
   """mIoU of the CAM pseudo labels for each background threshold (official `evaluation.py --curve`).
 
   Args:
-    cams: per image float [20, H, W] fused CAMs.
-    labels: per image [20] image label.
-    ground_truths: per image int [H, W] class ids (0 = bg, 255 ignored).
+    cams: per image float [K, H, W] fused CAMs (K = 20 for VOC).
+    labels: per image [K] image label.
+    ground_truths: per image int [H, W] class ids (0 = bg, 1..K, `ignore_index` ignored).
     thresholds: bg scores to try (official 0.00 .. 0.59).
+    num_classes: C = K + 1 (21 for VOC); None = taken from the CAMs. A mismatch raises.
+    pad_multiple: images are padded (ground truth with `ignore_index`) to a multiple of this, so the jitted
+      counting compiles once per size bucket rather than once per image size; padding is never counted.
   Returns:
-    {'thresholds': float64 [T], 'miou': float64 [T], 'iou': float64 [T, C], 'confusion': int64 [T, C, C],
-     'best_threshold': float, 'best_miou': float}; the mIoU is the official 21-class mean (`official_miou`).
+    {'thresholds': float64 [T], 'miou': float64 [T], 'iou': float64 [T, K + 1], 'confusion': int64 [T, C, C],
+     'best_threshold': float, 'best_miou': float}; the mIoU is the official (K + 1)-class mean
+     (`official_miou`), accumulated over all images as the official evaluation does.
   """
-  thr = jnp.asarray(np.asarray(thresholds, np.float32))
-  if thr.ndim != 1 or thr.shape[0] == 0 or bool(jnp.any(thr < 0)):
+  thr = np.asarray(thresholds, np.float32)
+  if thr.ndim != 1 or thr.shape[0] == 0 or np.any(thr < 0):
     raise ValueError(f"thresholds must be a non-empty list of values >= 0, got {thresholds}")
-  count_one = jax.jit(jax.vmap(lambda gt, pred: confusion_matrix(gt, pred, num_classes, ignore_index),
-                               in_axes=(None, 0)))
-  total = np.zeros((thr.shape[0], num_classes, num_classes), np.int64)
-  n = 0
+  total = None
   for index, (cam, label, gt) in enumerate(zip(cams, labels, ground_truths, strict=True)):
-    cam, gt = np.asarray(cam, np.float32), np.asarray(gt)
-    if cam.ndim != 3 or gt.shape != cam.shape[1:]:
-      raise ValueError(f"image {index}: cams {cam.shape} and ground truth {gt.shape} do not match "
-                       "(expected [20, H, W] and [H, W])")
-    preds = _pseudo_labels(jnp.asarray(cam), jnp.asarray(label), thr)
-    total += np.asarray(count_one(jnp.asarray(gt), preds), np.int64)
-    n += 1
-  if n == 0:
+    cam, label, gt = np.asarray(cam, np.float32), np.asarray(label, np.float32), np.asarray(gt)
+    if cam.ndim != 3 or gt.shape != cam.shape[1:] or label.shape != cam.shape[:1]:
+      raise ValueError(f"image {index}: cams {cam.shape}, label {label.shape} and ground truth {gt.shape} do "
+                       "not match (expected [K, H, W], [K] and [H, W])")
+    if num_classes is None:
+      num_classes = cam.shape[0] + 1
+    if cam.shape[0] + 1 != num_classes:
+      raise ValueError(f"image {index}: {cam.shape[0]} CAM channels, expected num_classes - 1 = {num_classes - 1}")
+    counts = _sweep_confusions(jnp.asarray(_pad_to(cam, pad_multiple, 0.0)), jnp.asarray(label),
+                               jnp.asarray(_pad_to(gt.astype(np.int32), pad_multiple, ignore_index)),
+                               jnp.asarray(thr), num_classes=num_classes, ignore_index=ignore_index)
+    counts = np.asarray(counts, np.int64)
+    total = counts if total is None else total + counts
+  if total is None:
     raise ValueError("threshold_sweep got no images")
   ious, mious = zip(*(official_miou(c) for c in total))
   mious = np.asarray(mious)
   best = int(np.argmax(mious))
   return {"thresholds": np.asarray(thresholds, np.float64), "miou": mious, "iou": np.stack(ious),
-          "confusion": total, "best_threshold": float(np.asarray(thresholds)[best]), "best_miou": float(mious[best])}
+          "confusion": total, "best_threshold": float(np.asarray(thresholds)[best]),
+          "best_miou": float(mious[best])}

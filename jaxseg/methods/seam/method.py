@@ -43,7 +43,10 @@ def default_config() -> ml_collections.ConfigDict:
       color_jitter=(0.3, 0.3, 0.3, 0.1), image_fill="mean"))  # pad = 0 after normalising
   c.normalize = ml_collections.ConfigDict(dict(
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
-  c.model = ml_collections.ConfigDict(dict(width_multiplier=1.0, use_pcm=True, dropout=True))
+  # frozen_bn: official True (ImageNet statistics, frozen affine); False trains BatchNorm, which a
+  # network trained from scratch (the synthetic demo, no ImageNet init) needs.
+  c.model = ml_collections.ConfigDict(dict(width_multiplier=1.0, use_pcm=True, dropout=True,
+                                           frozen_bn=True))
   c.loss = ml_collections.ConfigDict(dict(
       name="seam",               # 'seam' (cls + ER + ECR + rvmin) | 'cam' (cls only, one view)
       view_scale=0.3,            # official second view: bilinear (align_corners=True) x0.3
@@ -86,7 +89,7 @@ def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
   m = config.model
   return seam_model.SEAMNet(num_classes=config.data.num_classes, width_multiplier=m.width_multiplier,
                             use_pcm=m.use_pcm if use_pcm is None else use_pcm, dropout=m.dropout,
-                            dtype=jnp.dtype(config.train.compute_dtype))
+                            frozen_bn=m.frozen_bn, dtype=jnp.dtype(config.train.compute_dtype))
 
 
 def _augment_spec(config) -> dict:
@@ -117,19 +120,26 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
   """Official two-view SEAM objective (or the one-view CAM baseline) for one batch.
 
   batch: 'image' float32 [B, H, W, 3] normalised crops, 'labels' float32 [B, K-1].
-  BatchNorm is frozen (official), so `model_state` comes back unchanged.
+  With frozen BatchNorm (official) `model_state` comes back unchanged; otherwise its
+  running statistics are updated by both views in turn, as PyTorch's would be.
   """
-  variables = {"params": params, **model_state}
   rng1, rng2 = jax.random.split(rng)
   images, labels = batch["image"], batch["labels"]
-  out1 = model.apply(variables, images, train=True, rngs={"dropout": rng1})
+
+  def forward(model_state, x, dropout_rng):
+    variables = {"params": params, **model_state}
+    if model.frozen_bn:
+      return model.apply(variables, x, train=True, rngs={"dropout": dropout_rng}), model_state
+    return model.apply(variables, x, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+
+  out1, model_state = forward(model_state, images, rng1)
   if loss_cfg.name == "cam":
     loss = seam_losses.cam_classification_loss(out1["cam"], labels)
     return loss, ({"cls": loss}, model_state)
   if loss_cfg.name != "seam":
     raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected 'seam' or 'cam'")
   view = functools.partial(seam_losses.rescale_view, scale=float(loss_cfg.view_scale))
-  out2 = model.apply(variables, view(images), train=True, rngs={"dropout": rng2})
+  out2, model_state = forward(model_state, view(images), rng2)
   loss, terms = seam_losses.seam_loss(out1, out2, labels, transform=view,
                                       ecr_topk_fraction=float(loss_cfg.ecr_topk_fraction))
   shown = {k: terms[k] for k in ("cls", "er", "ecr")}
