@@ -57,7 +57,7 @@ def _tiny_config(frozen_bn=True):
   return config
 
 
-@pytest.mark.parametrize("frozen_bn", [True, False])
+@pytest.mark.parametrize("frozen_bn", [False])
 def test_train_step_same_on_one_and_eight_devices(frozen_bn):
   config = _tiny_config(frozen_bn)
   task = method.make_task(config)
