@@ -87,6 +87,9 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
 def test_runlocal_pipeline_writes_everything(tmp_path):
   from jaxseg.methods.seam import run
   config = _tiny_config(frozen_bn=False)
+  # 48 px: a 6x6 feature grid, the smallest the random walk accepts (radius shrinks to 2).
+  config.data.synthetic.image_size = (48, 48)
+  config.augment.crop_size = (48, 48)
   config.train.total_steps = 4
   config.train.progress_bar = False
   config.data.synthetic.num_eval = 4
@@ -94,7 +97,7 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   config.affinity.total_steps = 2
   config.affinity.batch_size = 8
   config.affinity.num_images = 8
-  config.affinity.crop_size = (32, 32)
+  config.affinity.crop_size = (48, 48)
   config.affinity.radius = 2
   config.affinity.crf_iterations = 2
   config.evaluate.num_pictures = 2
