@@ -176,24 +176,3 @@ class AffinityNet(nn.Module):
         nn.share_scope(self, backbone)
         nn.share_scope(self, head)
         return head(backbone(images, train))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Optimiser groups.
-
-
-def param_group(path: str) -> str:
-    """'not_training' (frozen), 'from_scratch' (10x lr) or 'backbone' for a '/'-joined parameter path."""
-    if re.search(NOT_TRAINING_LAYERS, path):
-        return "not_training"
-    if re.search(FROM_SCRATCH_LAYERS, path):
-        return "from_scratch"
-    return "backbone"
-
-
-def param_groups(params: Any) -> Any:
-    """Tree shaped like `params` whose leaves are `param_group` labels (for optax.multi_transform)."""
-    def label(key_path, _):
-        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path]
-        return param_group("/".join(names))
-    return jax.tree_util.tree_map_with_path(label, params)

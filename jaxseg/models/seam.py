@@ -268,24 +268,3 @@ class SEAMNet(nn.Module):
     out = head(images, features, train)
     out.update(conv4=features["conv4"], conv5=features["conv5"], conv6=features["conv6"])
     return out
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Optimiser groups.
-
-
-def param_group(path: str) -> str:
-  """'from_scratch' (10x lr), 'not_training' (frozen) or 'backbone' for a '/'-joined Flax parameter path."""
-  if re.search(NOT_TRAINING_LAYERS, path):
-    return "not_training"
-  if re.search(FROM_SCRATCH_LAYERS, path):
-    return "from_scratch"
-  return "backbone"
-
-
-def param_groups(params: Any) -> Any:
-  """Tree with the structure of `params` whose leaves are `param_group` labels (for optax.multi_transform)."""
-  def label(key_path, _):
-    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path]
-    return param_group("/".join(names))
-  return jax.tree_util.tree_map_with_path(label, params)

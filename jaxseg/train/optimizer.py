@@ -50,6 +50,26 @@ def _multiplier_for(path: str, multipliers) -> float:
   return 1.0
 
 
+def group_labels(cfg, params: Any) -> Any:
+  """The optimiser group of every parameter: 'frozen' or 'x<lr multiplier>' (e.g. 'x10').
+
+  Args:
+    cfg: `config.optimizer` (reads `frozen` and `lr_multipliers`).
+    params: the parameter tree (arrays or ShapeDtypeStructs).
+  Returns:
+    A tree shaped like `params` with string leaves, as `optax.multi_transform` takes.
+  """
+  multipliers = tuple(tuple(m) for m in cfg.lr_multipliers)
+  frozen = re.compile(cfg.frozen) if cfg.frozen else None
+
+  def label(path: str) -> str:
+    if frozen is not None and frozen.search(path):
+      return "frozen"
+    return f"x{_multiplier_for(path, multipliers):g}"
+
+  return _path_labels(params, label)
+
+
 def make_optimizer(cfg, params: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Builds the optimiser for `params` (arrays or ShapeDtypeStructs).
 
@@ -57,19 +77,9 @@ def make_optimizer(cfg, params: Any, total_steps: int) -> tuple[optax.GradientTr
     (tx, schedule): the optax transformation and the base schedule (for logging).
   """
   schedule = make_schedule(cfg, total_steps)
-  multipliers = tuple(tuple(m) for m in cfg.lr_multipliers)
-  for pattern, _ in multipliers:
-    re.compile(pattern)
-  frozen = re.compile(cfg.frozen) if cfg.frozen else None
   exclude_wd = re.compile(cfg.weight_decay_exclude) if cfg.weight_decay_exclude else None
   wd_mask = _path_labels(params, lambda p: not (exclude_wd and exclude_wd.search(p)))
-
-  def group_label(path: str) -> str:
-    if frozen is not None and frozen.search(path):
-      return "frozen"
-    return f"x{_multiplier_for(path, multipliers):g}"
-
-  labels = _path_labels(params, group_label)
+  labels = group_labels(cfg, params)
   groups = {}
   for label in set(jax.tree.leaves(labels)):
     if label == "frozen":
