@@ -84,6 +84,7 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_runlocal_pipeline_writes_everything(tmp_path):
   from jaxseg.methods.seam import run
   config = _tiny_config(frozen_bn=False)
