@@ -12,7 +12,7 @@ COMMAND (embedded synthetic scenes, 2-core CPU, minutes):
 
 Variants (`:arg`): voc (default) | synthetic | synthetic_cam; `steps=N`; `runlocal` (tiny smoke run).
 """
-from jaxseg.config import parse_arg
+from jaxseg.config import apply_common_args, parse_arg
 from jaxseg.methods.seam import default_config
 
 
@@ -26,16 +26,10 @@ def get_config(arg=None):
       config.loss.name = "cam"
   elif arg.variant != "voc":
     raise ValueError(f"unknown variant {arg.variant!r}: expected voc, synthetic or synthetic_cam")
-  if arg.steps:
-    config.train.total_steps = arg.steps
+  apply_common_args(config, arg)
   if arg.runlocal:
-    config.train.total_steps = 4
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
     config.affinity.total_steps = 4
     config.affinity.num_images = 16
-    config.data.synthetic.num_train = 64
-    config.data.synthetic.num_eval = 8
   return config
 
 

@@ -10,7 +10,7 @@ COMMAND (PASCAL VOC 2012, SegmentationClassAug from SBD):
 Variants (`:arg`): synthetic (default) | voc; `steps=N` overrides total steps;
 `runlocal` makes a tiny smoke run.
 """
-from jaxseg.config import parse_arg
+from jaxseg.config import apply_common_args, parse_arg
 from jaxseg.methods.supervised import default_config
 
 
@@ -51,12 +51,5 @@ def get_config(arg=None):
     config.optimizer.lr_multipliers = ((r"^(params/)?head/", 10.0),)
   else:
     raise ValueError(f"unknown variant {arg.variant!r}: expected synthetic or voc")
-  if arg.steps:
-    config.train.total_steps = arg.steps
-  if arg.runlocal:
-    config.train.total_steps = 4
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
-    config.data.synthetic.num_train = 64
-    config.data.synthetic.num_eval = 16
+  apply_common_args(config, arg)
   return config

@@ -21,7 +21,7 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """Parses the `:arg` part of `--config=configs/x.py:arg`.
 
   Accepts `""`, a bare first positional value (`:synthetic`, bound to the first
-  default's name) or `k=v,k2=v2`. Types follow the defaults; booleans are
+  default's name), bare boolean flags (`:runlocal`) or `k=v,k2=v2`. Types follow the defaults; booleans are
   parsed strictly. Unknown names are a `ConfigError`.
 
   Example: `parse_arg("synthetic,steps=50", variant="paper", steps=0)`
@@ -34,6 +34,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   for position, item in enumerate(a for a in arg.split(",") if a):
     if "=" in item:
       key, value = item.split("=", 1)
+    elif isinstance(defaults.get(item.strip()), bool):
+      key, value = item, "true"  # A bare boolean name is a flag: `:runlocal`.
     elif position == 0 and names:
       key, value = names[0], item
     else:
@@ -89,3 +91,19 @@ def _collect_unknown(config, reference, prefix, unknown):
     value, ref = config[key], reference[key]
     if isinstance(value, ml_collections.ConfigDict) and isinstance(ref, ml_collections.ConfigDict):
       _collect_unknown(value, ref, path + ".", unknown)
+
+
+def apply_common_args(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
+  """The `:steps=N` and `:runlocal` args every method config accepts (in place).
+
+  runlocal turns the config into a seconds-long smoke run on the synthetic data:
+  4 steps, logging and checkpoints every 2, 64 train / 16 eval scenes.
+  """
+  if arg.steps:
+    config.train.total_steps = arg.steps
+  if arg.runlocal:
+    config.train.total_steps = 4
+    config.train.log_every = 2
+    config.train.checkpoint_every = 2
+    config.data.synthetic.num_train = 64
+    config.data.synthetic.num_eval = 16

@@ -14,6 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_parse_arg():
   arg = parse_arg("voc,steps=50,runlocal=true", variant="synthetic", steps=0, runlocal=False)
   assert (arg.variant, arg.steps, arg.runlocal) == ("voc", 50, True)
+  flag = parse_arg("synthetic,runlocal", variant="voc", runlocal=False)
+  assert (flag.variant, flag.runlocal) == ("synthetic", True)
   with pytest.raises(ConfigError, match="unknown config arg 'stpes'"):
     parse_arg("stpes=3", variant="x", steps=0)
   with pytest.raises(ConfigError, match="boolean"):

@@ -553,7 +553,20 @@ def _check_index(owner: str, index: Any, length: int) -> int:
   return int(index)
 
 
-class SyntheticScenes:
+class _SceneSource:
+  """What both synthetic sources share: a `SceneConfig` and its class list."""
+  config: "SceneConfig"
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
+
+  @property
+  def class_names(self) -> list[str]:
+    return class_names(self.config.num_classes)
+
+
+class SyntheticScenes(_SceneSource):
   """Random-access source of synthetic segmentation samples (see the module docstring for the layout).
 
   Picklable and cheap to build: a sample is generated on demand from (seed, index). Use it through
@@ -567,14 +580,6 @@ class SyntheticScenes:
     self.config = SceneConfig(num_classes=num_classes, image_size=image_size, seed=seed,
                               min_objects=min_objects, max_objects=max_objects, style=style,
                               with_depth=with_depth, min_visible_pixels=min_visible_pixels)
-
-  @property
-  def num_classes(self) -> int:
-    return self.config.num_classes
-
-  @property
-  def class_names(self) -> list[str]:
-    return class_names(self.config.num_classes)
 
   def __len__(self) -> int:
     return self.num_images
@@ -599,7 +604,7 @@ class SyntheticScenes:
     return sample
 
 
-class SyntheticVideos:
+class SyntheticVideos(_SceneSource):
   """Random-access source of synthetic clips: objects move, rotate and occlude each other over time.
 
   A sample holds frames uint8 [T, H, W, 3], masks uint8 [T, H, W], instances int32 [T, H, W] (an object keeps
@@ -620,14 +625,6 @@ class SyntheticVideos:
     self.config = SceneConfig(num_classes=num_classes, image_size=image_size, seed=seed,
                               min_objects=min_objects, max_objects=max_objects, style=style,
                               with_depth=with_depth, min_visible_pixels=min_visible_pixels)
-
-  @property
-  def num_classes(self) -> int:
-    return self.config.num_classes
-
-  @property
-  def class_names(self) -> list[str]:
-    return class_names(self.config.num_classes)
 
   def __len__(self) -> int:
     return self.num_videos
