@@ -44,6 +44,10 @@ def _synthetic(config):
   # 134 px view at x0.3; 64 px at x0.3 would leave a 3x3 feature map and make ER/ECR meaningless).
   config.data.synthetic.image_size = (96, 96)
   config.loss.view_scale = 0.5
+  # With the official align_corners=True rescale the corner pixels of both views coincide and the
+  # from-scratch network learns corner activations that satisfy ER/ECR (measured: SEAM CAM 31.6 mIoU
+  # with True, 43.0 with False, plain CAM baseline 42.8).
+  config.loss.view_align_corners = False
   config.augment.resize_long = None
   config.augment.scale_range = (0.9, 1.1)
   config.augment.crop_size = (96, 96)

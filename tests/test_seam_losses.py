@@ -227,3 +227,12 @@ def test_all_gradient_norms_match_official():
       assert abs(ours[name] - ref) <= 1e-3 * ref, (term, name, ours[name], ref)
       worst = max(worst, abs(ours[name] - ref) / max(ref, 1e-30))
   print(f"gradient norms (39 tensors x 8 terms): max relative error {worst:.2e}")
+
+
+def test_rescale_view_align_corners_switch():
+  from jaxseg.losses.seam import rescale_view
+  x = jnp.broadcast_to(jnp.arange(10.0)[None, :, None], (2, 10, 1))[None]  # [1, 2, 10, 1], varies along W
+  official = rescale_view(x, 0.5)  # align_corners=True: corner to corner
+  assert float(official[0, 0, 0, 0]) == 0.0 and float(official[0, 0, -1, 0]) == 9.0
+  centres = rescale_view(x, 0.5, align_corners=False)  # pixel centres: 0.5, 2.5, ... of the input
+  np.testing.assert_allclose(np.asarray(centres[0, 0, :, 0]), [0.5, 2.5, 4.5, 6.5, 8.5], atol=1e-6)

@@ -33,6 +33,7 @@ def test_paper_recipe_defaults():
   assert config.optimizer.lr_multipliers[0][1] == 10.0
   assert config.optimizer.frozen and config.model.frozen_bn
   assert tuple(config.infer.scales) == (0.5, 1.0, 1.5, 2.0)
+  assert config.loss.view_align_corners and config.loss.view_scale == 0.3
   baseline = _get_config("synthetic_cam")
   assert baseline.loss.name == "cam" and not baseline.model.use_pcm
   with pytest.raises(ConfigError):

@@ -100,7 +100,7 @@ def rescaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
   return out  # type: ignore[return-value]
 
 
-def rescale_view(images: jax.Array, scale: float = OFFICIAL_SCALE) -> jax.Array:
+def rescale_view(images: jax.Array, scale: float = OFFICIAL_SCALE, align_corners: bool = True) -> jax.Array:
   """The official transform between SEAM's two views: bilinear rescale, align_corners=True.
 
   `F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=True)`: the output size is
@@ -110,11 +110,14 @@ def rescale_view(images: jax.Array, scale: float = OFFICIAL_SCALE) -> jax.Array:
 
   Args:
     images: [B, H, W, C] (images or CAMs).
+    align_corners: official True. False samples at pixel centres instead: with True the four corner
+      pixels of both views coincide exactly, which a network trained from scratch can exploit (it learns
+      to satisfy ER/ECR with activations in the image corners; seen on the synthetic demo).
   Returns:
     float32 [B, floor(H scale), floor(W scale), C].
   """
   chex.assert_rank(images, 4)
-  return resize_bilinear(images, rescaled_size(images.shape[1:3], scale), align_corners=True)
+  return resize_bilinear(images, rescaled_size(images.shape[1:3], scale), align_corners=align_corners)
 
 
 def with_background(cam: jax.Array) -> jax.Array:

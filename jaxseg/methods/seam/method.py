@@ -50,6 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       name="seam",               # 'seam' (cls + ER + ECR + rvmin) | 'cam' (cls only, one view)
       view_scale=0.3,            # official second view: bilinear (align_corners=True) x0.3
+      view_align_corners=True,   # official True; see `jaxseg.losses.seam.rescale_view`
       ecr_topk_fraction=0.2))
   # ResNet-38 ImageNet weights: MXNet `ilsvrc-cls_rna-a1_cls1000_ep-0001.params`, a SEAM/psa
   # `.pth`, or a `.msgpack` from `python -m jaxseg.tools.convert_weights`. '' = random init.
@@ -138,7 +139,8 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
     return loss, ({"cls": loss}, model_state)
   if loss_cfg.name != "seam":
     raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected 'seam' or 'cam'")
-  view = functools.partial(seam_losses.rescale_view, scale=float(loss_cfg.view_scale))
+  view = functools.partial(seam_losses.rescale_view, scale=float(loss_cfg.view_scale),
+                           align_corners=bool(loss_cfg.view_align_corners))
   out2, model_state = forward(model_state, view(images), rng2)
   loss, terms = seam_losses.seam_loss(out1, out2, labels, transform=view,
                                       ecr_topk_fraction=float(loss_cfg.ecr_topk_fraction))
