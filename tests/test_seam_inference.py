@@ -1,6 +1,5 @@
 """SEAM multi-scale + flip CAM inference, pseudo labels and the bg-threshold sweep: parity with the official
 `infer_SEAM.py` / `evaluation.py` (shared/golden/seam seam_infer.npz / seam_eval.npz, cut into tests/data/seam)."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,8 +1,6 @@
 """A tiny task for trainer tests: random-access source, augment and a small conv net."""
 import flax.linen as nn
 import grain
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.losses import softmax_cross_entropy_with_ignore

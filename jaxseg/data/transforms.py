@@ -482,8 +482,19 @@ def _finish(example: Example, normalize_image: bool, mean, std) -> Example:
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmentationAugment(grain.transforms.RandomMap):
-  """Train-time augment: random_scale -> random_flip -> color_jitter -> random_crop -> normalize.
+class _OutputSpec:
+  """What the train and eval transforms share: padding, normalisation and the spatial keys."""
+  normalize: bool = True
+  mean: tuple[float, float, float] = IMAGENET_MEAN
+  std: tuple[float, float, float] = IMAGENET_STD
+  ignore_index: int = 255
+  image_fill: Any = 0
+  spatial_keys: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationAugment(_OutputSpec, grain.transforms.RandomMap):
+  """Train-time augment: random_resize_long -> random_scale -> random_flip -> color_jitter -> random_crop -> normalize.
 
   The order follows SEAM (jitter before the crop, so padding is not jittered).
   Output: image float32 [h, w, 3] normalised (uint8 if normalize=False),
@@ -495,12 +506,6 @@ class SegmentationAugment(grain.transforms.RandomMap):
   crop_size: tuple[int, int] | None = None
   flip_prob: float = 0.5
   color_jitter: tuple[float, float, float, float] | None = None
-  normalize: bool = True
-  mean: tuple[float, float, float] = IMAGENET_MEAN
-  std: tuple[float, float, float] = IMAGENET_STD
-  ignore_index: int = 255
-  image_fill: Any = 0
-  spatial_keys: tuple[str, ...] | None = None
 
   def random_map(self, element: Example, rng: np.random.Generator) -> Example:
     keys = self.spatial_keys
@@ -523,16 +528,10 @@ class SegmentationAugment(grain.transforms.RandomMap):
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmentationEvalTransform(grain.transforms.Map):
+class SegmentationEvalTransform(_OutputSpec, grain.transforms.Map):
   """Eval transform: optional resize -> optional center_crop -> normalize; mask -> int32."""
   resize: tuple[int, int] | None = None
   crop_size: tuple[int, int] | None = None
-  normalize: bool = True
-  mean: tuple[float, float, float] = IMAGENET_MEAN
-  std: tuple[float, float, float] = IMAGENET_STD
-  ignore_index: int = 255
-  image_fill: Any = 0
-  spatial_keys: tuple[str, ...] | None = None
 
   def map(self, element: Example) -> Example:
     ex = dict(element)

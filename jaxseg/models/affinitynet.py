@@ -21,7 +21,6 @@ them in 'batch_stats'). Variable names are the official state-dict names (flat: 
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import chex

@@ -28,7 +28,6 @@ trained from scratch at 10x the base learning rate (`FROM_SCRATCH_LAYERS`); conv
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any, Mapping
 
 import chex

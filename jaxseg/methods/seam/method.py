@@ -10,7 +10,6 @@ Stages (config.stages):
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
