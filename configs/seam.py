@@ -30,6 +30,8 @@ def get_config(arg=None):
   if arg.runlocal:
     config.affinity.total_steps = 4
     config.affinity.num_images = 16
+    config.pretrain.total_steps = 4
+    config.pretrain.num_images = 16
   return config
 
 
@@ -53,7 +55,12 @@ def _synthetic(config):
   config.augment.crop_size = (96, 96)
   config.augment.color_jitter = (0.2, 0.2, 0.2, 0.02)
   config.model.width_multiplier = 0.125
-  config.model.frozen_bn = False       # trained from scratch: BatchNorm must learn its statistics
+  # No ImageNet weights here: the 'pretrain' stage (softmax classification of single-object scenes) stands
+  # in for them. From scratch, the multi-label GAP classifier leaves ~2 of 6 classes dead (constant logit,
+  # seed-dependent), which would decide any SEAM-vs-CAM comparison. See jaxseg/methods/seam/pretrain.py.
+  config.stages = ("pretrain", "train", "infer", "affinity", "evaluate")
+  config.init.weights = "pretrain"
+  config.model.frozen_bn = False       # BatchNorm statistics of the synthetic scenes are learned
   config.train.batch_size = 16
   config.train.total_steps = 600
   config.train.log_every = 50

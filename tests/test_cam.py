@@ -13,6 +13,7 @@ from jaxseg import cam as cam_lib
 from jaxseg.cam import activations, demo, methods, metrics, overlay, postprocess
 from jaxseg.cam import targets as targets_lib
 from jaxseg.cam import __main__ as cli
+from jaxseg.models import resize
 
 B, S = 3, 16
 
@@ -263,10 +264,10 @@ def test_eigen_projection_sign_conventions():
 
 def test_interpolation_matches_cv2_and_torch_conventions():
     # Half-pixel centres with edge clamp: 2 -> 4 gives [a, .75a+.25b, .25a+.75b, b].
-    np.testing.assert_allclose(postprocess.interpolation_matrix(2, 4),
+    np.testing.assert_allclose(resize.interpolation_matrix(2, 4),
                                [[1, 0], [.75, .25], [.25, .75], [0, 1]], atol=1e-7)
     # align_corners: 3 -> 5 hits the inputs at 0, 2, 4.
-    np.testing.assert_allclose(postprocess.interpolation_matrix(3, 5, align_corners=True),
+    np.testing.assert_allclose(resize.interpolation_matrix(3, 5, align_corners=True),
                                [[1, 0, 0], [.5, .5, 0], [0, 1, 0], [0, .5, .5], [0, 0, 1]], atol=1e-7)
     x = jax.random.normal(jax.random.key(0), (2, 5, 7))
     np.testing.assert_allclose(postprocess.resize_bilinear(x, (15, 21)),

@@ -10,48 +10,19 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxseg.models import resize
 
 MINMAX_EPS = 1e-7
-
-
-def interpolation_matrix(in_size: int, out_size: int, *,
-                         align_corners: bool = False) -> np.ndarray:
-    """[out_size, in_size] float32 linear-interpolation weights along one axis.
-
-    align_corners=False: cv2.resize INTER_LINEAR / torch align_corners=False
-    (source = (i + 0.5) * in / out - 0.5, clamped to the edge).
-    align_corners=True: torch UpsamplingBilinear2d (source = i * (in-1)/(out-1)).
-    """
-    i = np.arange(out_size, dtype=np.float64)
-    if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = i * scale
-    else:
-        src = (i + 0.5) * (in_size / out_size) - 0.5
-    src = np.clip(src, 0.0, in_size - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = src - lo
-    matrix = np.zeros((out_size, in_size), np.float64)
-    np.add.at(matrix, (np.arange(out_size), lo), 1.0 - frac)
-    np.add.at(matrix, (np.arange(out_size), hi), frac)
-    return matrix.astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "align_corners"))
 def resize_bilinear(x: jax.Array, size: tuple[int, int], *,
                     align_corners: bool = False) -> jax.Array:
-    """Bilinear resize of x [B, h, w, ...] to [B, H, W, ...] (size = (H, W))."""
-    out_h, out_w = size
-    if x.shape[1:3] == (out_h, out_w):
+    """Bilinear resize of x [B, h, w, ...] to [B, H, W, ...] (size = (H, W)); identity at the same size."""
+    if x.shape[1:3] == tuple(size):
         return x
-    rows = jnp.asarray(interpolation_matrix(x.shape[1], out_h,
-                                            align_corners=align_corners))
-    cols = jnp.asarray(interpolation_matrix(x.shape[2], out_w,
-                                            align_corners=align_corners))
-    return jnp.einsum("Hh,bhw...,Ww->bHW...", rows, x.astype(jnp.float32), cols,
-                      precision=jax.lax.Precision.HIGHEST)
+    return resize.resize_bilinear(x, size, align_corners=align_corners)
 
 
 @jax.jit

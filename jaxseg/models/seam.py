@@ -34,9 +34,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxseg.models.layers import conv2d
+from jaxseg.models.resize import resize_bilinear
 from jaxseg.models.resnet38 import ResNet38
 
 Dtype = Any
@@ -52,51 +52,6 @@ FROM_SCRATCH_LR_MULTIPLIER = 10.0
 XAVIER_UNIFORM = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 XAVIER_UNIFORM_GAIN4 = nn.initializers.variance_scaling(16.0, "fan_avg", "uniform")  # gain**2 = 16
 KAIMING_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # untruncated, as torch
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Bilinear interpolation with PyTorch's two coordinate conventions.
-
-
-@functools.lru_cache(maxsize=256)
-def interpolation_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
-  """float32 [out_size, in_size] weights of 1-D linear interpolation, as `F.interpolate(mode='bilinear')`.
-
-  align_corners=True:  source = i * (in - 1) / (out - 1)   (0 when out == 1)
-  align_corners=False: source = (i + 0.5) * in / out - 0.5, clamped at 0 (half-pixel centres, no antialiasing
-                       when shrinking, like PyTorch).
-  """
-  if in_size < 1 or out_size < 1:
-    raise ValueError(f"interpolation sizes must be >= 1, got {in_size} -> {out_size}")
-  i = np.arange(out_size, dtype=np.float64)
-  if align_corners:
-    src = i * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros_like(i)
-  else:
-    src = np.maximum((i + 0.5) * (in_size / out_size) - 0.5, 0.0)
-  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = src - lo
-  matrix = np.zeros((out_size, in_size), np.float64)
-  np.add.at(matrix, (np.arange(out_size), lo), 1.0 - frac)
-  np.add.at(matrix, (np.arange(out_size), hi), frac)
-  matrix = matrix.astype(np.float32)
-  matrix.setflags(write=False)  # cached: shared by every caller
-  return matrix
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int], *, align_corners: bool) -> jax.Array:
-  """Bilinear resize of x [B, h, w, C] to float32 [B, H, W, C], `size = (H, W)`.
-
-  Same values as PyTorch `F.interpolate(x, size, mode='bilinear', align_corners=...)` on NCHW (a separable
-  product of two interpolation matrices, so it is differentiable and jit-friendly; sizes are static).
-  `jax.image.resize` has no align_corners=True mode, which every SEAM training-time resize uses.
-  """
-  chex.assert_rank(x, 4)
-  out_h, out_w = int(size[0]), int(size[1])
-  rows = jnp.asarray(interpolation_matrix(x.shape[1], out_h, align_corners))
-  cols = jnp.asarray(interpolation_matrix(x.shape[2], out_w, align_corners))
-  return jnp.einsum("Hh,bhwc,Ww->bHWc", rows, x.astype(jnp.float32), cols,
-                    precision=jax.lax.Precision.HIGHEST)
 
 
 # ------------------------------------------------------------------------------------------------------------

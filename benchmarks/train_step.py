@@ -1,0 +1,414 @@
+"""Steady-state training-step throughput, compile time and model FLOPs utilisation (MFU).
+
+Times jaxseg's real train step (the trainer's jitted, donated step over the device mesh, the method's loss and
+optimiser) and, with --reference, the official PyTorch implementation's step at the same shapes on the same
+machine, and prints jaxseg / official.
+
+  python benchmarks/train_step.py --method=seam                      # paper shapes: ResNet-38, 448^2 + x0.3 view
+  python benchmarks/train_step.py --method=uda                       # DeepLab-v2 R101, 1280x720 src + 1024x512 trg
+  python benchmarks/train_step.py --method=seam --reference=/path/to/SEAM    # + official step, same device
+  python benchmarks/train_step.py --method=seam --size=112 --batch=2 --steps=3   # quick CPU check
+
+Methods (shapes from the papers / official configs):
+  seam  SEAM train step: two views (448^2 crop and its x0.3 rescale), cls + ER + ECR + PCM min-pooling losses,
+        SGD with the official parameter groups; batch 8 per device. Reference: YudeWang/SEAM
+        (`network/resnet38_SEAM.py`, `train_SEAM.py`'s loss lines restated around the imported pieces).
+  uda   ADVENT MinEnt step (the source-supervised + target-entropy step ESL's self-training shares): DeepLab-v2
+        R101 multi-level, source 1280x720 with labels, target 1024x512, CE (main + 0.1 aux) + entropy
+        (0.001 main + 0.0002 aux), SGD momentum 0.9, 10x lr on the heads; batch 1 per device as ADVENT.
+        Reference: valeoai/ADVENT (`advent/model/deeplabv2.py`, `advent/utils/func.py: loss_calc`,
+        `advent/utils/loss.py: entropy_loss`).
+  vos, hn  Not available until the video (MAST pairs, 256^2) and depth pre-training methods land; the script says so.
+
+MFU = FLOPs of the compiled step (XLA cost analysis; counts multiply-adds as 2) / step time / device peak.
+Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`): bf16 for bf16 compute, TF32 for fp32 compute
+on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU. CPUs have no entry: FLOP/s only.
+
+Official PyTorch is timed in fp32 (the code has no mixed precision). On CPU install torch 2.13.0
+(`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`); the official code's unused
+imports (cv2, pydensecrf, tensorboardX, torchvision) are replaced by inert stubs when missing.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+import types
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from jaxseg.losses import entropy_loss, softmax_cross_entropy_with_ignore  # noqa: E402
+from jaxseg.models.deeplab_v2 import DeepLabV2  # noqa: E402
+from jaxseg.models.resize import resize_bilinear  # noqa: E402
+from jaxseg.train import loop  # noqa: E402
+from jaxseg.train import sharding as shd  # noqa: E402
+from jaxseg.train.config import trainer_config  # noqa: E402
+
+# Dense peak TFLOP/s per chip: (bf16, fp32 as XLA computes it by default). Matched against device_kind.
+PEAK_TFLOPS = {
+    "H200": (989.4, 494.7),        # SXM; TF32 for fp32
+    "H100": (989.4, 494.7),        # SXM (PCIe parts: 756 / 378)
+    "A100": (312.0, 156.0),
+    "TPU v5 lite": (197.0, 197.0),  # v5e
+    "TPU v5e": (197.0, 197.0),
+    "TPU v5p": (459.0, 459.0),
+    "TPU v5": (459.0, 459.0),
+    "TPU v4": (275.0, 275.0),
+}
+
+TARGETS = {  # printed next to the results (issue 7); a benchmark reports, it does not assert
+    "seam": "official fp32 ratio >= 3x on a GPU (>= 1x on CPU); MFU >= 45% bf16 on H100/H200",
+    "uda": "official fp32 ratio >= 2x on a GPU",
+}
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+  for key, (bf16, fp32) in PEAK_TFLOPS.items():
+    if key.lower() in device_kind.lower():
+      return bf16 if dtype == "bfloat16" else fp32
+  return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# jaxseg steps
+
+
+def seam_case(args, dtype: str):
+  """(config, task, global batch) of the SEAM train step at the paper's shapes."""
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+  import seam as seam_config  # pylint: disable=import-outside-toplevel
+  from jaxseg.methods.seam import method  # pylint: disable=import-outside-toplevel
+  config = seam_config.get_config("voc")
+  size = args.size or 448
+  batch = args.batch or 8
+  with config.unlocked():
+    config.data.name = "synthetic"  # only builds the (unused) source; the batch below is fed directly
+    config.data.synthetic.num_train = 8
+    config.data.synthetic.image_size = (size, size)
+    config.model.width_multiplier = args.width
+    config.train.compute_dtype = dtype
+    config.augment.crop_size = (size, size)
+    config.train.batch_size = batch * num_devices(args)
+  task = method.make_task(config)
+  rng = np.random.default_rng(0)
+  n = config.train.batch_size
+  labels = (rng.random((n, config.data.num_classes - 1)) < 0.15).astype(np.float32)
+  labels[np.arange(n), rng.integers(0, labels.shape[1], n)] = 1.0
+  data = dict(image=rng.standard_normal((n, size, size, 3)).astype(np.float32), labels=labels)
+  return config, task, data
+
+
+UDA_SOURCE, UDA_TARGET = (720, 1280), (512, 1024)  # (H, W): GTA5 source, Cityscapes target (ADVENT)
+UDA_HEADS = r"(^|/)(layer5|layer6)/"  # ADVENT's get_10x_lr_params
+
+
+def uda_loss(model, params, model_state, batch, rng, *, source_size, target_size):
+  """ADVENT `train_minent` objective of one iteration (source CE + target entropy), NHWC."""
+  del rng
+  up = functools.partial(resize_bilinear, align_corners=True)  # ADVENT's nn.Upsample(align_corners=True)
+  variables = {"params": params, **model_state}
+  src, model_state = model.apply(variables, batch["source_image"], train=True, mutable=["batch_stats"])
+  seg_main = softmax_cross_entropy_with_ignore(up(src["main"], source_size), batch["source_label"])
+  seg_aux = softmax_cross_entropy_with_ignore(up(src["aux"], source_size), batch["source_label"])
+  variables = {"params": params, **model_state}
+  trg, model_state = model.apply(variables, batch["target_image"], train=True, mutable=["batch_stats"])
+  ent_main = entropy_loss(jax.nn.softmax(up(trg["main"], target_size), axis=-1))
+  ent_aux = entropy_loss(jax.nn.softmax(up(trg["aux"], target_size), axis=-1))
+  loss = seg_main + 0.1 * seg_aux + 0.001 * ent_main + 0.0002 * ent_aux
+  return loss, ({"seg_main": seg_main, "ent_main": ent_main}, model_state)
+
+
+def uda_case(args, dtype: str):
+  scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
+  source = tuple(int(round(s * scale)) for s in UDA_SOURCE)
+  target = tuple(int(round(s * scale)) for s in UDA_TARGET)
+  batch = (args.batch or 1) * num_devices(args)
+  config = trainer_config()
+  with config.unlocked():
+    config.train.batch_size = batch
+    config.train.compute_dtype = dtype
+    opt = config.optimizer
+    opt.name, opt.learning_rate, opt.momentum, opt.weight_decay = "momentum", 2.5e-4, 0.9, 5e-4
+    opt.schedule, opt.lr_multipliers = "poly", ((UDA_HEADS, 10.0),)
+  model = DeepLabV2(19, multi_level=True, width_multiplier=args.width, dtype=jnp.dtype(dtype))
+  task = loop.TrainTask(
+      init_fn=lambda rng, b: model.init(rng, b["source_image"], train=False),
+      loss_fn=functools.partial(uda_loss, model, source_size=source, target_size=target),
+      train_source=None, augment=None, keys=("source_image", "source_label", "target_image"))
+  rng = np.random.default_rng(0)
+  data = dict(source_image=rng.standard_normal((batch, *source, 3)).astype(np.float32) * 50,
+              source_label=rng.integers(0, 19, (batch, *source)).astype(np.int32),
+              target_image=rng.standard_normal((batch, *target, 3)).astype(np.float32) * 50)
+  return config, task, data
+
+
+CASES: dict[str, Callable | None] = {"seam": seam_case, "uda": uda_case, "vos": None, "hn": None}
+
+
+def num_devices(args) -> int:
+  return args.devices or jax.device_count()
+
+
+def time_jaxseg(args, dtype: str) -> dict:
+  config, task, data = CASES[args.method](args, dtype)
+  mesh = shd.make_mesh(config.mesh, jax.devices()[:num_devices(args)])
+  ts = loop.setup(config, task, data, mesh=mesh)
+  state = ts.init_state()
+  batch = shd.global_batch(data, ts.batch_sharding)
+  step = loop.make_train_step(task, ts)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  for _ in range(args.warmup):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    for _ in range(args.steps):  # no host sync inside the timed window: the step is asynchronous
+      state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - start) / args.steps)
+  if step._cache_size() != 1:  # pylint: disable=protected-access
+    raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")  # pylint: disable=protected-access
+  step_s = statistics.median(times)
+  images = int(config.train.batch_size)
+  kind = jax.devices()[0].device_kind
+  peak = peak_tflops(kind, dtype)
+  tflops = flops / step_s / 1e12  # cost analysis is of the whole (SPMD-partitioned) program per device
+  return dict(images_per_s=images / step_s, step_s=step_s, compile_s=compile_s, flops_per_step=flops,
+              tflops_per_s=tflops, mfu=(tflops / peak) if peak else None, loss=float(metrics["loss"]),
+              global_batch=images, devices=num_devices(args))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Official PyTorch steps (imported from the checkout at run time; nothing vendored)
+
+
+def _stub_missing(names):
+  """Inert modules for imports the official code makes but never uses in the timed step."""
+  class _Stub(types.ModuleType):
+    def __getattr__(self, attr):
+      if attr.startswith("__"):
+        raise AttributeError(attr)
+      return _Stub(f"{self.__name__}.{attr}")
+
+    def __call__(self, *a, **k):
+      raise RuntimeError(f"{self.__name__} is a stub (not installed)")
+  for name in names:
+    top = name.split(".")[0]
+    try:
+      if importlib.util.find_spec(top) is not None:
+        continue
+    except ValueError:
+      pass
+    sys.modules[name] = _Stub(name)
+
+
+def _torch_device(torch):
+  return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def reference_seam(args, path: str) -> Callable[[], float]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  _stub_missing(["cv2", "pydensecrf", "pydensecrf.densecrf", "pydensecrf.utils", "tensorboardX", "torchvision",
+                 "torchvision.transforms"])
+  sys.path.insert(0, path)
+  resnet38_seam = importlib.import_module("network.resnet38_SEAM")
+  visualization = importlib.import_module("tool.visualization")
+  torchutils = importlib.import_module("tool.torchutils")
+  train_seam = importlib.import_module("train_SEAM")  # its helpers; __main__ is guarded
+  device = _torch_device(torch)
+  size, batch = args.size or 448, args.batch or 8
+  model = resnet38_seam.Net().to(device)
+  model.train()
+  groups = model.get_parameter_groups()
+  lr, wd = 0.01, 5e-4  # train_SEAM.py defaults
+  optimizer = torchutils.PolyOptimizer([
+      {"params": groups[0], "lr": lr, "weight_decay": wd}, {"params": groups[1], "lr": 2 * lr, "weight_decay": 0},
+      {"params": groups[2], "lr": 10 * lr, "weight_decay": wd},
+      {"params": groups[3], "lr": 20 * lr, "weight_decay": 0}], lr=lr, weight_decay=wd, max_step=10000)
+  gen = torch.Generator().manual_seed(0)
+  img1 = torch.randn(batch, 3, size, size, generator=gen).to(device)
+  label = (torch.rand(batch, 20, generator=gen) < 0.15).float()
+  label[:, 0] = 1.0
+  label = torch.cat((torch.ones(batch, 1), label), dim=1).to(device).unsqueeze(2).unsqueeze(3)
+  max_norm, max_onehot = visualization.max_norm, train_seam.max_onehot
+  min_pool = train_seam.adaptive_min_pooling_loss
+
+  def step():  # train_SEAM.py l.102-146, one iteration
+    scale = 0.3
+    img2 = F.interpolate(img1, scale_factor=scale, mode="bilinear", align_corners=True)
+    cam1, cam_rv1 = model(img1)
+    label1 = F.adaptive_avg_pool2d(cam1, (1, 1))
+    loss_rvmin1 = min_pool((cam_rv1 * label)[:, 1:, :, :])
+    cam1 = F.interpolate(max_norm(cam1), scale_factor=scale, mode="bilinear", align_corners=True) * label
+    cam_rv1 = F.interpolate(max_norm(cam_rv1), scale_factor=scale, mode="bilinear", align_corners=True) * label
+    cam2, cam_rv2 = model(img2)
+    label2 = F.adaptive_avg_pool2d(cam2, (1, 1))
+    loss_rvmin2 = min_pool((cam_rv2 * label)[:, 1:, :, :])
+    cam2 = max_norm(cam2) * label
+    cam_rv2 = max_norm(cam_rv2) * label
+    loss_cls1 = F.multilabel_soft_margin_loss(label1[:, 1:, :, :], label[:, 1:, :, :])
+    loss_cls2 = F.multilabel_soft_margin_loss(label2[:, 1:, :, :], label[:, 1:, :, :])
+    ns, _, hs, ws = cam2.size()
+    loss_er = torch.mean(torch.abs(cam1[:, 1:, :, :] - cam2[:, 1:, :, :]))
+    cam1[:, 0, :, :] = 1 - torch.max(cam1[:, 1:, :, :], dim=1)[0]
+    cam2[:, 0, :, :] = 1 - torch.max(cam2[:, 1:, :, :], dim=1)[0]
+    tensor_ecr1 = torch.abs(max_onehot(cam2.detach()) - cam_rv1)
+    tensor_ecr2 = torch.abs(max_onehot(cam1.detach()) - cam_rv2)
+    k = int(21 * hs * ws * 0.2)
+    loss_ecr = (torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=k, dim=-1)[0])
+                + torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=k, dim=-1)[0]))
+    loss = (loss_cls1 + loss_cls2) / 2 + (loss_rvmin1 + loss_rvmin2) / 2 + loss_er + loss_ecr
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  return _timer(torch, step, batch)
+
+
+def reference_uda(args, path: str) -> Callable[[], float]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  from torch import nn  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, path)
+  deeplabv2 = importlib.import_module("advent.model.deeplabv2")
+  func = importlib.import_module("advent.utils.func")
+  losses = importlib.import_module("advent.utils.loss")
+  device = _torch_device(torch)
+  scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
+  source = tuple(int(round(s * scale)) for s in UDA_SOURCE)
+  target = tuple(int(round(s * scale)) for s in UDA_TARGET)
+  batch = args.batch or 1
+  model = deeplabv2.get_deeplab_v2(num_classes=19, multi_level=True).to(device)
+  model.train()
+  lr = 2.5e-4
+  optimizer = torch.optim.SGD(model.optim_parameters(lr), lr=lr, momentum=0.9, weight_decay=5e-4)
+  interp = nn.Upsample(size=source, mode="bilinear", align_corners=True)
+  interp_target = nn.Upsample(size=target, mode="bilinear", align_corners=True)
+  gen = torch.Generator().manual_seed(0)
+  images_source = (torch.randn(batch, 3, *source, generator=gen) * 50).to(device)
+  labels = torch.randint(0, 19, (batch, *source), generator=gen)
+  images = (torch.randn(batch, 3, *target, generator=gen) * 50).to(device)
+
+  def step():  # advent/domain_adaptation/train_UDA.py: train_minent, one iteration
+    optimizer.zero_grad()
+    pred_src_aux, pred_src_main = model(images_source)
+    loss = (func.loss_calc(interp(pred_src_main), labels, device)
+            + 0.1 * func.loss_calc(interp(pred_src_aux), labels, device))
+    loss.backward()
+    pred_trg_aux, pred_trg_main = model(images)
+    loss = (0.0002 * losses.entropy_loss(F.softmax(interp_target(pred_trg_aux), dim=1))
+            + 0.001 * losses.entropy_loss(F.softmax(interp_target(pred_trg_main), dim=1)))
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  return _timer(torch, step, batch)
+
+
+def _timer(torch, step, batch):
+  def run(warmup: int, steps: int, repeats: int) -> dict:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):  # cuDNN autotuning / oneDNN primitive creation happen here
+      step()
+    sync()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      for _ in range(steps):
+        step()
+      sync()
+      times.append((time.perf_counter() - start) / steps)
+    step_s = statistics.median(times)
+    return dict(images_per_s=batch / step_s, step_s=step_s)
+  return run
+
+
+REFERENCES = {"seam": reference_seam, "uda": reference_uda}
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--method", required=True, choices=sorted(CASES))
+  parser.add_argument("--precision", default="float32,bfloat16",
+                      help="comma-separated compute dtypes for jaxseg (float32, bfloat16)")
+  parser.add_argument("--size", type=int, default=0,
+                      help="SEAM crop side / UDA source width (target scaled alike); 0 = paper shapes")
+  parser.add_argument("--batch", type=int, default=0, help="batch per device; 0 = paper (SEAM 8, UDA 1)")
+  parser.add_argument("--width", type=float, default=1.0, help="backbone width multiplier (1 = paper)")
+  parser.add_argument("--devices", type=int, default=0, help="use the first N devices (0 = all)")
+  parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+  parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--reference", default="", help="path to the official checkout (SEAM or ADVENT)")
+  parser.add_argument("--json", default="", help="also write the results here")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  if CASES[args.method] is None:
+    raise SystemExit(f"--method={args.method}: that method has not landed in jaxseg yet, so there is no "
+                     "training step to time (available: seam, uda)")
+  kind = jax.devices()[0].device_kind
+  print(f"# {args.method} train step | device {kind} x{num_devices(args)} | jax {jax.__version__} | "
+        f"{time.strftime('%Y-%m-%d')}", flush=True)
+  results = {"method": args.method, "device": kind, "devices": num_devices(args), "jax": jax.__version__,
+             "date": time.strftime("%Y-%m-%d"), "rows": []}
+  reference = None
+  if args.reference:
+    if args.width != 1.0:
+      raise SystemExit("--reference needs --width=1 (the official networks have full width only)")
+    if num_devices(args) != 1:
+      print("note: the official step runs on one device; compare per-device rates", flush=True)
+    import torch  # pylint: disable=import-outside-toplevel
+    ref_run = REFERENCES[args.method](args, os.path.abspath(args.reference))
+    reference = ref_run(max(args.warmup, 3), args.steps, args.repeats)
+    reference["torch"] = torch.__version__
+    print(f"official PyTorch {torch.__version__} fp32: {reference['images_per_s']:.3f} img/s "
+          f"({1e3 * reference['step_s']:.1f} ms/step)", flush=True)
+    results["reference"] = reference
+  header = f"{'precision':>9} {'img/s':>9} {'ms/step':>9} {'compile s':>9} {'TFLOP/s':>8} {'MFU':>6}"
+  if reference:
+    header += f" {'vs official':>11}"
+  print(header)
+  for dtype in args.precision.split(","):
+    r = time_jaxseg(args, dtype)
+    r["precision"] = dtype
+    if reference:
+      r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
+    results["rows"].append(r)
+    line = (f"{dtype:>9} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
+            f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}")
+    if reference:
+      line += f" {r['ratio_vs_official']:10.2f}x"
+    print(line, flush=True)
+  print(f"targets: {TARGETS.get(args.method, '-')}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+if __name__ == "__main__":
+  main()
