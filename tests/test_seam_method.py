@@ -103,51 +103,9 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   config.affinity.radius = 2
   config.affinity.crf_iterations = 2
   config.evaluate.num_pictures = 2
-  config.pretrain.total_steps = 2
-  config.pretrain.batch_size = 8
-  config.pretrain.num_images = 8
-  assert config.stages[0] == "pretrain" and config.init.weights == "pretrain"
   run(config, str(tmp_path))
-  assert os.path.exists(tmp_path / "pretrain" / "backbone.msgpack")
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert {"cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics)
   assert len(os.listdir(tmp_path / "infer" / "cams")) == 4
   assert len(os.listdir(tmp_path / "affinity" / "masks")) == 4
   assert os.path.getsize(tmp_path / "pictures" / "seam.png") > 1000
-
-
-def test_softmax_classification_loss_counts_single_object_rows():
-  from jaxseg.methods.seam.pretrain import softmax_classification_loss
-  rng = np.random.default_rng(0)
-  cam = rng.standard_normal((3, 4, 5, 4)).astype(np.float32)
-  labels = np.array([[0, 1, 0], [1, 0, 0], [1, 1, 0]], np.float32)  # last row: two objects, skipped
-  loss, accuracy = softmax_classification_loss(cam, labels)
-  logits = cam.max(axis=(1, 2))[:, 1:]
-  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  np.testing.assert_allclose(loss, -(logp[0, 1] + logp[1, 0]) / 2, rtol=1e-5)
-  np.testing.assert_allclose(accuracy, ((logits[0].argmax() == 1) + (logits[1].argmax() == 0)) / 2)
-
-
-def test_pretrain_stage_feeds_the_train_stage(tmp_path):
-  from jaxseg.methods.seam import pretrain
-  from jaxseg.models import convert
-  config = _tiny_config(frozen_bn=False)
-  config.pretrain.total_steps = 2
-  config.pretrain.batch_size = 8
-  config.pretrain.num_images = 8
-  config.train.progress_bar = False
-  with pytest.raises(FileNotFoundError, match="'pretrain' stage"):
-    method.make_task(config, str(tmp_path))
-  path = pretrain.run(config, str(tmp_path))
-  saved = convert.load_variables(path)
-  assert "conv1a" in saved["params"] and "fc8" not in saved["params"]  # fc8 starts from scratch, as official
-  task = method.make_task(config, str(tmp_path))
-  ts = loop.setup(config, task, method.example_batch(config))
-  state, _ = loop.restore_or_init(ts, None, task.init_weights)
-  np.testing.assert_array_equal(np.asarray(state["params"]["conv1a"]["kernel"]),
-                                saved["params"]["conv1a"]["kernel"])
-  # Restoring a trained model needs no init weights: 'pretrain' resolves to none without a workdir.
-  assert method.make_task(config).init_weights is None
-  config.data.name = "voc"
-  with pytest.raises(ValueError, match="synthetic"):
-    pretrain.single_object_source(config)

@@ -375,3 +375,16 @@ def test_palette():
   np.testing.assert_array_equal(palette_lib.colorize(mask), colours[mask])
   with pytest.raises(ValueError, match="integer"):
     palette_lib.colorize(np.zeros((2, 2), np.float32))
+
+
+def test_object_scale_enlarges_objects_with_the_same_draws():
+  small = synthetic.SyntheticScenes(20, num_classes=6, image_size=(64, 64), object_scale=1.0)
+  large = synthetic.SyntheticScenes(20, num_classes=6, image_size=(64, 64), object_scale=1.6)
+  for i in range(20):
+    a, b = small.scene(i), large.scene(i)
+    assert [o.class_id for o in a.objects] == [o.class_id for o in b.objects]
+    np.testing.assert_allclose([o.radius * 1.6 for o in a.objects], [o.radius for o in b.objects])
+  area = lambda source: np.mean([(source[i]["mask"] > 0).mean() for i in range(20)])
+  assert area(large) > 1.5 * area(small)
+  with pytest.raises(ValueError, match="object_scale"):
+    synthetic.SyntheticScenes(1, object_scale=0.0)

@@ -22,7 +22,8 @@ def data_config() -> ml_collections.ConfigDict:
       num_classes=7,             # including background
       ignore_index=255,
       synthetic=dict(num_train=2000, num_eval=200, image_size=(64, 64),
-                     min_objects=1, max_objects=4, style="default"),
+                     min_objects=1, max_objects=4, style="default",
+                     object_scale=1.0),  # object radius multiplier (1.6: VOC-like object sizes)
       folder=dict(image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png",
                   split_dir=""),
       tfds=dict(name="", data_dir="", image_key="image", mask_key="segmentation_mask"),
@@ -48,7 +49,7 @@ def build_source(data: ml_collections.ConfigDict, split: str, *, with_labels: bo
     return synthetic.SyntheticScenes(
         count, num_classes=data.num_classes - 1, image_size=tuple(s.image_size),
         seed=0 if split == "train" else 1_000_003, min_objects=s.min_objects,
-        max_objects=s.max_objects, style=s.style)
+        max_objects=s.max_objects, style=s.style, object_scale=float(s.object_scale))
   if data.name == "voc":
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
     _require_root(data)

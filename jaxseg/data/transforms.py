@@ -303,8 +303,8 @@ def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
   """[..., 3] RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of a turn)."""
   r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  maxc = rgb.max(-1)
-  minc = rgb.min(-1)
+  maxc = np.maximum(np.maximum(r, g), b)  # not rgb.max(-1): reducing a length-3 axis is ~5x slower
+  minc = np.minimum(np.minimum(r, g), b)
   delta = maxc - minc
   safe = np.where(delta > 0, delta, 1.0)
   s = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1.0), 0.0)
@@ -315,17 +315,18 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-  """Inverse of `rgb_to_hsv`."""
-  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-  i = np.floor(h * 6.0)
-  f = h * 6.0 - i
-  i = i.astype(np.int64) % 6
-  p, q, t = v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))
-  # Rows: sector i -> (r, g, b).
-  r = np.choose(i, [v, q, p, p, t, v])
-  g = np.choose(i, [t, v, v, q, p, p])
-  b = np.choose(i, [p, p, t, v, v, q])
-  return np.stack([r, g, b], axis=-1)
+  """Inverse of `rgb_to_hsv`.
+
+  Channel n in (r, g, b) = v - v s clip(min(k, 4 - k), 0, 1) with k = (n' + 6 h) mod 6, n' = 5, 3, 1: the
+  six-sector formula without per-pixel branching (about 3x faster than selecting sectors).
+  """
+  h6 = hsv[..., 0] * 6.0
+  vs = hsv[..., 2] * hsv[..., 1]
+  out = np.empty(hsv.shape, np.result_type(hsv.dtype, np.float32))
+  for channel, offset in enumerate((5.0, 3.0, 1.0)):
+    k = np.mod(h6 + offset, 6.0)
+    out[..., channel] = hsv[..., 2] - vs * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+  return out
 
 
 def adjust_hue(image: np.ndarray, hue_shift: float) -> np.ndarray:

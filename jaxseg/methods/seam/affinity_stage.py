@@ -30,6 +30,7 @@ from jaxseg.methods.seam import cam_inference
 from jaxseg.methods.seam import method
 from jaxseg.methods.seam import stages
 from jaxseg.models import affinitynet
+from jaxseg.models.pretrained import weights_loader
 from jaxseg.train import loop
 
 
@@ -95,7 +96,7 @@ def build_model(config) -> affinitynet.AffinityNet:
                                  dtype=jnp.dtype(config.train.compute_dtype))
 
 
-def make_task(config, score_paths: list[str], workdir: str | None = None) -> loop.TrainTask:
+def make_task(config, score_paths: list[str]) -> loop.TrainTask:
   model = build_model(config)
   radius = int(config.affinity.radius)
 
@@ -118,9 +119,14 @@ def make_task(config, score_paths: list[str], workdir: str | None = None) -> loo
       crop_size=tuple(a.crop_size), color_jitter=tuple(config.augment.color_jitter)
       if config.augment.color_jitter else None, mean=tuple(config.normalize.mean),
       std=tuple(config.normalize.std), radius=radius)
+  init_weights = None
+  if config.init.weights:
+    width = config.model.width_multiplier
+    init_weights = weights_loader(config.init.weights,
+                                  lambda path: method.read_backbone_weights(path, width))
   return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=CrfScoreSource(score_paths),
                         augment=augment, keys=("image", "bg_pos", "fg_pos", "neg"),
-                        init_weights=method.backbone_init(config, workdir))
+                        init_weights=init_weights)
 
 
 def full_cams(cam_dict: dict, num_fg: int, shape: tuple[int, int]) -> np.ndarray:
@@ -170,7 +176,7 @@ def run(config, workdir: str) -> dict:
   score_paths = make_crf_scores(config, workdir, cam_apply, cam_variables)
   aff_config = affinity_config(config)
   aff_dir = os.path.join(workdir, "affinity")
-  task = make_task(aff_config, score_paths, workdir)
+  task = make_task(aff_config, score_paths)
   state = loop.train(aff_config, aff_dir, task)
   return random_walk_eval(config, workdir, {"params": state["params"], **state["model_state"]})
 

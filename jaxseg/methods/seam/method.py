@@ -1,8 +1,6 @@
 """SEAM (Wang et al., CVPR 2020): config, training stage and stage dispatch.
 
 Stages (config.stages):
-  pretrain  (runs without ImageNet weights) single-object classification pre-training of the backbone
-            on synthetic scenes; `init.weights='pretrain'` starts the later stages from it.
   train     ResNet-38 + PCM on image-level labels: cls + ER + ECR over two views
             (`jaxseg.losses.seam.seam_loss`), or the plain CAM baseline (loss.name='cam').
   infer     multi-scale + flip CAMs for the eval split, pseudo masks, background-threshold sweep.
@@ -26,14 +24,14 @@ from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
 from jaxseg.train.config import trainer_config
 
-STAGES = ("pretrain", "train", "infer", "affinity", "evaluate")
+STAGES = ("train", "infer", "affinity", "evaluate")
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key SEAM reads (locked). Defaults are the official recipe (train_SEAM.py)."""
   c = trainer_config()
   c.method = "seam"
-  c.stages = STAGES[1:]            # 'pretrain' only stands in for ImageNet weights (synthetic demo)
+  c.stages = STAGES
   c.data = datasets.data_config()
   c.data.name = "voc"
   c.data.num_classes = 21          # fc8 outputs incl. the background slot
@@ -54,12 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
       view_align_corners=True,   # official True; see `jaxseg.losses.seam.rescale_view`
       ecr_topk_fraction=0.2))
   # ResNet-38 ImageNet weights: MXNet `ilsvrc-cls_rna-a1_cls1000_ep-0001.params`, a SEAM/psa
-  # `.pth`, or a `.msgpack` from `python -m jaxseg.tools.convert_weights`. '' = random init;
-  # 'pretrain' = the 'pretrain' stage's backbone in this workdir (see `jaxseg.methods.seam.pretrain`).
+  # `.pth`, or a `.msgpack` from `python -m jaxseg.tools.convert_weights`. '' = random init.
   c.init = ml_collections.ConfigDict(dict(weights=""))
-  # The 'pretrain' stage: one object per synthetic image, softmax classification, AdamW.
-  c.pretrain = ml_collections.ConfigDict(dict(total_steps=300, batch_size=16, learning_rate=2e-3,
-                                              num_images=2000))
 
   c.train.batch_size = 8
   c.train.total_steps = 10576      # 8 epochs of 10582 // 8 batches
@@ -98,7 +92,7 @@ def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
                             frozen_bn=m.frozen_bn, dtype=jnp.dtype(config.train.compute_dtype))
 
 
-def augment_spec(config) -> dict:
+def _augment_spec(config) -> dict:
   a = config.augment
   return dict(resize_long=tuple(a.resize_long) if a.resize_long else None,
               scale_range=tuple(a.scale_range) if a.scale_range else None,
@@ -153,18 +147,7 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
   return loss, (shown, model_state)
 
 
-def backbone_init(config, workdir: str | None):
-  """The `TrainTask.init_weights` loading `config.init.weights` (None for random init)."""
-  from jaxseg.methods.seam import pretrain  # pylint: disable=import-outside-toplevel
-  path = pretrain.resolve_init_weights(config, workdir)
-  if not path:
-    return None
-  width = config.model.width_multiplier
-  return weights_loader(path, lambda p: read_backbone_weights(p, width))
-
-
-def make_task(config, workdir: str | None = None) -> loop.TrainTask:
-  """The train stage's task; `workdir` resolves `init.weights='pretrain'` (not needed to restore)."""
+def make_task(config) -> loop.TrainTask:
   if config.loss.name == "seam" and not config.model.use_pcm:
     raise ValueError("config.loss.name='seam' needs config.model.use_pcm=True (ECR uses the PCM output)")
   model = build_model(config)
@@ -172,17 +155,22 @@ def make_task(config, workdir: str | None = None) -> loop.TrainTask:
   def init_fn(rng, batch):
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
+  init_weights = None
+  if config.init.weights:
+    width = config.model.width_multiplier
+    init_weights = weights_loader(config.init.weights,
+                                  lambda path: read_backbone_weights(path, width))
   return loop.TrainTask(
       init_fn=init_fn,
       loss_fn=functools.partial(seam_train_loss, model, config.loss),
       train_source=datasets.build_source(config.data, "train", with_labels=True, with_masks=False),
-      augment=transforms.build_augment(augment_spec(config)),
+      augment=transforms.build_augment(_augment_spec(config)),
       keys=("image", "labels"),
-      init_weights=backbone_init(config, workdir))
+      init_weights=init_weights)
 
 
 def train(config, workdir: str) -> None:
-  loop.train(config, workdir, make_task(config, workdir))
+  loop.train(config, workdir, make_task(config))
 
 
 def run(config, workdir: str) -> None:
@@ -192,11 +180,8 @@ def run(config, workdir: str) -> None:
   for stage in config.stages:
     if stage == "train":
       train(config, workdir)
-    elif stage == "pretrain":
-      from jaxseg.methods.seam import pretrain  # pylint: disable=import-outside-toplevel
-      pretrain.run(config, workdir)
     else:
-      from jaxseg.methods.seam import stages  # pylint: disable=import-outside-toplevel
+      from jaxseg.methods.seam import stages  # pylint: disable=g-import-not-at-top
       getattr(stages, stage)(config, workdir)
 
 

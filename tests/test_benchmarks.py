@@ -1,0 +1,43 @@
+"""The benchmark scripts run (tiny shapes): they time the real train step and pipeline, so they must not rot.
+
+Speed itself is never asserted here; `benchmarks/` prints it.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import input_pipeline  # noqa: E402
+import train_step  # noqa: E402
+
+
+def test_train_step_benchmark_reports_rates_flops_and_no_recompile():
+  result = train_step.main(["--method=uda", "--size=48", "--width=0.0625", "--batch=1", "--steps=1",
+                            "--repeats=1", "--warmup=1", "--precision=float32,bfloat16", "--devices=2"])
+  assert [r["precision"] for r in result["rows"]] == ["float32", "bfloat16"]
+  for row in result["rows"]:
+    assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and row["compile_s"] > 0
+    assert row["global_batch"] == 2 and row["devices"] == 2
+    assert row["mfu"] is None  # CPU: no peak in the table
+
+
+def test_train_step_benchmark_refuses_methods_not_landed():
+  with pytest.raises(SystemExit, match="not landed"):
+    train_step.main(["--method=vos"])
+
+
+def test_peak_table_matches_device_kinds():
+  assert train_step.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4)
+  assert train_step.peak_tflops("TPU v5 lite", "bfloat16") == pytest.approx(197.0)
+  assert train_step.peak_tflops("cpu", "float32") is None
+
+
+def test_input_pipeline_benchmark_reads_voc_layout(tmp_path):
+  root = input_pipeline.write_voc_like(str(tmp_path), 4)
+  assert sorted(os.listdir(os.path.join(root, "JPEGImages")))[0].endswith(".jpg")
+  result = input_pipeline.main(["--method=seam", "--workers=0", "--batch=2", "--batches=1", "--images=4",
+                                "--step-rate=1"])
+  (row,) = result["rows"]
+  assert row["images_per_s"] > 0 and row["crop"] == (448, 448) and row["margin"] > 0
