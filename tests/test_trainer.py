@@ -10,6 +10,7 @@ import pytest
 
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import loop
+from jaxseg.train import sharding as shd
 from jaxseg.train.metrics import read_metrics
 
 import toy
@@ -124,3 +125,26 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
   conv_out = inter["intermediates"]["backbone"]["conv1"]["__call__"][0]
   assert conv_out.dtype == jnp.bfloat16
   assert all(np.isfinite(r["loss"]) for r in read_metrics(str(tmp_path)))
+
+
+def test_frozen_params_get_no_gradient_and_no_update():
+  """optimizer.frozen: the step stops their gradient (XLA then drops the backward pass below them)."""
+  config = toy.toy_config(total_steps=2)
+  config.optimizer.frozen = r"^conv1/"
+  task = toy.toy_task()
+  example = pipeline_example(task)
+  ts = loop.setup(config, task, example)
+  assert ts.frozen["conv1"]["kernel"] and not ts.frozen["head"]["kernel"]
+  step = loop.make_train_step(task, ts)
+  state = ts.init_state()
+  before = jax.device_get(state["params"])
+  batch = shd.global_batch(example, ts.batch_sharding)
+  state, measured = step(state, batch)
+  after = jax.device_get(state["params"])
+  np.testing.assert_array_equal(after["conv1"]["kernel"], before["conv1"]["kernel"])
+  assert not np.array_equal(after["head"]["kernel"], before["head"]["kernel"])
+  # The compiled step computes no gradient for the frozen conv: its weight-gradient convolution is gone.
+  convolutions = lambda step_fn, s: step_fn.lower(s, batch).as_text().count("convolution")
+  ts_all = loop.setup(toy.toy_config(total_steps=2), task, example)
+  unfrozen = convolutions(loop.make_train_step(task, ts_all), ts_all.init_state())
+  assert 0 < convolutions(step, state) < unfrozen

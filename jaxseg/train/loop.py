@@ -81,6 +81,7 @@ class TrainSetup:
   state_shardings: Any
   init_state: Callable[[], Any]
   batch_sharding: jax.sharding.NamedSharding
+  frozen: Any = None         # params-shaped tree of bools: True = frozen (optimizer.frozen), or None
 
 
 def setup(config, task: TrainTask, example_batch: dict[str, np.ndarray],
@@ -110,9 +111,12 @@ def setup(config, task: TrainTask, example_batch: dict[str, np.ndarray],
   abstract_state = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shape, state_shardings)
   init_jit = jax.jit(init_state_fn, out_shardings=state_shardings)
+  frozen = None
+  if config.optimizer.frozen:
+    frozen = jax.tree.map(lambda label: label == "frozen", optim.group_labels(config.optimizer, params_shape))
   return TrainSetup(mesh=mesh, tx=tx, schedule=schedule, abstract_state=abstract_state,
                     state_shardings=state_shardings, init_state=lambda: init_jit(rng),
-                    batch_sharding=batch_sharding)
+                    batch_sharding=batch_sharding, frozen=frozen)
 
 
 def _zeros_like(shapes):
@@ -123,9 +127,16 @@ def make_train_step(task: TrainTask, ts: TrainSetup):
   """The jitted step: (state, batch) -> (state, metrics); state is donated."""
   tx, schedule = ts.tx, ts.schedule
 
+  def loss_fn(params, model_state, batch, rng):
+    if ts.frozen is not None:
+      # Frozen parameters get no update anyway; stopping their gradient lets XLA drop the backward
+      # pass below them (SEAM freezes its first, highest-resolution blocks), as requires_grad=False does.
+      params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, ts.frozen)
+    return task.loss_fn(params, model_state, batch, rng)
+
   def step_fn(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
-    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (aux, model_state)), grads = grad_fn(state["params"], state["model_state"], batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
