@@ -112,6 +112,13 @@ UDA_SOURCE, UDA_TARGET = (720, 1280), (512, 1024)  # (H, W): GTA5 source, Citysc
 UDA_HEADS = r"(^|/)(layer5|layer6)/"  # ADVENT's get_10x_lr_params
 
 
+def uda_shapes(args) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(source, target) (H, W): ADVENT's, or scaled so that the source width is --size."""
+  scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
+  return (tuple(int(round(s * scale)) for s in UDA_SOURCE),
+          tuple(int(round(s * scale)) for s in UDA_TARGET))
+
+
 def uda_loss(model, params, model_state, batch, rng, *, source_size, target_size):
   """ADVENT `train_minent` objective of one iteration (source CE + target entropy), NHWC."""
   del rng
@@ -129,9 +136,7 @@ def uda_loss(model, params, model_state, batch, rng, *, source_size, target_size
 
 
 def uda_case(args, dtype: str):
-  scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
-  source = tuple(int(round(s * scale)) for s in UDA_SOURCE)
-  target = tuple(int(round(s * scale)) for s in UDA_TARGET)
+  source, target = uda_shapes(args)
   batch = (args.batch or 1) * num_devices(args)
   config = trainer_config()
   with config.unlocked():
@@ -159,6 +164,23 @@ def num_devices(args) -> int:
   return args.devices or jax.device_count()
 
 
+def median_step_seconds(step: Callable[[], Any], sync: Callable[[], Any], *, warmup: int, steps: int,
+                        repeats: int) -> float:
+  """Median over `repeats` windows of seconds per `step()`; `sync()` waits for queued work, and is called
+  only at the end of each window, so nothing inside a window blocks the host."""
+  for _ in range(warmup):  # compilation caches, cuDNN autotuning, oneDNN primitive creation
+    step()
+  sync()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      step()
+    sync()
+    times.append((time.perf_counter() - start) / steps)
+  return statistics.median(times)
+
+
 def time_jaxseg(args, dtype: str) -> dict:
   config, task, data = CASES[args.method](args, dtype)
   mesh = shd.make_mesh(config.mesh, jax.devices()[:num_devices(args)])
@@ -172,19 +194,16 @@ def time_jaxseg(args, dtype: str) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  for _ in range(args.warmup):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    for _ in range(args.steps):  # no host sync inside the timed window: the step is asynchronous
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - start) / args.steps)
+  carry = {"state": state, "metrics": None}
+
+  def one_step():  # the state is donated: feed each step's output to the next
+    carry["state"], carry["metrics"] = step(carry["state"], batch)
+
+  step_s = median_step_seconds(one_step, lambda: jax.block_until_ready(carry), warmup=args.warmup,
+                               steps=args.steps, repeats=args.repeats)
+  metrics = carry["metrics"]
   if step._cache_size() != 1:  # pylint: disable=protected-access
     raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")  # pylint: disable=protected-access
-  step_s = statistics.median(times)
   images = int(config.train.batch_size)
   kind = jax.devices()[0].device_kind
   peak = peak_tflops(kind, dtype)
@@ -292,9 +311,7 @@ def reference_uda(args, path: str) -> Callable[[], float]:
   func = importlib.import_module("advent.utils.func")
   losses = importlib.import_module("advent.utils.loss")
   device = _torch_device(torch)
-  scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
-  source = tuple(int(round(s * scale)) for s in UDA_SOURCE)
-  target = tuple(int(round(s * scale)) for s in UDA_TARGET)
+  source, target = uda_shapes(args)
   batch = args.batch or 1
   model = deeplabv2.get_deeplab_v2(num_classes=19, multi_level=True).to(device)
   model.train()
@@ -326,17 +343,7 @@ def reference_uda(args, path: str) -> Callable[[], float]:
 def _timer(torch, step, batch):
   def run(warmup: int, steps: int, repeats: int) -> dict:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):  # cuDNN autotuning / oneDNN primitive creation happen here
-      step()
-    sync()
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      for _ in range(steps):
-        step()
-      sync()
-      times.append((time.perf_counter() - start) / steps)
-    step_s = statistics.median(times)
+    step_s = median_step_seconds(step, sync, warmup=warmup, steps=steps, repeats=repeats)
     return dict(images_per_s=batch / step_s, step_s=step_s)
   return run
 

@@ -38,7 +38,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.seam import resize_bilinear
+from jaxseg.models.resize import resize_bilinear
 
 OFFICIAL_SCALE = 0.3
 OFFICIAL_ECR_TOPK_FRACTION = 0.2

@@ -13,12 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.layers import BatchNorm, conv2d
+from jaxseg.models.resize import resize_bilinear
 from jaxseg.models.resnet import ResNet
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Bilinear resize of [B, h, w, C] to [B, H, W, C] (half-pixel centres, align_corners=False)."""
-  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), method="bilinear", antialias=False)
 
 
 class FCNHead(nn.Module):
@@ -55,4 +51,4 @@ class FCN(nn.Module):
                       output_stride=self.output_stride, dtype=self.dtype, name="backbone")(images, train)
     logits = FCNHead(self.num_classes, self.head_channels, self.dropout, dtype=self.dtype,
                      name="head")(features["layer4"], train)
-    return resize_bilinear(logits.astype(jnp.float32), images.shape[1:3])
+    return resize_bilinear(logits, images.shape[1:3], align_corners=False)

@@ -1,9 +1,11 @@
-"""Bilinear resizing with PyTorch's two coordinate conventions (the one implementation jaxseg uses).
+"""Bilinear resizing with PyTorch's two coordinate conventions, for every model, loss and CAM in jaxseg.
 
 `jax.image.resize` has no align_corners=True mode, which SEAM (all training-time resizes) and ADVENT/ESL
 (logit upsampling) use, and it antialiases when shrinking, which PyTorch and cv2 do not. Here a resize is a
 separable product of two small interpolation matrices: differentiable, jit-friendly (sizes are static) and
-equal to `F.interpolate(mode='bilinear')` / `cv2.resize(INTER_LINEAR)` on the same input.
+equal to `F.interpolate(mode='bilinear')` / `cv2.resize(INTER_LINEAR)` on the same input. (The data
+transforms resize images on the host with PIL's antialiased bilinear, and the AffinityNet random walk keeps
+its channel-first `jax.image.resize` upsampling, which is parity-tested against the official code.)
 """
 from __future__ import annotations
 

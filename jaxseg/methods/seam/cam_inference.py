@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from jaxseg.evaluation.miou import confusion_matrix, segmentation_metrics
-from jaxseg.models.seam import resize_bilinear
+from jaxseg.models.resize import resize_bilinear
 
 OFFICIAL_SCALES = (0.5, 1.0, 1.5, 2.0)
 OFFICIAL_BG_THRESHOLD = 0.26
