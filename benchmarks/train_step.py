@@ -20,7 +20,8 @@ Methods (shapes from the papers / official configs):
         `advent/utils/loss.py: entropy_loss`).
   vos, hn  Not available until the video (MAST pairs, 256^2) and depth pre-training methods land; the script says so.
 
-MFU = FLOPs of the compiled step (XLA cost analysis; counts multiply-adds as 2) / step time / device peak.
+MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
+lowering is timed; counts multiply-adds as 2) / step time / device peak.
 Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`): bf16 for bf16 compute, TF32 for fp32 compute
 on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU. CPUs have no entry: FLOP/s only.
 
@@ -48,6 +49,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from jaxseg.losses import entropy_loss, softmax_cross_entropy_with_ignore  # noqa: E402
+from jaxseg.models import conv_lowering  # noqa: E402
 from jaxseg.models.deeplab_v2 import DeepLabV2  # noqa: E402
 from jaxseg.models.resize import resize_bilinear  # noqa: E402
 from jaxseg.train import loop  # noqa: E402
@@ -181,6 +183,22 @@ def median_step_seconds(step: Callable[[], Any], sync: Callable[[], Any], *, war
   return statistics.median(times)
 
 
+def model_flops(task, ts, state, batch) -> float:
+  """FLOPs of one train step: XLA's cost analysis of the step traced with XLA's convolution ops.
+
+  Counted on that program whatever lowering is timed: im2col + matmul (the CPU path, see
+  jaxseg/models/conv_lowering.py) also multiplies the zero padding taps, which are not model FLOPs.
+  """
+  with conv_lowering.conv_lowering("xla"):
+    return flops_of(loop.make_train_step(task, ts).lower(state, batch).compile())
+
+
+def flops_of(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def time_jaxseg(args, dtype: str) -> dict:
   config, task, data = CASES[args.method](args, dtype)
   mesh = shd.make_mesh(config.mesh, jax.devices()[:num_devices(args)])
@@ -191,9 +209,10 @@ def time_jaxseg(args, dtype: str) -> dict:
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  if conv_lowering.uses_xla_convolutions():
+    flops = flops_of(compiled)
+  else:
+    flops = model_flops(task, ts, state, batch)
   carry = {"state": state, "metrics": None}
 
   def one_step():  # the state is donated: feed each step's output to the next
@@ -367,6 +386,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--conv-lowering", default="auto",
+                      help="comma-separated convolution lowerings to time (auto, xla, matmul; see "
+                           "jaxseg/models/conv_lowering.py): 'auto,xla' shows what the CPU matmul path buys")
   parser.add_argument("--reference", default="", help="path to the official checkout (SEAM or ADVENT)")
   parser.add_argument("--json", default="", help="also write the results here")
   return parser.parse_args(argv)
@@ -395,21 +417,23 @@ def main(argv=None) -> dict:
     print(f"official PyTorch {torch.__version__} fp32: {reference['images_per_s']:.3f} img/s "
           f"({1e3 * reference['step_s']:.1f} ms/step)", flush=True)
     results["reference"] = reference
-  header = f"{'precision':>9} {'img/s':>9} {'ms/step':>9} {'compile s':>9} {'TFLOP/s':>8} {'MFU':>6}"
+  header = f"{'precision':>9} {'lowering':>8} {'img/s':>9} {'ms/step':>9} {'compile s':>9} {'TFLOP/s':>8} {'MFU':>6}"
   if reference:
     header += f" {'vs official':>11}"
   print(header)
   for dtype in args.precision.split(","):
-    r = time_jaxseg(args, dtype)
-    r["precision"] = dtype
-    if reference:
-      r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
-    results["rows"].append(r)
-    line = (f"{dtype:>9} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
-            f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}")
-    if reference:
-      line += f" {r['ratio_vs_official']:10.2f}x"
-    print(line, flush=True)
+    for lowering in args.conv_lowering.split(","):
+      with conv_lowering.conv_lowering(lowering):
+        r = time_jaxseg(args, dtype)
+      r["precision"], r["conv_lowering"] = dtype, lowering
+      if reference:
+        r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
+      results["rows"].append(r)
+      line = (f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
+              f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}")
+      if reference:
+        line += f" {r['ratio_vs_official']:10.2f}x"
+      print(line, flush=True)
   print(f"targets: {TARGETS.get(args.method, '-')}")
   if args.json:
     with open(args.json, "w") as f:

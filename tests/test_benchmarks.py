@@ -15,8 +15,9 @@ import train_step  # noqa: E402
 
 def test_train_step_benchmark_reports_rates_flops_and_no_recompile():
   result = train_step.main(["--method=uda", "--size=48", "--width=0.0625", "--batch=1", "--steps=1",
-                            "--repeats=1", "--warmup=1", "--precision=bfloat16", "--devices=2"])
-  assert [r["precision"] for r in result["rows"]] == ["bfloat16"]
+                            "--repeats=1", "--warmup=1", "--precision=bfloat16", "--devices=2",
+                            "--conv-lowering=matmul"])
+  assert [(r["precision"], r["conv_lowering"]) for r in result["rows"]] == [("bfloat16", "matmul")]
   for row in result["rows"]:
     assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and row["compile_s"] > 0
     assert row["global_batch"] == 2 and row["devices"] == 2

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import conv_lowering
+
 Dtype = Any
 
 # Name of the variable collection that holds non-trainable BatchNorm state. Frozen affine parameters
@@ -58,6 +60,8 @@ def conv2d(
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=kernel_init,
+        # Same arithmetic as lax's op; on CPU weight-heavy convs run as im2col + matmul (conv_lowering.py).
+        conv_general_dilated=conv_lowering.conv_general_dilated,
         name=name,
     )
 

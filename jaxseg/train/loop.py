@@ -163,9 +163,9 @@ def restore_or_init(ts: TrainSetup, checkpointer: ckpt_lib.Checkpointer | None,
       return checkpointer.restore(step, ts.abstract_state)
   state = ts.init_state()
   if init_weights is not None:
-    params, model_state = init_weights(jax.device_get(state["params"]),
-                                       jax.device_get(state["model_state"]))
-    loaded = jax.device_put((params, model_state),
+    # Host round trip that also works when parameters are sharded across hosts (FSDP over processes).
+    params, model_state = init_weights(shd.host_copy(state["params"]), shd.host_copy(state["model_state"]))
+    loaded = shd.put_global((params, model_state),
                             (ts.state_shardings["params"], ts.state_shardings["model_state"]))
     # Optimiser state was built for zero-init buffers; it does not depend on values.
     state = dict(state, params=loaded[0], model_state=loaded[1])

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxseg.config import ConfigError
@@ -135,3 +136,29 @@ def local_rows(x: jax.Array) -> np.ndarray:
   for shard in x.addressable_shards:
     rows.setdefault(shard.index[0].start or 0, shard.data)
   return np.concatenate([np.asarray(rows[k]) for k in sorted(rows)])
+
+
+def host_copy(tree: Any) -> Any:
+  """The full value of every leaf as numpy, on every process (multi-host aware).
+
+  Leaves this process can see whole (single host, or replicated) are fetched directly; leaves sharded
+  across hosts (e.g. FSDP over a 'model' axis that spans processes) are all-gathered first. Every process
+  must call this (it is a collective for the sharded leaves).
+  """
+  def fetch(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(fetch, tree)
+
+
+def put_global(tree: Any, shardings: Any) -> Any:
+  """Global arrays from host values that every process holds in full (the inverse of `host_copy`).
+
+  Each device receives only its slice (`jax.make_array_from_callback`), so no process needs the devices
+  of another and nothing crosses hosts.
+  """
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)
