@@ -114,3 +114,20 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   assert len(os.listdir(tmp_path / "infer" / "cams")) == 4
   assert len(os.listdir(tmp_path / "affinity" / "masks")) == 4
   assert os.path.getsize(tmp_path / "pictures" / "seam.png") > 1000
+
+
+def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
+  """config.init.weights (MXNet .params, the official ImageNet format) fills the backbone of both stages."""
+  from jaxseg.methods.seam import affinity_stage
+  weights = os.path.join(ROOT, "tests", "data", "backbones", "resnet38_w003125.params")
+  config = _tiny_config()
+  config.init.weights = weights
+  expected = method.read_backbone_weights(weights, config.model.width_multiplier)["params"]
+  task = method.make_task(config)
+  state, _ = loop.restore_or_init(loop.setup(config, task, method.example_batch(config)), None, task.init_weights)
+  np.testing.assert_array_equal(np.asarray(state["params"]["conv1a"]["kernel"]), expected["conv1a"]["kernel"])
+  aff_task = affinity_stage.make_task(affinity_stage.affinity_config(config), [])
+  assert aff_task.init_weights is not None
+  config.init.weights = str(tmp_path / "missing.params")
+  with pytest.raises(FileNotFoundError, match="missing.params"):
+    method.make_task(config)

@@ -65,6 +65,12 @@ def _explicit_padding(padding, in_spatial, kernel_spatial, strides, dilation):
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
+def _output_hw(in_hw, kernel_hw, strides, padding, dilation) -> tuple[int, int]:
+    """(Ho, Wo) of a convolution with explicit padding."""
+    return tuple((size + lo + hi - d * (k - 1) - 1) // st + 1
+                 for size, k, st, (lo, hi), d in zip(in_hw, kernel_hw, strides, padding, dilation))
+
+
 def im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
                 dilation: Sequence[int], precision=None, preferred_element_type=None) -> jax.Array:
     """Convolution as one matmul: x [N, H, W, C], kernel [kh, kw, C, O] (HWIO) -> [N, Ho, Wo, O].
@@ -77,8 +83,7 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding
     (pt, pb), (pl, pr) = padding
     sh, sw = strides
     dh, dw = dilation
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _output_hw((h, w), (kh, kw), strides, padding, dilation)
     if pt or pb or pl or pr:
         x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     columns = [lax.slice(x, (0, a * dh, b * dw, 0), (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c),
@@ -94,10 +99,10 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding
     return y if out_dtype is None else y.astype(out_dtype)
 
 
-def _use_matmul(mode: str, out_pixels: int, kernel_shape: Sequence[int]) -> bool:
-    if mode != "auto":
-        return mode == "matmul"
-    if jax.default_backend() != "cpu":
+def _use_matmul(out_pixels: int, kernel_shape: Sequence[int]) -> bool:
+    if _lowering.get() == "matmul":
+        return True
+    if uses_xla_convolutions():
         return False
     kh, kw, in_channels, out_channels = kernel_shape
     if kh * kw * in_channels * out_channels < MATMUL_MIN_KERNEL:
@@ -113,20 +118,17 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     Only NHWC / HWIO, ungrouped, undilated-input 2-D convolutions take the matmul path; anything else is
     passed to `lax.conv_general_dilated` unchanged.
     """
-    mode = _lowering.get()
     dilation = tuple(rhs_dilation or (1, 1))
     plain = (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
              and all(d == 1 for d in (lhs_dilation or (1, 1)))
              and dimension_numbers is not None
              and (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
                   == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)))
-    if plain and mode != "xla":
+    if plain and not uses_xla_convolutions():
         pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
         if all(p >= 0 for pair in pads for p in pair):
-            n, h, w, _ = lhs.shape
-            ho = (h + sum(pads[0]) - dilation[0] * (rhs.shape[0] - 1) - 1) // window_strides[0] + 1
-            wo = (w + sum(pads[1]) - dilation[1] * (rhs.shape[1] - 1) - 1) // window_strides[1] + 1
-            if _use_matmul(mode, n * ho * wo, rhs.shape):
+            ho, wo = _output_hw(lhs.shape[1:3], rhs.shape[:2], window_strides, pads, dilation)
+            if _use_matmul(lhs.shape[0] * ho * wo, rhs.shape):
                 return im2col_conv(lhs, rhs, window_strides, pads, dilation, precision, preferred_element_type)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,

@@ -30,7 +30,6 @@ from jaxseg.methods.seam import cam_inference
 from jaxseg.methods.seam import method
 from jaxseg.methods.seam import stages
 from jaxseg.models import affinitynet
-from jaxseg.models.pretrained import weights_loader
 from jaxseg.train import loop
 
 
@@ -119,14 +118,9 @@ def make_task(config, score_paths: list[str]) -> loop.TrainTask:
       crop_size=tuple(a.crop_size), color_jitter=tuple(config.augment.color_jitter)
       if config.augment.color_jitter else None, mean=tuple(config.normalize.mean),
       std=tuple(config.normalize.std), radius=radius)
-  init_weights = None
-  if config.init.weights:
-    width = config.model.width_multiplier
-    init_weights = weights_loader(config.init.weights,
-                                  lambda path: method.read_backbone_weights(path, width))
   return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=CrfScoreSource(score_paths),
                         augment=augment, keys=("image", "bg_pos", "fg_pos", "neg"),
-                        init_weights=init_weights)
+                        init_weights=method.backbone_init(config))
 
 
 def full_cams(cam_dict: dict, num_fg: int, shape: tuple[int, int]) -> np.ndarray:

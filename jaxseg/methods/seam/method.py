@@ -147,6 +147,14 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
   return loss, (shown, model_state)
 
 
+def backbone_init(config):
+  """The `TrainTask.init_weights` loading `config.init.weights` into the backbone (None: random init)."""
+  if not config.init.weights:
+    return None
+  width = config.model.width_multiplier
+  return weights_loader(config.init.weights, lambda path: read_backbone_weights(path, width))
+
+
 def make_task(config) -> loop.TrainTask:
   if config.loss.name == "seam" and not config.model.use_pcm:
     raise ValueError("config.loss.name='seam' needs config.model.use_pcm=True (ECR uses the PCM output)")
@@ -155,18 +163,13 @@ def make_task(config) -> loop.TrainTask:
   def init_fn(rng, batch):
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
-  init_weights = None
-  if config.init.weights:
-    width = config.model.width_multiplier
-    init_weights = weights_loader(config.init.weights,
-                                  lambda path: read_backbone_weights(path, width))
   return loop.TrainTask(
       init_fn=init_fn,
       loss_fn=functools.partial(seam_train_loss, model, config.loss),
       train_source=datasets.build_source(config.data, "train", with_labels=True, with_masks=False),
       augment=transforms.build_augment(_augment_spec(config)),
       keys=("image", "labels"),
-      init_weights=init_weights)
+      init_weights=backbone_init(config))
 
 
 def train(config, workdir: str) -> None:
