@@ -216,7 +216,7 @@ def time_jaxseg(args, dtype: str) -> dict:
   carry = {"state": state, "metrics": None}
 
   def one_step():  # the state is donated: feed each step's output to the next
-    carry["state"], carry["metrics"] = step(carry["state"], batch)
+    carry["state"], carry["metrics"], _ = step(carry["state"], batch)
 
   step_s = median_step_seconds(one_step, lambda: jax.block_until_ready(carry), warmup=args.warmup,
                                steps=args.steps, repeats=args.repeats)

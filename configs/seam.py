@@ -30,7 +30,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {arg.variant!r}: expected voc, synthetic or synthetic_cam")
   apply_common_args(config, arg)
   if arg.runlocal:
-    config.affinity.total_steps = 4
+    config.affinity.train.update(total_steps=4, log_every=2, checkpoint_every=2)
     config.affinity.num_images = 16
   return config
 
@@ -77,7 +77,8 @@ def _synthetic(config):
   config.infer.sweep = (0.0, 1.0, 0.01)
   config.infer.scales = (0.5, 1.0, 1.5, 2.0)
   config.affinity.crop_size = (96, 96)
-  config.affinity.batch_size = 16
-  config.affinity.total_steps = 300
-  config.affinity.learning_rate = 2e-3
   config.affinity.num_images = 300
+  # AffinityNet from scratch too: the same AdamW recipe as the CAM network, new layers at 10x.
+  config.affinity.train.update(batch_size=16, total_steps=300, log_every=50, checkpoint_every=200)
+  config.affinity.optimizer.update(name="adamw", learning_rate=2e-3, weight_decay=1e-4, warmup_steps=30,
+                                   frozen="")

@@ -86,6 +86,11 @@ def _collect_unknown(config, reference, prefix, unknown):
   for key in config.keys():
     path = f"{prefix}{key}"
     if key not in reference:
+      if prefix.endswith("optimizer.groups.") and isinstance(config[key], ml_collections.ConfigDict):
+        # Optimiser groups are named by the config; each must hold only optimiser-group keys.
+        from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
+        _collect_unknown(config[key], optimizer_group(""), path + ".", unknown)
+        continue
       unknown.append(path)
       continue
     value, ref = config[key], reference[key]

@@ -336,11 +336,11 @@ def test_affinitynet_shapes_and_names(tiny_net):
     assert "bias" not in p["f9"] and "conv1a" in p and "b7" in p
     # The groups the trainer builds for the AffinityNet stage of the paper config.
     from jaxseg.methods.seam import default_config
-    from jaxseg.methods.seam.affinity_stage import affinity_config
+    from jaxseg.train.config import stage_trainer_config
     from jaxseg.train.optimizer import group_labels
-    groups = group_labels(affinity_config(default_config()).optimizer, p)
-    assert groups["f8_5"]["kernel"] == "x10" and groups["b2_1"]["conv_branch2a"]["kernel"] == "frozen"
-    assert groups["b4_3"]["conv_branch2a"]["kernel"] == "x1"
+    groups = group_labels(stage_trainer_config(default_config(), "affinity").optimizer, p)
+    assert groups["f8_5"]["kernel"] == "default/x10" and groups["b2_1"]["conv_branch2a"]["kernel"] == "frozen"
+    assert groups["b4_3"]["conv_branch2a"]["kernel"] == "default/x1"
 
 
 def test_affinity_head_official_init():

@@ -78,7 +78,7 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
     state = ts.init_state()
     losses = []
     for i in range(2):
-      state, m = step(state, shd.global_batch(ds[i], ts.batch_sharding))
+      state, m, _ = step(state, shd.global_batch(ds[i], ts.batch_sharding))
       losses.append({k: float(v) for k, v in m.items()})
     results.append((losses, jax.device_get(state["params"])))
   (l1, p1), (l8, p8) = results
@@ -101,8 +101,7 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   config.train.progress_bar = False
   config.data.synthetic.num_eval = 4
   config.infer.scales = (1.0,)
-  config.affinity.total_steps = 2
-  config.affinity.batch_size = 8
+  config.affinity.train.update(total_steps=2, batch_size=8, progress_bar=False)
   config.affinity.num_images = 8
   config.affinity.crop_size = (48, 48)
   config.affinity.radius = 2
@@ -126,7 +125,7 @@ def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
   task = method.make_task(config)
   state, _ = loop.restore_or_init(loop.setup(config, task, method.example_batch(config)), None, task.init_weights)
   np.testing.assert_array_equal(np.asarray(state["params"]["conv1a"]["kernel"]), expected["conv1a"]["kernel"])
-  aff_task = affinity_stage.make_task(affinity_stage.affinity_config(config), [])
+  aff_task = affinity_stage.make_task(config, [])
   assert aff_task.init_weights is not None
   config.init.weights = str(tmp_path / "missing.params")
   with pytest.raises(FileNotFoundError, match="missing.params"):

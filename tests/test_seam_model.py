@@ -131,7 +131,7 @@ def test_param_groups_match_the_official_optimizer_groups():
   # The groups the trainer really builds from the paper config (frozen / 10x / 1x).
   from jaxseg.methods.seam import default_config
   from jaxseg.train.optimizer import group_labels
-  names = {"frozen": "not_training", "x10": "from_scratch", "x1": "backbone"}
+  names = {"frozen": "not_training", "default/x10": "from_scratch", "default/x1": "backbone"}
   labels = jax.tree.map(names.get, group_labels(default_config().optimizer, params))
   by_name = {convert.torch_name(tuple(leaf_path(p).split("/"))): label
              for p, label in jax.tree_util.tree_leaves_with_path(labels)}

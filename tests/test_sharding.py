@@ -32,7 +32,7 @@ def _run(mesh_shape, rules=(), steps=4):
   step = loop.make_train_step(task, ts)
   losses = []
   for i in range(steps):
-    state, m = step(state, shd.global_batch(ds[i], ts.batch_sharding))
+    state, m, _ = step(state, shd.global_batch(ds[i], ts.batch_sharding))
     losses.append(float(m["loss"]))
   return losses, jax.device_get(state["params"]), state
 

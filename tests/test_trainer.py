@@ -139,7 +139,7 @@ def test_frozen_params_get_no_gradient_and_no_update():
   state = ts.init_state()
   before = jax.device_get(state["params"])
   batch = shd.global_batch(example, ts.batch_sharding)
-  state, measured = step(state, batch)
+  state, measured, _ = step(state, batch)
   after = jax.device_get(state["params"])
   np.testing.assert_array_equal(after["conv1"]["kernel"], before["conv1"]["kernel"])
   assert not np.array_equal(after["head"]["kernel"], before["head"]["kernel"])

@@ -14,6 +14,7 @@ import functools
 import json
 import queue
 import threading
+import zlib
 from typing import Any, Callable, Iterator, Sequence
 
 import grain
@@ -72,6 +73,44 @@ def make_iterator(ds: grain.MapDataset, num_workers: int = 0) -> grain.DatasetIt
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(it_ds)
+
+
+def source_seed(seed: int, name: str | None) -> int:
+  """The shuffle/augment seed of a named source: each source draws independently of the others.
+
+  The single-source form (name None) keeps `seed` itself.
+  """
+  if name is None:
+    return int(seed)
+  return int(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(1)[0] >> 1)
+
+
+class MultiSourceIterator:
+  """Draws one batch from each named iterator: `next()` -> {name: batch}.
+
+  Its state is {name: that iterator's state}, so each source keeps its own
+  epoch and position across checkpoints.
+  """
+
+  def __init__(self, iterators: dict[str, Any]):
+    self._iterators = dict(iterators)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    return {name: next(it) for name, it in self._iterators.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    return {name: it.get_state() for name, it in self._iterators.items()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if not isinstance(state, dict) or set(state) != set(self._iterators):
+      got = sorted(state) if isinstance(state, dict) else type(state).__name__
+      raise ValueError(f"checkpointed data state has sources {got}, this run has "
+                       f"{sorted(self._iterators)}: the checkpoint is from a different task")
+    for name, it in self._iterators.items():
+      it.set_state(state[name])
 
 
 def encode_state(iterator: grain.DatasetIterator) -> bytes:
@@ -170,5 +209,17 @@ class DevicePrefetcher:
       raise item
     return item
 
-  def close(self):
+  def close(self, timeout: float = 30.0):
+    """Stops the thread and waits for it: a thread left inside grain or a device transfer at
+    interpreter exit aborts the process ('terminate called ...')."""
     self._stop.set()
+    while self._thread.is_alive():
+      try:
+        while True:
+          self._queue.get_nowait()  # Unblock a pending put.
+      except queue.Empty:
+        pass
+      self._thread.join(timeout=0.1)
+      timeout -= 0.1
+      if timeout <= 0:
+        break

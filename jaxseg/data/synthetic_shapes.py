@@ -1,19 +1,43 @@
-"""Shape silhouettes and surface textures of the synthetic scenes, as functions of object-local coordinates.
+"""What the objects of the synthetic scenes look like: per-class appearance, shape silhouettes, textures.
 
-Coordinates are object-local and radius-normalised: `u` points right and `v` points down (image convention),
-and the object's bounding circle is the unit circle. `u` and `v` are float arrays of one shape (usually the
-[h, w] pixel window around an object). A signed distance is negative inside the shape and is in radius units:
-multiply by the radius in pixels to get pixels.
+Each of K foreground classes alone fixes its objects' appearance (`class_appearance`): a shape family (disc,
+square, triangle, ring, cross, star, hexagon, ellipse, crescent, semicircle), a mean hue (K hues evenly
+spaced, small jitter), a saturation and value, a texture (solid, stripes, dots, checker, rings) at a
+class-specific frequency, and a class-specific size range. Classes beyond the 10 shape families reuse a shape
+with another texture and an opposite hue, so up to MAX_CLASSES = 50 classes stay distinct.
+
+Silhouettes (`shape_sdf`) and textures (`texture_weight`) are functions of object-local, radius-normalised
+coordinates: `u` points right and `v` points down (image convention), and the object's bounding circle is the
+unit circle. `u` and `v` are float arrays of one shape (usually the [h, w] pixel window around an object). A
+signed distance is negative inside the shape and is in radius units: multiply by the radius in pixels to get
+pixels.
 """
+
 from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
 
 import numpy as np
 
 # One shape family per class, cycled when there are more classes than families (classes that share a
-# family then differ in texture and hue; see synthetic.class_appearance).
-SHAPES = ("disc", "square", "triangle", "ring", "cross", "star", "hexagon", "ellipse", "crescent",
-          "semicircle")
+# family then differ in texture and hue; see class_appearance).
+SHAPES = (
+    "disc",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "star",
+    "hexagon",
+    "ellipse",
+    "crescent",
+    "semicircle",
+)
 TEXTURES = ("solid", "stripes", "dots", "checker", "rings")
+MAX_CLASSES = len(SHAPES) * len(TEXTURES)  # Every class gets its own (shape, texture) pair.
 
 
 def _regular_polygon(sides: int, radius: float, inner_radius: float | None = None) -> np.ndarray:
@@ -86,8 +110,9 @@ def _sharpen(wave: np.ndarray) -> np.ndarray:
   return np.clip(0.5 + 1.2 * wave, 0.0, 1.0)
 
 
-def texture_weight(texture: str, u: np.ndarray, v: np.ndarray, frequency: float,
-                   phase: tuple[float, float]) -> np.ndarray:
+def texture_weight(
+    texture: str, u: np.ndarray, v: np.ndarray, frequency: float, phase: tuple[float, float]
+) -> np.ndarray:
   """Weight in [0, 1] of the second (pattern) colour at local coordinates (u, v).
 
   frequency: pattern cycles per unit radius; phase: (phase_u, phase_v) in cycles, so that instances of a
@@ -106,3 +131,70 @@ def texture_weight(texture: str, u: np.ndarray, v: np.ndarray, frequency: float,
   if texture == "rings":
     return _sharpen(np.sin(2 * np.pi * (frequency * np.hypot(u, v) + phase[0])))
   raise ValueError(f"unknown texture {texture!r}; expected one of {TEXTURES}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classes.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassAppearance:
+  """What every object of one class looks like (before per-object jitter)."""
+
+  shape: str  # one of SHAPES
+  texture: str  # one of TEXTURES
+  hue: float  # mean hue in [0, 1)
+  hue_jitter: float  # objects draw their hue in hue +- hue_jitter
+  saturation: float
+  value: float
+  light_pattern: bool  # pattern colour lighter (True) or darker (False) than the base colour
+  texture_frequency: float  # pattern cycles per unit (bounding) radius
+  radius_range: tuple[float, float]  # bounding radius as a fraction of min(height, width)
+
+
+def _frac(x: float) -> float:
+  return x - math.floor(x)
+
+
+def check_num_classes(num_classes: Any) -> int:
+  """`num_classes` as an int; ValueError unless it is an integer in [1, MAX_CLASSES]."""
+  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+    raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+  if not 1 <= num_classes <= MAX_CLASSES:
+    raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}")
+  return int(num_classes)
+
+
+def class_appearance(class_id: int, num_classes: int) -> ClassAppearance:
+  """Appearance of foreground class `class_id` (1..num_classes) in a K-class dataset."""
+  num_classes = check_num_classes(num_classes)
+  if not 1 <= class_id <= num_classes:
+    raise ValueError(f"class_id must be in [1, {num_classes}], got {class_id}")
+  k = class_id - 1
+  family = k // len(SHAPES)  # > 0 only when classes outnumber shape families.
+  mean_radius = 0.13 + 0.08 * _frac(0.618034 * k + 0.3)
+  return ClassAppearance(
+      shape=SHAPES[k % len(SHAPES)],
+      # (k + 2 * family) % 5 gives classes that share a shape different textures.
+      texture=TEXTURES[(k + 2 * family) % len(TEXTURES)],
+      hue=k / num_classes,
+      hue_jitter=min(0.04, 0.2 / num_classes),
+      saturation=0.6 + 0.3 * _frac(0.381966 * k + 0.2),
+      value=0.65 + 0.28 * _frac(0.618034 * k + 0.5),
+      light_pattern=k % 2 == 1,
+      texture_frequency=1.1 + 0.9 * _frac(0.754878 * k + 0.1),
+      radius_range=(0.8 * mean_radius, 1.2 * mean_radius),
+  )
+
+
+def class_names(num_classes: int) -> list[str]:
+  """['background', name of class 1, ..., name of class K]: the shape, plus the texture beyond 10 classes."""
+  num_classes = check_num_classes(num_classes)
+  names = ["background"]
+  for class_id in range(1, num_classes + 1):
+    appearance = class_appearance(class_id, num_classes)
+    names.append(
+        appearance.shape if class_id <= len(SHAPES) else f"{appearance.shape}_{appearance.texture}"
+    )
+  return names

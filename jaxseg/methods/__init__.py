@@ -46,6 +46,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def _update(config, values, prefix):
   for key, value in values.items():
+    if key not in config and prefix.endswith("optimizer.groups.") and isinstance(value, dict):
+      from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
+      with config.unlocked():
+        config[key] = optimizer_group(value.get("params", ""))
     if key not in config:
       raise ValueError(f"{prefix}{key}: unknown key in saved config")
     if isinstance(config[key], ml_collections.ConfigDict):

@@ -87,6 +87,48 @@ class Checkpointer:
     self._manager.close()
 
 
+class BestCheckpointer:
+  """The best train state by an evaluation metric, under `workdir/checkpoints_best`.
+
+  Orbax's best-checkpoint support (`best_fn`, `best_mode`, `max_to_keep=1`): each
+  evaluation during training offers its state with its metrics and orbax keeps
+  the best one, next to the latest ones in `checkpoints/`.
+  """
+
+  def __init__(self, workdir: str, *, metric: str, mode: str = "max"):
+    if mode not in ("max", "min"):
+      raise ValueError(f"train.best_mode={mode!r}: expected 'max' or 'min'")
+    self.metric = metric
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints_best"))
+    self._manager = ocp.CheckpointManager(
+        self.directory, item_names=("state",),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=self._score, best_mode=mode,
+            keep_checkpoints_without_metrics=False, enable_async_checkpointing=False))
+
+  def _score(self, metrics: dict) -> float:
+    if self.metric not in metrics:
+      raise KeyError(f"train.best_metric={self.metric!r}: the evaluator returned {sorted(metrics)}")
+    return float(metrics[self.metric])
+
+  def save(self, step: int, state: Any, metrics: dict) -> None:
+    self._score(metrics)  # A missing metric is an error now, not at orbax's cleanup.
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                       metrics={k: float(v) for k, v in metrics.items()}, force=True)
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def restore_state_only(self, step: int, abstract_state: Any) -> Any:
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))
+    return restored["state"]
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of jax arrays."""
   return jax.tree.map(

@@ -1,12 +1,50 @@
 """Trainer keys shared by every method's `default_config()`."""
 import ml_collections
 
+from jaxseg.train.optimizer import optimizer_fields
+
+# Keys of a complete trainer section (see `trainer_section`); the rest of a trainer config
+# (seed, mesh, sharding rules) is shared by every training stage of a run.
+SECTION_KEYS = ("train", "optimizer")
+
+
+def train_fields() -> dict:
+  return dict(
+      batch_size=16,  # global batch, split over processes and the 'data' axis
+      total_steps=1000,
+      log_every=50,  # metrics are averaged on device and read back only here
+      checkpoint_every=200,
+      keep_checkpoints=2,
+      async_checkpoint=True,
+      progress_bar=True,
+      compute_dtype="float32",  # 'bfloat16' for mixed precision; params stay float32
+      num_workers=0,  # grain worker processes (0 = in-process)
+      prefetch_batches=2,  # batches placed on device ahead of the step
+      check_recompile=True,  # raise if the step compiles again after its first call
+      eval_every=0,  # run the method's evaluator every N steps inside training (0 = off)
+      best_metric="",  # keep checkpoints_best/ by this evaluator metric ('' = off), e.g. 'miou'
+      best_mode="max",  # max | min
+  )
+
+
+def trainer_section(**train_overrides) -> ml_collections.ConfigDict:
+  """One training stage's complete section: `train` and `optimizer` (with `optimizer.groups`)."""
+  s = ml_collections.ConfigDict()
+  s.train = ml_collections.ConfigDict(train_fields())
+  s.train.update(train_overrides)
+  s.optimizer = ml_collections.ConfigDict(optimizer_fields())
+  s.optimizer.grad_clip_norm = 0.0  # 0 = off; clips the global norm over every group
+  # Named groups, each a complete optimiser config from `optimizer_group(params=regex, ...)`.
+  s.optimizer.groups = ml_collections.ConfigDict()
+  return s
+
 
 def trainer_config() -> ml_collections.ConfigDict:
   """Returns the keys the shared trainer reads, with defaults.
 
   Methods add `data`, `model` and their own sections on top of this and
-  lock the result, so config files can only set keys that exist.
+  lock the result, so config files can only set keys that exist. A method with
+  several training stages gives each further stage its own `trainer_section()`.
   """
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -21,35 +59,26 @@ def trainer_config() -> ml_collections.ConfigDict:
   # axis names / None per dimension. Unmatched leaves are replicated.
   c.sharding_rules = ()
   c.fsdp_min_size = 2**14
+  c.update(trainer_section())
+  return c
 
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=16,           # global batch, split over processes and the 'data' axis
-      total_steps=1000,
-      log_every=50,            # host sync for metrics (and the NaN check) happens only here
-      checkpoint_every=200,
-      keep_checkpoints=2,
-      async_checkpoint=True,
-      progress_bar=True,
-      compute_dtype="float32",  # 'bfloat16' for mixed precision; params stay float32
-      num_workers=0,           # grain worker processes (0 = in-process)
-      prefetch_batches=2,      # batches placed on device ahead of the step
-      check_recompile=True,    # raise if the step compiles again after its first call
-  ))
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="momentum",         # sgd | momentum | adamw
-      learning_rate=0.01,
-      momentum=0.9,
-      nesterov=False,
-      b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=1e-4,       # coupled L2 for sgd/momentum (as PyTorch), decoupled for adamw
-      weight_decay_exclude="",  # regex on param paths exempt from weight decay ('' = none)
-      schedule="poly",         # constant | poly | cosine
-      poly_power=0.9,
-      warmup_steps=0,
-      end_learning_rate=0.0,
-      lr_multipliers=(),       # ((regex, multiplier), ...), first match wins; e.g. new layers at 10x
-      frozen="",               # regex on param paths that are not trained ('' = none)
-      grad_clip_norm=0.0,      # 0 = off
-  ))
+def stage_trainer_config(config: ml_collections.ConfigDict, section: str | None) -> ml_collections.ConfigDict:
+  """The complete trainer config of one training stage.
+
+  Args:
+    config: the method's config.
+    section: the key of the stage's `trainer_section()` (e.g. 'affinity'), or None for the
+      main stage (the top-level `train` / `optimizer`).
+  Returns:
+    A new locked ConfigDict with seed, mesh, sharding_rules, fsdp_min_size and the stage's
+    train / optimizer: all the trainer reads, nothing inherited silently from another stage.
+  """
+  src = config if section is None else config[section]
+  c = ml_collections.ConfigDict()
+  for key in ("seed", "mesh", "sharding_rules", "fsdp_min_size"):
+    c[key] = config[key]
+  for key in SECTION_KEYS:
+    c[key] = ml_collections.ConfigDict(src[key].to_dict())
+  c.lock()
   return c

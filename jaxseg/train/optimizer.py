@@ -1,20 +1,69 @@
 """Optimiser factory: optax chains built from `config.optimizer`.
 
-Learning-rate multipliers per parameter group (e.g. SEAM and DeepLab train new
-layers at 10x the backbone rate) are `optax.multi_transform` groups, one per
-distinct multiplier; frozen parameters get `optax.set_to_zero`.
+One optimiser config (`config.optimizer`) describes the *default group*. Named
+groups (`config.optimizer.groups.<name>`, each a complete optimiser config made
+by `optimizer_group`) take the parameters whose '/'-joined path matches their
+`params` regex (first group wins, in declaration order); everything else stays
+in the default group. So ADVENT's segmenter (SGD, momentum 0.9) and its
+discriminators (Adam, betas (0.9, 0.99)) are two groups of one train state.
+
+Inside each group, `lr_multipliers` (e.g. new layers at 10x, as SEAM and
+DeepLab do) and `frozen` stay as sugar: one `optax.multi_transform` slot per
+(group, multiplier); frozen parameters get `optax.set_to_zero`. The default
+group's `frozen` freezes matching parameters of every group.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from jaxseg.config import ConfigError
 from jaxseg.train.sharding import leaf_path
+
+DEFAULT_GROUP = "default"
+FROZEN = "frozen"
+
+
+def optimizer_fields() -> dict[str, Any]:
+  """The keys of one complete optimiser config, with the trainer's defaults."""
+  return dict(
+      name="momentum",  # sgd | momentum | adam | adamw
+      learning_rate=0.01,
+      momentum=0.9,
+      nesterov=False,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=1e-4,  # coupled L2 for sgd/momentum/adam (as PyTorch), decoupled for adamw
+      weight_decay_exclude="",  # regex on param paths exempt from weight decay ('' = none)
+      schedule="poly",  # constant | poly | cosine
+      poly_power=0.9,
+      warmup_steps=0,
+      end_learning_rate=0.0,
+      lr_multipliers=(),  # ((regex, multiplier), ...), first match wins; e.g. new layers at 10x
+      frozen="",  # regex on param paths that are not trained ('' = none)
+  )
+
+
+def optimizer_group(params: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """A named group's config: every optimiser key plus `params`, the path regex it takes.
+
+  Example (ADVENT's discriminators):
+    config.optimizer.groups.discriminator = optimizer_group(
+        r'^disc', name='adam', learning_rate=1e-4, b2=0.99, weight_decay=0.0)
+  """
+  fields = optimizer_fields()
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ConfigError(f"optimizer group: unknown key(s) {unknown}; known: {sorted(fields)}")
+  fields.update(overrides)
+  return ml_collections.ConfigDict(dict(params=params, **fields))
 
 
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:
@@ -50,64 +99,135 @@ def _multiplier_for(path: str, multipliers) -> float:
   return 1.0
 
 
+def group_configs(cfg) -> dict[str, Any]:
+  """{group name: its optimiser config}, the default group first, then the named groups in order."""
+  groups = {DEFAULT_GROUP: cfg}
+  for name, group in (cfg.get("groups") or {}).items():
+    if name in (DEFAULT_GROUP, FROZEN) or "/" in name:
+      raise ConfigError(f"optimizer.groups.{name}: reserved or invalid group name")
+    if not group.get("params"):
+      raise ConfigError(f"optimizer.groups.{name}.params: empty; set the regex of the parameters it takes")
+    groups[name] = group
+  return groups
+
+
+def param_groups(cfg, params: Any) -> Any:
+  """The named optimiser group of every parameter (a tree shaped like `params`, str leaves)."""
+  named = [(n, re.compile(g.params)) for n, g in group_configs(cfg).items() if n != DEFAULT_GROUP]
+
+  def group(path: str) -> str:
+    for name, pattern in named:
+      if pattern.search(path):
+        return name
+    return DEFAULT_GROUP
+
+  return _path_labels(params, group)
+
+
 def group_labels(cfg, params: Any) -> Any:
-  """The optimiser group of every parameter: 'frozen' or 'x<lr multiplier>' (e.g. 'x10').
+  """The optax slot of every parameter: 'frozen' or '<group>/x<lr multiplier>' (e.g. 'default/x10').
 
   Args:
-    cfg: `config.optimizer` (reads `frozen` and `lr_multipliers`).
+    cfg: `config.optimizer`.
     params: the parameter tree (arrays or ShapeDtypeStructs).
   Returns:
     A tree shaped like `params` with string leaves, as `optax.multi_transform` takes.
   """
-  multipliers = tuple(tuple(m) for m in cfg.lr_multipliers)
-  frozen = re.compile(cfg.frozen) if cfg.frozen else None
+  configs = group_configs(cfg)
+  global_frozen = re.compile(cfg.frozen) if cfg.frozen else None
 
-  def label(path: str) -> str:
-    if frozen is not None and frozen.search(path):
-      return "frozen"
-    return f"x{_multiplier_for(path, multipliers):g}"
+  def label(path: str, group: str) -> str:
+    g = configs[group]
+    if (global_frozen is not None and global_frozen.search(path)) or (g.frozen and re.search(g.frozen, path)):
+      return FROZEN
+    multipliers = tuple(tuple(m) for m in g.lr_multipliers)
+    return f"{group}/x{_multiplier_for(path, multipliers):g}"
 
-  return _path_labels(params, label)
+  paths = _path_labels(params, lambda p: p)
+  return jax.tree.map(label, paths, param_groups(cfg, params))
 
 
-def make_optimizer(cfg, params: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Builds the optimiser for `params` (arrays or ShapeDtypeStructs).
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """The optimiser of a train state.
 
-  Returns:
-    (tx, schedule): the optax transformation and the base schedule (for logging).
+  Attributes:
+    tx: the optax transformation over the whole params tree.
+    schedules: {group: base learning-rate schedule} for the groups that hold parameters.
+    groups: params-shaped tree of group names (frozen parameters keep their group's name).
+    frozen: params-shaped tree of bools (True = not trained), or None if nothing is frozen.
   """
-  schedule = make_schedule(cfg, total_steps)
-  exclude_wd = re.compile(cfg.weight_decay_exclude) if cfg.weight_decay_exclude else None
-  wd_mask = _path_labels(params, lambda p: not (exclude_wd and exclude_wd.search(p)))
-  labels = group_labels(cfg, params)
-  groups = {}
-  for label in set(jax.tree.leaves(labels)):
-    if label == "frozen":
-      groups[label] = optax.set_to_zero()
-    else:
-      mult = float(label[1:])
-      groups[label] = _base_optimizer(cfg, lambda step, m=mult: schedule(step) * m, wd_mask)
+  tx: optax.GradientTransformation
+  schedules: dict[str, optax.Schedule]
+  groups: Any
+  frozen: Any
 
+
+def build_optimizer(cfg, params: Any, total_steps: int) -> Optimizer:
+  """Builds the optimiser for `params` (arrays or ShapeDtypeStructs) from `config.optimizer`."""
+  configs = group_configs(cfg)
+  labels = group_labels(cfg, params)
+  groups = param_groups(cfg, params)
+  used = set(jax.tree.leaves(groups))
+  schedules = {n: make_schedule(configs[n], total_steps) for n in configs if n in used}
+  transforms = {}
+  for label in sorted(set(jax.tree.leaves(labels))):
+    if label == FROZEN:
+      transforms[label] = optax.set_to_zero()
+      continue
+    group, mult = label.split("/")
+    g = configs[group]
+    exclude = re.compile(g.weight_decay_exclude) if g.weight_decay_exclude else None
+    wd_mask = _path_labels(params, lambda p, e=exclude: not (e and e.search(p)))
+    lr = lambda step, s=schedules[group], m=float(mult[1:]): s(step) * m  # noqa: E731
+    transforms[label] = _base_optimizer(g, lr, wd_mask, where=f"optimizer.groups.{group}"
+                                        if group != DEFAULT_GROUP else "optimizer")
   chain = []
   if cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
-  chain.append(optax.multi_transform(groups, labels))
-  return optax.chain(*chain), schedule
+  chain.append(optax.multi_transform(transforms, labels))
+  frozen = jax.tree.map(lambda label: label == FROZEN, labels)
+  if not any(jax.tree.leaves(frozen)):
+    frozen = None
+  return Optimizer(tx=optax.chain(*chain), schedules=schedules, groups=groups, frozen=frozen)
 
 
-def _base_optimizer(cfg, lr: optax.Schedule, wd_mask) -> optax.GradientTransformation:
+def make_optimizer(cfg, params: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(tx, schedule of the default group) for `params`; see `build_optimizer`."""
+  opt = build_optimizer(cfg, params, total_steps)
+  schedule = opt.schedules.get(DEFAULT_GROUP) or make_schedule(cfg, total_steps)
+  return opt.tx, schedule
+
+
+def _base_optimizer(cfg, lr: optax.Schedule, wd_mask, where: str) -> optax.GradientTransformation:
   wd = float(cfg.weight_decay)
   if cfg.name in ("sgd", "momentum"):
-    # PyTorch SGD: g += wd * p (coupled L2) before the momentum buffer.
+    # PyTorch SGD: g += wd * p (coupled L2) before the momentum buffer; buf = g at the first step.
     momentum = float(cfg.momentum) if cfg.name == "momentum" else None
     parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
     parts.append(optax.sgd(lr, momentum=momentum, nesterov=bool(cfg.nesterov)))
     return optax.chain(*parts)
+  if cfg.name == "adam":
+    # PyTorch Adam: coupled L2 (g += wd * p), then m / (sqrt(v_hat) + eps) with bias correction.
+    parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
+    parts.append(optax.adam(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
+    return optax.chain(*parts)
   if cfg.name == "adamw":
-    return optax.adamw(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps),
-                       weight_decay=wd, mask=wd_mask)
-  raise ConfigError(f"optimizer.name={cfg.name!r}: expected sgd, momentum or adamw")
+    return optax.adamw(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps), weight_decay=wd,
+                       mask=wd_mask)
+  raise ConfigError(f"{where}.name={cfg.name!r}: expected sgd, momentum, adam or adamw")
 
 
 def global_norm(tree: Any) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.zeros((), jnp.float32)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def group_norms(tree: Any, groups: Any) -> dict[str, jax.Array]:
+  """{group: L2 norm of the leaves of `tree` in that group}; `groups` is `Optimizer.groups`."""
+  out: dict[str, list] = {}
+  for leaf, group in zip(jax.tree.leaves(tree), jax.tree.leaves(groups)):
+    out.setdefault(group, []).append(leaf)
+  return {g: global_norm(leaves) for g, leaves in out.items()}

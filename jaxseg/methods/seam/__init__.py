@@ -1,4 +1,28 @@
-"""SEAM: weakly supervised segmentation from image-level labels (see method.py)."""
-from jaxseg.methods.seam.method import default_config, load_inference_model, run
+"""SEAM: weakly supervised segmentation from image-level labels.
+
+Modules, each importing only the ones before it (no cycles):
+  method.py          config, model, the 'train' stage, the trained CAM model
+  stages.py          'infer' (multi-scale CAMs, pseudo masks, threshold sweep) and 'evaluate'
+  affinity_stage.py  'affinity' (CRF labels, AffinityNet with its own trainer section, random walk)
+"""
+from jaxseg.methods.seam import affinity_stage
+from jaxseg.methods.seam import method
+from jaxseg.methods.seam import stages
+from jaxseg.methods.seam.method import STAGES, default_config, load_inference_model
+from jaxseg.train.stages import run_stages
+
+STAGE_FNS = {
+    "train": method.train,
+    "infer": stages.infer,
+    "affinity": affinity_stage.run,
+    "evaluate": stages.evaluate,
+}
+assert tuple(STAGE_FNS) == STAGES
+
+
+def run(config, workdir: str) -> dict:
+  """Runs `config.stages`; finished stages of an earlier launch in `workdir` are skipped."""
+  return run_stages(config, workdir, STAGE_FNS, method="seam")
+
 
 __all__ = ["default_config", "load_inference_model", "run"]

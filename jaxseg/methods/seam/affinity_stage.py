@@ -9,28 +9,26 @@ separate `infer_SEAM.py` run over train_aug), capped at `affinity.num_images`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import json
 import os
 
 import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from jaxseg.data import datasets, transforms
-from jaxseg.data.palette import palette
+from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.evaluation.miou import confusion_matrix
 from jaxseg.losses.affinity import affinity_loss
 from jaxseg.methods.seam import affinity as aff
 from jaxseg.methods.seam import cam_inference
 from jaxseg.methods.seam import method
-from jaxseg.methods.seam import stages
 from jaxseg.models import affinitynet
 from jaxseg.train import loop
+from jaxseg.train import multihost
+from jaxseg.train.stages import train_stage
 
 
 class CrfScoreSource:
@@ -75,24 +73,11 @@ class AffinityAugment(grain.transforms.RandomMap):
     return self.random_map(element, rng)
 
 
-def affinity_config(config):
-  """The trainer config of the AffinityNet run: SEAM's, with the `affinity` section's budget."""
-  a = config.affinity
-  c = copy.deepcopy(config)
-  with c.unlocked():
-    c.train.batch_size = int(a.batch_size)
-    c.train.total_steps = int(a.total_steps)
-    c.optimizer.learning_rate = float(a.learning_rate)
-    c.optimizer.lr_multipliers = ((affinitynet.FROM_SCRATCH_LAYERS, affinitynet.FROM_SCRATCH_LR_MULTIPLIER),)
-    if config.optimizer.frozen:
-      c.optimizer.frozen = affinitynet.NOT_TRAINING_LAYERS
-  return c
-
-
 def build_model(config) -> affinitynet.AffinityNet:
+  """AffinityNet with SEAM's backbone settings, computing in the affinity stage's dtype."""
   return affinitynet.AffinityNet(width_multiplier=config.model.width_multiplier,
                                  frozen_bn=config.model.frozen_bn,
-                                 dtype=jnp.dtype(config.train.compute_dtype))
+                                 dtype=jnp.dtype(config.affinity.train.compute_dtype))
 
 
 def make_task(config, score_paths: list[str]) -> loop.TrainTask:
@@ -140,7 +125,7 @@ def make_crf_scores(config, workdir: str, cam_apply, cam_variables) -> list[str]
   paths = [os.path.join(out_dir, f"{i:07d}.npz") for i in range(count)]
   output = "cam_rv" if config.model.use_pcm else "cam"
   iters = int(config.affinity.crf_iterations)
-  for i in stages.process_indices(count):
+  for i in multihost.process_indices(count):
     if os.path.exists(paths[i]):  # Resumable: scores already made by an interrupted run.
       continue
     example = source[i]
@@ -158,21 +143,17 @@ def make_crf_scores(config, workdir: str, cam_apply, cam_variables) -> list[str]
     tmp = paths[i] + ".tmp.npz"
     np.savez(tmp, image=example["image"], la=la.astype(np.float32), ha=ha.astype(np.float32))
     os.replace(tmp, paths[i])
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("seam_affinity_crf_scores")
+  multihost.sync("seam_affinity_crf_scores")
   return paths
 
 
 def run(config, workdir: str) -> dict:
   """Trains AffinityNet on CRF labels of the CAMs, then random-walks the eval split's CAMs."""
-  cam_apply, cam_variables = stages.load_cam_model(config, workdir)
+  cam_apply, cam_variables = method.load_cam_model(config, workdir)
   score_paths = make_crf_scores(config, workdir, cam_apply, cam_variables)
-  aff_config = affinity_config(config)
-  aff_dir = os.path.join(workdir, "affinity")
-  task = make_task(aff_config, score_paths)
-  state = loop.train(aff_config, aff_dir, task)
-  return random_walk_eval(config, workdir, {"params": state["params"], **state["model_state"]})
+  # AffinityNet trains with its own complete trainer section (config.affinity.train / .optimizer).
+  state = train_stage(config, workdir, make_task(config, score_paths), section="affinity", subdir="affinity")
+  return random_walk_eval(config, workdir, loop.variables_of(state))
 
 
 def random_walk_eval(config, workdir: str, variables) -> dict:
@@ -187,7 +168,7 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
   mask_dir = os.path.join(workdir, "affinity", "masks")
   os.makedirs(mask_dir, exist_ok=True)
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  for i in stages.process_indices(len(source)):
+  for i in multihost.process_indices(len(source)):
     example = source[i]
     name = str(example.get("id", f"{i:06d}"))
     cam_path = os.path.join(workdir, "infer", "cams", f"{name}.npy")
@@ -201,14 +182,11 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
     mask = np.asarray(jnp.argmax(refined, axis=0)).astype(np.uint8)
     confusion += np.asarray(confusion_matrix(jnp.asarray(example["mask"]), jnp.asarray(mask),
                                              num_classes, config.data.ignore_index), np.int64)
-    png = Image.fromarray(mask, mode="P")
-    png.putpalette(palette().reshape(-1).tolist())
-    png.save(os.path.join(mask_dir, f"{name}.png"))
-  confusion = stages.sum_over_processes(confusion)
+    write_palette_png(os.path.join(mask_dir, f"{name}.png"), mask)
+  confusion = multihost.sum_over_processes(confusion)
   iou, miou = cam_inference.official_miou(confusion)
   print(f"SEAM random walk: mIoU {100 * miou:.2f}", flush=True)
   result = {"miou": miou, "iou": iou.tolist()}
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "affinity", "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2)
+  if multihost.is_main_process():
+    write_json(os.path.join(workdir, "affinity", "metrics.json"), result)
   return result

@@ -1,4 +1,4 @@
-"""SEAM (Wang et al., CVPR 2020): config, training stage and stage dispatch.
+"""SEAM (Wang et al., CVPR 2020): config, model, the training stage and the trained CAM model.
 
 Stages (config.stages):
   train     ResNet-38 + PCM on image-level labels: cls + ER + ECR over two views
@@ -20,9 +20,12 @@ from jaxseg.losses import seam as seam_losses
 from jaxseg.models import convert
 from jaxseg.models import seam as seam_model
 from jaxseg.models.pretrained import weights_loader
+from jaxseg.models import affinitynet
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
 from jaxseg.train.config import trainer_config
+from jaxseg.train.config import trainer_section
+from jaxseg.train.stages import train_stage
 
 STAGES = ("train", "infer", "affinity", "evaluate")
 
@@ -77,9 +80,16 @@ def default_config() -> ml_collections.ConfigDict:
       save_cams=True, save_masks=True))
   c.affinity = ml_collections.ConfigDict(dict(
       crf_alphas=(4.0, 24.0), rw_alpha=6.0, beta=8.0, logt=6, radius=5,
-      crf_iterations=10, batch_size=8, total_steps=10576, learning_rate=0.01,
-      crop_size=(448, 448),
+      crf_iterations=10, crop_size=(448, 448),
       num_images=0))             # training images whose CAMs label AffinityNet (0 = all)
+  # AffinityNet's own complete trainer section (official train_aff.py: batch 8, 8 epochs, lr 0.01 with
+  # the new layers at 10x, wd 5e-4, the same PolyOptimizer and its momentum quirk, same frozen blocks).
+  c.affinity.update(trainer_section(batch_size=8, total_steps=10576, checkpoint_every=1000, log_every=50))
+  a = c.affinity.optimizer
+  a.name, a.learning_rate, a.momentum, a.weight_decay = "momentum", 0.01, 5e-4, 5e-4
+  a.schedule, a.poly_power = "poly", 0.9
+  a.lr_multipliers = ((affinitynet.FROM_SCRATCH_LAYERS, affinitynet.FROM_SCRATCH_LR_MULTIPLIER),)
+  a.frozen = affinitynet.NOT_TRAINING_LAYERS
   c.evaluate = ml_collections.ConfigDict(dict(num_pictures=8))
   c.lock()
   return c
@@ -173,32 +183,28 @@ def make_task(config) -> loop.TrainTask:
 
 
 def train(config, workdir: str) -> None:
-  loop.train(config, workdir, make_task(config))
+  """The 'train' stage: the top-level trainer section, checkpoints in the workdir itself."""
+  train_stage(config, workdir, make_task(config))
 
 
-def run(config, workdir: str) -> None:
-  for stage in config.stages:
-    if stage not in STAGES:
-      raise ValueError(f"config.stages: unknown stage {stage!r} for 'seam'; known: {STAGES}")
-  for stage in config.stages:
-    if stage == "train":
-      train(config, workdir)
-    else:
-      from jaxseg.methods.seam import stages  # pylint: disable=g-import-not-at-top
-      getattr(stages, stage)(config, workdir)
+def load_cam_model(config, workdir: str):
+  """(apply, variables): jitted eval-mode SEAMNet forward returning the output dict."""
+  task = make_task(config)
+  state, _ = loop.load_state(config, workdir, task, example_batch(config))
+  model = build_model(config)
+  apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+  return apply, loop.variables_of(state)
 
 
 def load_inference_model(config, workdir: str):
   """(apply_fn, variables, config): apply_fn(variables, images) -> CAM logits [B, H, W, K]."""
-  task = make_task(config)
-  state, _ = loop.load_state(config, workdir, task, example_batch(config))
-  model = build_model(config)
+  apply, variables = load_cam_model(config, workdir)
 
   def apply_fn(variables, images):
-    out = model.apply(variables, images, train=False)
+    out = apply(variables, images)
     return out["cam_rv"] if "cam_rv" in out else out["cam"]
 
-  return apply_fn, {"params": state["params"], **state["model_state"]}, config
+  return apply_fn, variables, config
 
 
 def example_batch(config) -> dict:

@@ -11,20 +11,18 @@ Outputs under the workdir:
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from typing import Iterator
 
-import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
 from jaxseg.data import datasets
-from jaxseg.data.palette import colorize, palette
+from jaxseg.data.palette import colorize
+from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
 from jaxseg.methods.seam import cam_inference
 from jaxseg.methods.seam import method
-from jaxseg.train import loop
+from jaxseg.train import multihost
 from jaxseg.evaluation.pictures import write_image_grid
 
 
@@ -33,29 +31,9 @@ def _thresholds(config) -> tuple[float, ...]:
   return tuple(float(t) for t in np.round(np.arange(start, stop - 1e-9, step), 6))
 
 
-def load_cam_model(config, workdir: str):
-  """(apply, variables): jitted eval-mode SEAMNet forward returning the output dict."""
-  task = method.make_task(config)
-  state, _ = loop.load_state(config, workdir, task, method.example_batch(config))
-  model = method.build_model(config)
-  apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
-  return apply, {"params": state["params"], **state["model_state"]}
-
-
-def process_indices(n: int) -> range:
-  """This process's share of n items (strided, so every process gets a similar load)."""
-  return range(jax.process_index(), n, jax.process_count())
-
-
-def sum_over_processes(x: np.ndarray) -> np.ndarray:
-  if jax.process_count() == 1:
-    return x
-  return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
-
-
 def infer(config, workdir: str) -> dict:
   """Multi-scale + flip CAMs for the eval split; pseudo masks; background-threshold sweep."""
-  apply, variables = load_cam_model(config, workdir)
+  apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)
   outputs = ["cam_rv", "cam"] if config.model.use_pcm else ["cam"]
   out_dir = os.path.join(workdir, "infer")
@@ -64,7 +42,7 @@ def infer(config, workdir: str) -> dict:
   thresholds = _thresholds(config)
 
   def records(output: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    for i in process_indices(len(source)):
+    for i in multihost.process_indices(len(source)):
       example = source[i]
       cams = cam_inference.multiscale_cams(
           apply, variables, example["image"], example["labels"], scales=tuple(config.infer.scales),
@@ -80,11 +58,10 @@ def infer(config, workdir: str) -> dict:
     print(f"SEAM infer ({output}): best background threshold {sweep['best_threshold']:.2f} -> "
           f"mIoU {100 * sweep['best_miou']:.2f}; at {config.infer.bg_threshold:.2f}: "
           f"{100 * sweep['miou_at_default']:.2f}", flush=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump({k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in results.items()},
-                f, indent=2)
-  return results
+  if multihost.is_main_process():
+    write_json(os.path.join(out_dir, "metrics.json"),
+               {k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in results.items()})
+  return {k: {kk: v[kk] for kk in ("best_threshold", "best_miou")} for k, v in results.items()}
 
 
 def _save_outputs(config, out_dir, example, cams, index):
@@ -94,16 +71,14 @@ def _save_outputs(config, out_dir, example, cams, index):
     np.save(os.path.join(out_dir, "cams", f"{name}.npy"), {int(c): cams[c] for c in present})
   if config.infer.save_masks:
     mask = cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette(palette().reshape(-1).tolist())
-    image.save(os.path.join(out_dir, "masks", f"{name}.png"))
+    write_palette_png(os.path.join(out_dir, "masks", f"{name}.png"), mask)
 
 
 def _sweep(records, thresholds, num_classes, ignore_index) -> dict:
   cams, labels, masks = (map(lambda r, k=k: r[k], it) for k, it in enumerate(itertools.tee(records, 3)))
   sweep = cam_inference.threshold_sweep(cams, labels, masks, thresholds, num_classes=num_classes,
                                         ignore_index=ignore_index)
-  confusion = sum_over_processes(sweep["confusion"])
+  confusion = multihost.sum_over_processes(sweep["confusion"])
   miou = np.array([cam_inference.official_miou(c)[1] for c in confusion])
   best = int(np.argmax(miou))
   default = int(np.argmin(np.abs(np.asarray(thresholds) - 0.26)))
@@ -112,32 +87,21 @@ def _sweep(records, thresholds, num_classes, ignore_index) -> dict:
               iou_at_best=cam_inference.official_miou(confusion[best])[0].tolist(), confusion=confusion)
 
 
-def affinity(config, workdir: str) -> dict:
-  from jaxseg.methods.seam import affinity_stage  # pylint: disable=g-import-not-at-top
-  return affinity_stage.run(config, workdir)
-
-
 def evaluate(config, workdir: str) -> dict:
   """Summary table + metrics.json + picture grid from what the earlier stages wrote."""
   summary = {}
-  infer_path = os.path.join(workdir, "infer", "metrics.json")
-  if not os.path.exists(infer_path):
-    raise FileNotFoundError(f"{infer_path} not found: run the 'infer' stage first")
-  with open(infer_path) as f:
-    infer_metrics = json.load(f)
+  infer_metrics = read_json(os.path.join(workdir, "infer", "metrics.json"), "run the 'infer' stage first")
   for key, name in (("cam", "cam"), ("cam_rv", "seam_cam")):
     if key in infer_metrics:
       summary[f"{name}_miou"] = infer_metrics[key]["best_miou"]
       summary[f"{name}_best_threshold"] = infer_metrics[key]["best_threshold"]
   aff_path = os.path.join(workdir, "affinity", "metrics.json")
   if os.path.exists(aff_path):
-    with open(aff_path) as f:
-      summary["random_walk_miou"] = json.load(f)["miou"]
+    summary["random_walk_miou"] = read_json(aff_path)["miou"]
   lines = [f"{k:<28} {100 * v:6.2f}" for k, v in summary.items() if k.endswith("miou")]
   print("SEAM summary (mIoU, %):\n" + "\n".join(lines), flush=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+  if multihost.is_main_process():
+    write_json(os.path.join(workdir, "metrics.json"), summary)
     path = write_pictures(config, workdir)
     print(f"pictures: {path}", flush=True)
   return summary
@@ -146,7 +110,7 @@ def evaluate(config, workdir: str) -> dict:
 def write_pictures(config, workdir: str) -> str:
   """Grid per image: image | CAM | SEAM CAM | pseudo mask | random walk | ground truth."""
   from jaxseg.cam import overlay_cam  # pylint: disable=g-import-not-at-top
-  apply, variables = load_cam_model(config, workdir)
+  apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)
   rows, titles = [], ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
   for i in range(min(int(config.evaluate.num_pictures), len(source))):

@@ -19,6 +19,8 @@ from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd
 from jaxseg.train.config import trainer_config
+from jaxseg.train.stages import run_stages
+from jaxseg.train.stages import train_stage
 
 STAGES = ("train", "evaluate")
 
@@ -85,7 +87,7 @@ def make_task(config) -> loop.TrainTask:
 
 
 def train(config, workdir: str) -> None:
-  loop.train(config, workdir, make_task(config))
+  train_stage(config, workdir, make_task(config))
 
 
 def _example_batch(config) -> dict:
@@ -129,12 +131,9 @@ def evaluate(config, workdir: str) -> dict:
   return metrics
 
 
-def run(config, workdir: str) -> None:
-  for stage in config.stages:
-    if stage not in STAGES:
-      raise ValueError(f"config.stages: unknown stage {stage!r} for 'supervised'; known: {STAGES}")
-  for stage in config.stages:
-    {"train": train, "evaluate": evaluate}[stage](config, workdir)
+def run(config, workdir: str) -> dict:
+  """Runs `config.stages`; finished stages of an earlier launch in `workdir` are skipped."""
+  return run_stages(config, workdir, {"train": train, "evaluate": evaluate}, method="supervised")
 
 
 def load_inference_model(config, workdir: str):

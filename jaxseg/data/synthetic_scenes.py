@@ -1,0 +1,269 @@
+"""Scene model and sampling of the synthetic data: camera, background, objects and their motion.
+
+Pure numpy, no state, no files. `synthetic_render` rasterises the scenes drawn here.
+
+Scene model
+  A pinhole camera (height above the floor, downward pitch, vertical field of view) looks at a floor that meets
+  a back wall (`Camera`). The background is the floor and the wall in two muted colours, with a smooth gradient,
+  a low-contrast texture and sensor noise (`Background`). On the floor stand 1..N flat objects (`ObjectSpec`).
+  Each object belongs to one of K foreground classes, and the class alone fixes its appearance
+  (`synthetic_shapes.class_appearance`). Classes are drawn independently and uniformly, so no class predicts
+  another; the class is visible in the object pixels themselves, never in the context.
+  An object stands on the floor where the bottom of its bounding circle touches it, so its depth follows from
+  its image position (`object_pose`).
+
+Extension points
+  `sample_scene(rng, ...) -> Scene` draws a small frozen dataclass of object and background parameters;
+  nothing here touches pixels.
+  - Depth: `Camera` holds the geometry (floor / wall depth per row, intrinsics).
+  - Video: each object has a velocity and an angular velocity; `object_pose(..., time=t)` moves it, reflecting
+    at the borders of the floor.
+  - New classes, shapes or textures: `synthetic_shapes`.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxseg.data.synthetic_shapes import class_appearance
+
+# Where objects may stand, as fractions of the image: the bottom of an object's bounding circle (its foot)
+# stays between just below the floor line and just below the image, and its centre stays this far from the
+# left and right borders.
+_FOOT_MARGIN = 0.06
+_FOOT_MAX = 1.05
+_X_MARGIN = 0.08
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scene description.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+  """Pinhole camera above a floor that meets a back wall (no roll, no yaw)."""
+
+  height: float  # metres above the floor
+  pitch: float  # radians, looking down
+  vertical_fov: float  # radians
+  wall_distance: float  # metres, horizontal distance to the back wall
+
+  def intrinsics(self, height: int, width: int) -> np.ndarray:
+    """float32 [3, 3] K for pixel-index coordinates (pixel (r, c) has its centre at u = c, v = r)."""
+    focal = 0.5 * height / math.tan(0.5 * self.vertical_fov)
+    return np.array(
+        [[focal, 0.0, 0.5 * (width - 1)], [0.0, focal, 0.5 * (height - 1)], [0.0, 0.0, 1.0]],
+        dtype=np.float32,
+    )
+
+  def _ray_slope(self, row_frac: np.ndarray | float) -> np.ndarray | float:
+    # (v - cy) / fy for a row given as a fraction of the image height (0 = top edge, 1 = bottom edge).
+    return (np.asarray(row_frac) - 0.5) * 2.0 * math.tan(0.5 * self.vertical_fov)
+
+  def floor_depth(self, row_frac: np.ndarray | float) -> np.ndarray:
+    """Depth (metres) where the rays of these rows meet the floor; inf above the horizon."""
+    down = self._ray_slope(row_frac) * math.cos(self.pitch) + math.sin(self.pitch)
+    with np.errstate(divide="ignore"):
+      return np.where(down > 1e-9, self.height / np.maximum(down, 1e-9), np.inf)
+
+  def wall_depth(self, row_frac: np.ndarray | float) -> np.ndarray:
+    """Depth (metres) where the rays of these rows meet the back wall."""
+    forward = math.cos(self.pitch) - self._ray_slope(row_frac) * math.sin(self.pitch)
+    return np.where(forward > 1e-9, self.wall_distance / np.maximum(forward, 1e-9), np.inf)
+
+  def floor_line(self) -> float:
+    """Row (fraction of the image height) where the floor meets the wall."""
+    slope = math.tan(math.atan2(self.height, self.wall_distance) - self.pitch)
+    return 0.5 + 0.5 * slope / math.tan(0.5 * self.vertical_fov)
+
+
+@dataclasses.dataclass(frozen=True)
+class Background:
+  """Floor and wall colours plus the parameters of gradient, texture and noise."""
+
+  floor_colour: tuple[float, float, float]  # RGB in [0, 1]
+  wall_colour: tuple[float, float, float]
+  gradient_angle: float  # radians
+  gradient_strength: float  # relative brightness change across the image
+  # Plane waves (cycles per image, angle, phase in cycles, relative amplitude) of the 'waves' texture.
+  waves: tuple[tuple[float, float, float, float], ...]
+  noise_seed: int  # seeds the 'blocks' texture and the sensor noise
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectSpec:
+  """One object. Positions are fractions of the image, the radius a fraction of min(height, width).
+
+  The depth is not stored: it follows from where the object touches the floor (`object_pose`).
+  """
+
+  class_id: int  # 1..K
+  shape: str
+  texture: str
+  centre: tuple[float, float]  # (y, x) at time 0
+  radius: float  # bounding radius
+  rotation: float  # radians at time 0
+  velocity: tuple[float, float]  # (vy, vx) per unit time
+  angular_velocity: float  # radians per unit time
+  colour: tuple[float, float, float]  # base RGB in [0, 1]
+  pattern_colour: tuple[float, float, float]  # RGB of the texture pattern
+  texture_frequency: float  # cycles per unit radius
+  texture_phase: tuple[float, float]  # cycles, along local u and v
+  shading: tuple[float, float]  # (angle, strength) of a brightness ramp across the object
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  objects: tuple[ObjectSpec, ...]
+  background: Background
+  camera: Camera
+  image_size: tuple[
+      int, int
+  ]  # (height, width) the scene was sampled for; render at this aspect ratio
+  num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Pose:
+  """Where an object is at one time, in pixels of one rendering."""
+
+  centre: tuple[float, float]  # (y, x); pixel (r, c) covers [r, r + 1) x [c, c + 1)
+  radius: float
+  rotation: float
+  depth: float  # metres
+
+
+def _hsv(hue: float, saturation: float, value: float) -> tuple[float, float, float]:
+  return tuple(float(c) for c in colorsys.hsv_to_rgb(hue % 1.0, saturation, value))
+
+
+def _foot_range(camera: Camera) -> tuple[float, float]:
+  return camera.floor_line() + _FOOT_MARGIN, _FOOT_MAX
+
+
+def _sample_camera(rng: np.random.Generator) -> Camera:
+  # These ranges put the floor line between about 10% and 38% of the image height.
+  return Camera(
+      height=rng.uniform(1.3, 1.6),
+      pitch=math.radians(rng.uniform(22.0, 30.0)),
+      vertical_fov=math.radians(rng.uniform(55.0, 65.0)),
+      wall_distance=rng.uniform(7.0, 10.0),
+  )
+
+
+def _sample_background(rng: np.random.Generator) -> Background:
+  # Low saturation keeps the background from taking on any class colour.
+  floor = _hsv(rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.35, 0.75))
+  wall = _hsv(rng.uniform(), rng.uniform(0.05, 0.25), rng.uniform(0.45, 0.85))
+  waves = tuple(
+      (rng.uniform(0.5, 3.0), rng.uniform(0.0, 2 * np.pi), rng.uniform(), rng.uniform(0.02, 0.06))
+      for _ in range(3)
+  )
+  return Background(
+      floor_colour=floor,
+      wall_colour=wall,
+      gradient_angle=rng.uniform(0.0, 2 * np.pi),
+      gradient_strength=rng.uniform(0.0, 0.25),
+      waves=waves,
+      noise_seed=int(rng.integers(0, 2**31)),
+  )
+
+
+def _sample_object(
+    rng: np.random.Generator,
+    class_id: int,
+    num_classes: int,
+    camera: Camera,
+    image_size: tuple[int, int],
+    object_scale: float = 1.0,
+) -> ObjectSpec:
+  height, width = image_size
+  look = class_appearance(class_id, num_classes)
+  radius = rng.uniform(*look.radius_range) * object_scale
+  foot = rng.uniform(*_foot_range(camera))
+  centre = (foot - radius * min(height, width) / height, rng.uniform(_X_MARGIN, 1.0 - _X_MARGIN))
+  speed, heading = rng.uniform(0.01, 0.04), rng.uniform(0.0, 2 * np.pi)
+  hue = look.hue + rng.uniform(-look.hue_jitter, look.hue_jitter)
+  saturation = float(np.clip(look.saturation + rng.uniform(-0.08, 0.08), 0.0, 1.0))
+  value = float(np.clip(look.value + rng.uniform(-0.08, 0.08), 0.0, 1.0))
+  colour = _hsv(hue, saturation, value)
+  if look.light_pattern:
+    pattern = tuple(0.35 * c + 0.65 for c in colour)
+  else:
+    pattern = _hsv(hue, 0.85 * saturation, 0.4 * value)
+  return ObjectSpec(
+      class_id=int(class_id),
+      shape=look.shape,
+      texture=look.texture,
+      centre=centre,
+      radius=radius,
+      rotation=rng.uniform(0.0, 2 * np.pi),
+      velocity=(speed * math.sin(heading), speed * math.cos(heading)),
+      angular_velocity=rng.uniform(-0.15, 0.15),
+      colour=colour,
+      pattern_colour=pattern,
+      texture_frequency=look.texture_frequency,
+      texture_phase=(rng.uniform(), rng.uniform()),
+      shading=(rng.uniform(0.0, 2 * np.pi), rng.uniform(0.0, 0.15)),
+  )
+
+
+def sample_scene(
+    rng: np.random.Generator,
+    *,
+    num_classes: int,
+    image_size: tuple[int, int],
+    min_objects: int = 1,
+    max_objects: int = 4,
+    object_scale: float = 1.0,
+) -> Scene:
+  """Draws a scene: camera, background and min_objects..max_objects objects of uniform random classes.
+
+  `object_scale` multiplies every object's radius (1.0: objects cover ~4-14 % of the image each; 1.6 gives
+  VOC-like sizes of ~10-35 %). The random draws are the same for any scale.
+  """
+  camera = _sample_camera(rng)
+  background = _sample_background(rng)
+  num_objects = int(rng.integers(min_objects, max_objects + 1))
+  class_ids = rng.integers(1, num_classes + 1, size=num_objects)
+  objects = tuple(
+      _sample_object(rng, int(c), num_classes, camera, image_size, object_scale) for c in class_ids
+  )
+  return Scene(
+      objects=objects,
+      background=background,
+      camera=camera,
+      image_size=tuple(image_size),
+      num_classes=num_classes,
+  )
+
+
+def _reflect(x: float, low: float, high: float) -> float:
+  """Folds x into [low, high] as a point bouncing between two walls."""
+  span = high - low
+  if span <= 0:
+    return low
+  q = (x - low) % (2 * span)
+  return low + (2 * span - q if q > span else q)
+
+
+def object_pose(
+    obj: ObjectSpec, camera: Camera, *, height: int, width: int, time: float = 0.0
+) -> Pose:
+  """Pose of `obj` at `time` in an image of height x width pixels."""
+  radius_y = obj.radius * min(height, width) / height  # radius as a fraction of the height
+  foot_low, foot_high = _foot_range(camera)
+  y = _reflect(obj.centre[0] + obj.velocity[0] * time, foot_low - radius_y, foot_high - radius_y)
+  x = _reflect(obj.centre[1] + obj.velocity[1] * time, _X_MARGIN, 1.0 - _X_MARGIN)
+  depth = float(camera.floor_depth(y + radius_y))
+  return Pose(
+      centre=(y * height, x * width),
+      radius=obj.radius * min(height, width),
+      rotation=obj.rotation + obj.angular_velocity * time,
+      depth=depth,
+  )

@@ -1,0 +1,95 @@
+"""A method's stages as complete, resumable runs.
+
+`run_stages` runs `config.stages` in order. A stage that finishes writes
+`workdir/stages/<name>.json` (atomically, after its outputs); on relaunch it is
+skipped. A training stage interrupted mid-way resumes from its own latest
+checkpoint (its own workdir), so rerunning the same command after a kill
+continues exactly where it stopped, between stages or inside one.
+
+A training stage gets its complete trainer config from `train_stage`: the
+shared keys (seed, mesh, sharding rules) plus the stage's own `train` and
+`optimizer` sections, saved as `<stage workdir>/trainer_config.json`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from jaxseg.evaluation.outputs import write_json
+from jaxseg.train import loop
+from jaxseg.train import multihost
+from jaxseg.train.config import stage_trainer_config
+
+StageFn = Callable[[Any, str], Any]
+
+
+def marker_path(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, "stages", f"{stage}.json")
+
+
+def check_stages(config, known: Mapping[str, StageFn], method: str) -> None:
+  for stage in config.stages:
+    if stage not in known:
+      raise ValueError(f"config.stages: unknown stage {stage!r} for {method!r}; known: {tuple(known)}")
+
+
+def run_stages(config, workdir: str, stages: Mapping[str, StageFn], *, method: str) -> dict[str, Any]:
+  """Runs `config.stages` in order, skipping those finished by an earlier launch.
+
+  Args:
+    stages: {stage name: fn(config, workdir) -> JSON-able summary or None}.
+  Returns:
+    {stage: its summary} for the stages run now.
+  """
+  check_stages(config, stages, method)
+  results = {}
+  for stage in config.stages:
+    marker = marker_path(workdir, stage)
+    if os.path.exists(marker):
+      print(f"stage {stage}: finished earlier ({marker}); skipped (delete that file to run it again)",
+            flush=True)
+      continue
+    logging.info("stage %s: starting", stage)
+    start = time.time()
+    result = stages[stage](config, workdir)
+    multihost.sync(f"jaxseg_stage_{stage}")
+    if multihost.is_main_process():
+      write_json(marker, dict(stage=stage, seconds=round(time.time() - start, 1),
+                              finished=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=_jsonable(result)))
+    multihost.sync(f"jaxseg_stage_{stage}_marked")
+    results[stage] = result
+  return results
+
+
+def train_stage(config, workdir: str, task: loop.TrainTask, *, section: str | None = None,
+                subdir: str | None = None) -> dict:
+  """Trains one stage with its complete trainer config; returns the final train state.
+
+  Args:
+    section: the config key holding the stage's `trainer_section()` (None: top-level train/optimizer).
+    subdir: the stage's workdir under `workdir` (its checkpoints, metrics.jsonl, tensorboard).
+  """
+  stage_config = stage_trainer_config(config, section)
+  stage_dir = workdir if subdir is None else os.path.join(workdir, subdir)
+  if multihost.is_main_process():
+    write_json(os.path.join(stage_dir, "trainer_config.json"), stage_config.to_dict())
+  return loop.train(stage_config, stage_dir, task)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (str, int, float, bool)) or value is None:
+    return value
+  try:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    arr = np.asarray(value)
+    if arr.dtype.kind in "biuf" and arr.size <= 64:
+      return arr.tolist()
+  except Exception:  # noqa: BLE001  (a summary that is not an array is just left out)
+    pass
+  return None
