@@ -1,4 +1,5 @@
 """Tests for jaxseg.data.transforms: joint resampling, crops, flips, photometric ops, grain wrappers."""
+
 import colorsys
 import pickle
 
@@ -48,19 +49,20 @@ def _assert_unchanged(before, after):
 def _assert_aligned(ex):
   """Keys agree pixel-wise wherever the mask is labelled.
 
-  Bilinear maps blur stripe edges, so: the two bilinear keys (red, depth) agree
+  Bilinear maps blur stripe edges, so: the two bilinear keys (red, cam) agree
   everywhere, and the nearest-neighbour mask lies within half a class of them.
+  The nearest-neighbour keys (instances, depth) match the mask exactly.
   A window or flip that differs between keys breaks both by whole classes.
   """
   mask = ex["mask"].astype(np.int64)
   valid = mask != 255
   assert valid.mean() > 0.2
   np.testing.assert_array_equal(ex["instances"][valid], mask[valid] + 1)
-  depth_id = ex["depth"][valid] - 0.5
+  np.testing.assert_array_equal(ex["depth"][valid], mask[valid] + 0.5)
+  cam_id = ex["cam"][..., 0][valid]
   red_id = ex["image"][..., 0][valid] / 20.0
-  assert np.abs(red_id - depth_id).max() < 0.1
-  assert np.abs(depth_id - mask[valid]).max() <= 0.5 + 1e-4
-  np.testing.assert_allclose(ex["cam"][..., 0][valid], depth_id, atol=1e-5)
+  assert np.abs(red_id - cam_id).max() < 0.1
+  assert np.abs(cam_id - mask[valid]).max() <= 0.5 + 1e-4
 
 
 def test_spatial_keys_detection_and_explicit_list():
@@ -79,8 +81,8 @@ def test_spatial_keys_detection_and_explicit_list():
 @pytest.mark.parametrize("size", [(20, 25), (77, 107), (50, 30)])
 def test_float_bilinear_matches_jax_antialiased_linear(size):
   x = np.random.default_rng(1).random((37, 53)).astype(np.float32)
-  ex = {"image": np.zeros((37, 53, 3), np.uint8), "depth": x}
-  out = T.resize(ex, size)["depth"]
+  ex = {"image": np.zeros((37, 53, 3), np.uint8), "feature": x}  # A float map (kind 'map').
+  out = T.resize(ex, size)["feature"]
   ref = np.asarray(jax.image.resize(x, size, "linear", antialias=True))
   assert out.dtype == np.float32 and out.shape == size
   np.testing.assert_allclose(out, ref, atol=1e-5)
@@ -91,7 +93,9 @@ def test_image_bilinear_matches_float_path_and_keeps_uint8():
   image = rng.integers(0, 256, (31, 45, 3), dtype=np.uint8)
   out = T.resize({"image": image}, (62, 20))["image"]
   assert out.dtype == np.uint8 and out.shape == (62, 20, 3)
-  ref = np.asarray(jax.image.resize(image.astype(np.float32), (62, 20, 3), "linear", antialias=True))
+  ref = np.asarray(
+      jax.image.resize(image.astype(np.float32), (62, 20, 3), "linear", antialias=True)
+  )
   assert np.abs(out.astype(np.float32) - ref).max() <= 1.0
 
 
@@ -124,7 +128,14 @@ def test_random_scale_consistent_and_within_range():
     for k in ("mask", "instances", "depth", "cam"):
       assert out[k].shape[:2] == (h, w), k
     np.testing.assert_array_equal(out["labels"], ex["labels"])
-    np.testing.assert_array_equal(out["intrinsics"], ex["intrinsics"])
+    # K = I scaled with half-pixel centres: fx' = sx, cx' = (0 + 0.5) sx - 0.5.
+    sx, sy = w / 64, h / 48
+    np.testing.assert_allclose(
+        out["intrinsics"],
+        [[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]],
+        rtol=1e-6,
+        atol=1e-7,
+    )
     _assert_aligned(out)
     sizes.add(h)
   assert len(sizes) > 1
@@ -146,9 +157,12 @@ def test_random_crop_smaller_image_pads_each_key_with_its_fill():
     np.testing.assert_array_equal(out[k][window], ex[k], err_msg=k)
   assert np.all(out["image"][~placed] == 7)
   assert np.all(out["instances"][~placed] == 0) and np.all(out["depth"][~placed] == 0)
+  np.testing.assert_array_equal(out["intrinsics"][:2, 2], [x0, y0])  # Principal point moves along.
   # The offset is random.
-  offsets = {tuple(np.argwhere(T.random_crop(ex, np.random.default_rng(s), (20, 24))["mask"] != 255)[0])
-             for s in range(8)}
+  offsets = {
+      tuple(np.argwhere(T.random_crop(ex, np.random.default_rng(s), (20, 24))["mask"] != 255)[0])
+      for s in range(8)
+  }
   assert len(offsets) > 1
 
 
@@ -156,20 +170,26 @@ def test_random_crop_larger_image_takes_same_window_everywhere():
   ex = _stripes_example(h=48, w=64)
   ex["depth"] = np.random.default_rng(0).random((48, 64)).astype(np.float32)  # Unique content.
   out = T.random_crop(ex, np.random.default_rng(5), (16, 24))
-  hits = [(y, x) for y in range(48 - 16 + 1) for x in range(64 - 24 + 1)
-          if np.array_equal(ex["depth"][y:y + 16, x:x + 24], out["depth"])]
+  hits = [
+      (y, x)
+      for y in range(48 - 16 + 1)
+      for x in range(64 - 24 + 1)
+      if np.array_equal(ex["depth"][y : y + 16, x : x + 24], out["depth"])
+  ]
   assert len(hits) == 1
   y, x = hits[0]
   for k in ("image", "mask", "instances", "cam"):
-    np.testing.assert_array_equal(out[k], ex[k][y:y + 16, x:x + 24], err_msg=k)
+    np.testing.assert_array_equal(out[k], ex[k][y : y + 16, x : x + 24], err_msg=k)
+  np.testing.assert_array_equal(out["intrinsics"][:2, 2], [-x, -y])
 
 
 def test_random_crop_mixed_axes_and_pad_override():
   ex = _stripes_example(h=10, w=64)
-  out = T.random_crop(ex, np.random.default_rng(1), (16, 8), ignore_index=250,
-                      pad_values={"depth": -1.0})
+  out = T.random_crop(
+      ex, np.random.default_rng(1), (16, 8), ignore_index=250, pad_values={"depth": -1.0}
+  )
   assert out["mask"].shape == (16, 8)
-  assert np.sum(np.all(out["mask"] == 250, axis=1)) == 6   # 6 padded rows.
+  assert np.sum(np.all(out["mask"] == 250, axis=1)) == 6  # 6 padded rows.
   assert np.sum(np.all(out["depth"] == -1.0, axis=1)) == 6
 
 
@@ -191,9 +211,13 @@ def test_random_flip():
   for k in ("image", "mask", "instances", "depth", "cam"):
     np.testing.assert_array_equal(flipped[k], ex[k][:, ::-1], err_msg=k)
     np.testing.assert_array_equal(kept[k], ex[k], err_msg=k)
-  np.testing.assert_array_equal(flipped["intrinsics"], ex["intrinsics"])
-  outcomes = {bool(T.random_flip(ex, np.random.default_rng(s))["mask"][0, 0] != ex["mask"][0, 0])
-              for s in range(16)}
+  # The mirrored camera: cx' = W - 1 - cx, fx stays positive.
+  np.testing.assert_array_equal(flipped["intrinsics"], [[1, 0, 63], [0, 1, 0], [0, 0, 1]])
+  np.testing.assert_array_equal(kept["intrinsics"], ex["intrinsics"])
+  outcomes = {
+      bool(T.random_flip(ex, np.random.default_rng(s))["mask"][0, 0] != ex["mask"][0, 0])
+      for s in range(16)
+  }
   assert outcomes == {True, False}
 
 
@@ -208,9 +232,11 @@ def test_photometric_ops_match_pil_enhance(factor):
   image = _smooth_image()
   pil = Image.fromarray(image)
   x = image.astype(np.float32)
-  for ours, theirs in ((T.adjust_brightness, ImageEnhance.Brightness),
-                       (T.adjust_contrast, ImageEnhance.Contrast),
-                       (T.adjust_saturation, ImageEnhance.Color)):
+  for ours, theirs in (
+      (T.adjust_brightness, ImageEnhance.Brightness),
+      (T.adjust_contrast, ImageEnhance.Contrast),
+      (T.adjust_saturation, ImageEnhance.Color),
+  ):
     ref = np.asarray(theirs(pil).enhance(factor)).astype(np.float32)
     assert np.abs(ours(x, factor) - ref).max() <= 2.0, ours.__name__
 
@@ -279,8 +305,14 @@ def test_validate_example():
     T.validate_example({"image": image.astype(np.float32)}, 21)
 
 
-AUG_SPEC = {"scale_range": (0.5, 1.5), "crop_size": (32, 40), "flip": True,
-            "color_jitter": (0.3, 0.3, 0.3, 0.05), "normalize": True, "ignore_index": 255}
+AUG_SPEC = {
+    "scale_range": (0.5, 1.5),
+    "crop_size": (32, 40),
+    "flip": True,
+    "color_jitter": (0.3, 0.3, 0.3, 0.05),
+    "normalize": True,
+    "ignore_index": 255,
+}
 
 
 def test_build_augment_output_contract_and_pickle():
@@ -339,8 +371,9 @@ def test_augment_deterministic_through_grain():
 
 def test_image_fill_mean_is_zero_after_normalize():
   ex = {"image": np.full((4, 4, 3), 200, np.uint8), "mask": np.zeros((4, 4), np.uint8)}
-  aug = T.build_augment({"scale_range": None, "crop_size": (8, 8), "flip": False,
-                         "image_fill": "mean"})
+  aug = T.build_augment(
+      {"scale_range": None, "crop_size": (8, 8), "flip": False, "image_fill": "mean"}
+  )
   out = aug(ex, np.random.default_rng(0))
   padded = out["mask"] == 255
   assert padded.sum() == 64 - 16
