@@ -347,3 +347,34 @@ def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
   assert (killed / "stages" / "report.json").exists() and (killed / "report.json").exists()
   out = _finish(_run_toy(killed))
   assert "stage report: finished earlier" in out
+
+
+def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monkeypatch):
+  """The supervised method's evaluator: eval/miou rows, a best checkpoint, one compile, and the
+  evaluate stage scoring the best checkpoint when asked."""
+  from jaxseg.methods.supervised import method as sup
+  compiled = []
+  real = sup.confusion_step
+
+  def spy(*args, **kwargs):
+    step = real(*args, **kwargs)
+    compiled.append(step)
+    return step
+
+  monkeypatch.setattr(sup, "confusion_step", spy)
+  config = sup.default_config()
+  config.data.synthetic.update(num_train=32, num_eval=16)
+  config.train.update(batch_size=8, total_steps=4, log_every=2, checkpoint_every=2, eval_every=2,
+                      best_metric="miou", progress_bar=False)
+  config.evaluate.update(batch_size=8, num_pictures=0, checkpoint="best")
+  config.model.update(width_multiplier=0.125, head_channels=16)
+  sup.run(config, str(tmp_path))
+  evals = [r for r in read_metrics(str(tmp_path)) if "eval/miou" in r]
+  assert [r["step"] for r in evals] == [2, 4]
+  assert all(0.0 <= r["eval/miou"] <= 1.0 for r in evals)
+  best_step = max(evals, key=lambda r: r["eval/miou"])["step"]
+  assert os.listdir(tmp_path / "checkpoints_best") == [str(best_step)]
+  assert compiled[0]._cache_size() == 1  # pylint: disable=protected-access
+  summary = json.loads((tmp_path / "metrics.json").read_text())
+  assert summary["step"] == best_step and summary["checkpoint"] == "best"
+  assert summary["miou"] == pytest.approx(max(r["eval/miou"] for r in evals), abs=1e-6)

@@ -18,19 +18,21 @@ PredictFn = Callable[[Any, dict], jax.Array]
 _FLUSH_EVERY = 256
 
 
-def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterable[dict],
-                          *, num_classes: int, ignore_index: int = 255,
-                          keep_examples: int = 0) -> tuple[dict, list[dict]]:
-  """Runs `predict_fn` over global eval batches and scores it.
+def _zeros_replicated_like(x: jax.Array, shape) -> jax.Array:
+  """int32 zeros replicated over `x`'s mesh: the sharding the step returns its confusion with,
+  so the first batch and the later ones hit one compiled executable."""
+  zeros = np.zeros(shape, np.int32)
+  sharding = getattr(x, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    return jax.device_put(zeros, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+  return jnp.asarray(zeros)
 
-  Args:
-    batches: global batches with 'mask' int [B, H, W] and bool 'valid' [B]
-      (padding rows are excluded from the counts).
-    keep_examples: number of (image, mask, prediction) examples to return as
-      numpy, for pictures (this process's rows of the first batches).
-  Returns:
-    (metrics, examples): metrics from `segmentation_metrics` plus 'confusion'
-    (int64 [C, C]); examples a list of dicts of numpy arrays.
+
+def confusion_step(predict_fn: PredictFn, *, num_classes: int, ignore_index: int = 255):
+  """The jitted (confusion int32 [C, C], variables, batch) -> (confusion, pred [B, H, W]) update.
+
+  Build it once and pass it to `evaluate_segmentation(step=...)` to evaluate many
+  times (e.g. during training) without compiling again.
   """
 
   @jax.jit
@@ -39,10 +41,33 @@ def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterab
     mask = jnp.where(batch["valid"][:, None, None], batch["mask"], ignore_index)
     return confusion + confusion_matrix(mask, pred, num_classes, ignore_index), pred
 
+  return step
+
+
+def evaluate_segmentation(predict_fn: PredictFn | None, variables: Any, batches: Iterable[dict],
+                          *, num_classes: int, ignore_index: int = 255,
+                          keep_examples: int = 0, step=None) -> tuple[dict, list[dict]]:
+  """Runs `predict_fn` over global eval batches and scores it.
+
+  Args:
+    batches: global batches with 'mask' int [B, H, W] and bool 'valid' [B]
+      (padding rows are excluded from the counts).
+    keep_examples: number of (image, mask, prediction) examples to return as
+      numpy, for pictures (this process's rows of the first batches).
+    step: a prebuilt `confusion_step` (then `predict_fn` may be None).
+  Returns:
+    (metrics, examples): metrics from `segmentation_metrics` plus 'confusion'
+    (int64 [C, C]); examples a list of dicts of numpy arrays.
+  """
+  if step is None:
+    step = confusion_step(predict_fn, num_classes=num_classes, ignore_index=ignore_index)
+
   total = np.zeros((num_classes, num_classes), np.int64)
-  running = jnp.zeros((num_classes, num_classes), jnp.int32)
+  running = None
   examples: list[dict] = []
   for i, batch in enumerate(batches):
+    if running is None:
+      running = _zeros_replicated_like(batch["mask"], (num_classes, num_classes))
     running, pred = step(running, variables, batch)
     if len(examples) < keep_examples:
       # This process's rows only: the global batch may span other hosts.
@@ -53,8 +78,9 @@ def evaluate_segmentation(predict_fn: PredictFn, variables: Any, batches: Iterab
           examples.append(dict(image=host["image"][j], mask=host["mask"][j], pred=host_pred[j]))
     if (i + 1) % _FLUSH_EVERY == 0:
       total += np.asarray(jax.device_get(running), np.int64)
-      running = jnp.zeros_like(running)
-  total += np.asarray(jax.device_get(running), np.int64)
+      running = running * 0  # Same sharding as the step's output: no recompile.
+  if running is not None:
+    total += np.asarray(jax.device_get(running), np.int64)
   metrics = segmentation_metrics(total)
   metrics["confusion"] = total
   return metrics, examples

@@ -1,7 +1,6 @@
 """Supervised segmentation method: config, train task, evaluation stage."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -13,7 +12,8 @@ from jaxseg.data import datasets, transforms
 from jaxseg.data import pipeline
 from jaxseg.evaluation.miou import iou_table
 from jaxseg.evaluation.pictures import write_segmentation_grid
-from jaxseg.evaluation.segmentation import evaluate_segmentation
+from jaxseg.evaluation.outputs import write_json
+from jaxseg.evaluation.segmentation import confusion_step, evaluate_segmentation
 from jaxseg.losses import softmax_cross_entropy_with_ignore
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
@@ -38,7 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       depth=18, width_multiplier=0.25, output_stride=8, head_channels=64, dropout=0.1))
   c.evaluate = ml_collections.ConfigDict(dict(
-      batch_size=16, eval_size=(64, 64), num_pictures=8))
+      batch_size=16, eval_size=(64, 64), num_pictures=8,
+      checkpoint="latest"))  # latest | best (kept by train.best_metric during training)
   c.lock()
   return c
 
@@ -83,7 +84,7 @@ def make_task(config) -> loop.TrainTask:
   return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn,
                         train_source=datasets.build_source(config.data, "train"),
                         augment=transforms.build_augment(_augment_spec(config)),
-                        keys=("image", "mask"))
+                        keys=("image", "mask"), make_evaluator=_evaluator(config))
 
 
 def train(config, workdir: str) -> None:
@@ -96,24 +97,58 @@ def _example_batch(config) -> dict:
   return dict(image=np.zeros((b, h, w, 3), np.float32), mask=np.zeros((b, h, w), np.int32))
 
 
-def evaluate(config, workdir: str) -> dict:
-  """mIoU on the eval split; writes metrics.json, the IoU table and a picture grid."""
-  task = make_task(config)
-  state, ts = loop.load_state(config, workdir, task, _example_batch(config))
+def _scorer(config, ts):
+  """(variables, keep_examples) -> ((metrics, examples), num_batches) over the eval split.
+
+  Built once per run: its jitted confusion step compiles on the first call only, so evaluation
+  during training (`train.eval_every`) never recompiles.
+  """
   model = build_model(config)
-  variables = {"params": state["params"], **state["model_state"]}
 
   def predict(variables, batch):
     return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
 
+  step = confusion_step(predict, num_classes=config.data.num_classes, ignore_index=config.data.ignore_index)
   source = datasets.build_source(config.data, "eval")
-  local, num_batches = pipeline.eval_batches(
-      source, transforms.build_eval_transform(_eval_spec(config)),
-      global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask"))
-  batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
-  metrics, examples = evaluate_segmentation(
-      predict, variables, batches, num_classes=config.data.num_classes,
-      ignore_index=config.data.ignore_index, keep_examples=int(config.evaluate.num_pictures))
+  transform = transforms.build_eval_transform(_eval_spec(config))
+
+  def score(variables, keep_examples=0):
+    local, num_batches = pipeline.eval_batches(
+        source, transform, global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask"))
+    batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
+    result = evaluate_segmentation(None, variables, batches, num_classes=config.data.num_classes,
+                                   ignore_index=config.data.ignore_index, keep_examples=keep_examples,
+                                   step=step)
+    return result, num_batches
+
+  return score
+
+
+def _evaluator(config):
+  """`TrainTask.make_evaluator`: mIoU, pixel and mean accuracy of the eval split, during training."""
+
+  def make(ts):
+    score = _scorer(config, ts)
+
+    def evaluate(state):
+      (metrics, _), _ = score(loop.variables_of(state))
+      return {k: metrics[k] for k in ("miou", "pixel_accuracy", "mean_accuracy")}
+
+    return evaluate
+
+  return make
+
+
+def evaluate(config, workdir: str) -> dict:
+  """mIoU on the eval split; writes metrics.json, the IoU table and a picture grid.
+
+  Scores `config.evaluate.checkpoint`: 'latest', or 'best' (by `train.best_metric`).
+  """
+  task = make_task(config)
+  state, ts = loop.load_state(config, workdir, task, _example_batch(config),
+                              which=str(config.evaluate.checkpoint))
+  (metrics, examples), num_batches = _scorer(config, ts)(
+      loop.variables_of(state), keep_examples=int(config.evaluate.num_pictures))
   names = datasets.class_names(config.data)
   table = iou_table(metrics, names)
   print(f"evaluation ({num_batches} batches of {config.evaluate.batch_size}):\n{table}", flush=True)
@@ -121,9 +156,8 @@ def evaluate(config, workdir: str) -> dict:
     summary = dict(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"],
                    mean_accuracy=metrics["mean_accuracy"],
                    iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
-                   step=int(jax.device_get(state["step"])))
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+                   step=int(jax.device_get(state["step"])), checkpoint=str(config.evaluate.checkpoint))
+    write_json(os.path.join(workdir, "metrics.json"), summary)
     if examples:
       path = write_segmentation_grid(os.path.join(workdir, "pictures", "predictions.png"), examples,
                                      config.normalize.mean, config.normalize.std)
