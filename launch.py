@@ -8,17 +8,19 @@ SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or the
 --coordinator_address/--num_processes/--process_id flags), it first calls
 `jax.distributed.initialize()`; each process then reads its own data shard.
 """
+
 import os
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file[:arg].", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process)."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -38,6 +40,7 @@ def _multi_process_requested() -> bool:
 def initialize_distributed() -> None:
   """Calls `jax.distributed.initialize()` when this is one of several processes."""
   import jax  # pylint: disable=g-import-not-at-top
+
   if not _multi_process_requested():
     return
   if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
@@ -45,11 +48,19 @@ def initialize_distributed() -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   kwargs = {}
   if _COORDINATOR.value:
-    kwargs = dict(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                  process_id=_PROCESS_ID.value)
+    kwargs = dict(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
   jax.distributed.initialize(**kwargs)
-  logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+      "process %d of %d, %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
 
 
 def main(argv):
@@ -60,6 +71,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
+
   from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
   from jaxseg import methods  # pylint: disable=g-import-not-at-top
 

@@ -14,6 +14,7 @@ from the synthetic scenes), so JPEG decoding, XML parsing and the augmentations 
 pipeline / step; the target is >= 2x. Worker processes each take one CPU core: on a 2-core machine more than
 1-2 workers only adds contention.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,13 @@ VOC_SIZE = (375, 500)  # (H, W) of a typical VOC image
 def write_voc_like(root: str, num_images: int, seed: int = 0) -> str:
   """A VOCdevkit/VOC2012 layout with `num_images` JPEGs, XML annotations, masks and split files."""
   voc = os.path.join(root, "VOCdevkit", "VOC2012")
-  for d in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "Annotations", "ImageSets/Segmentation"):
+  for d in (
+      "JPEGImages",
+      "SegmentationClass",
+      "SegmentationClassAug",
+      "Annotations",
+      "ImageSets/Segmentation",
+  ):
     os.makedirs(os.path.join(voc, d), exist_ok=True)
   scenes = SyntheticScenes(num_images, num_classes=6, image_size=VOC_SIZE, seed=seed)
   names = VOC_CLASS_NAMES[1:]
@@ -48,12 +55,16 @@ def write_voc_like(root: str, num_images: int, seed: int = 0) -> str:
     example = scenes[i]
     example_id = f"2007_{i:06d}"
     ids.append(example_id)
-    Image.fromarray(example["image"]).save(os.path.join(voc, "JPEGImages", f"{example_id}.jpg"), quality=90)
+    Image.fromarray(example["image"]).save(
+        os.path.join(voc, "JPEGImages", f"{example_id}.jpg"), quality=90
+    )
     mask = Image.fromarray(example["mask"].astype(np.uint8), mode="L")
     mask.save(os.path.join(voc, "SegmentationClassAug", f"{example_id}.png"))
     mask.save(os.path.join(voc, "SegmentationClass", f"{example_id}.png"))
-    objects = "".join(f"<object><name>{names[int(c) - 1]}</name><difficult>0</difficult></object>"
-                      for c in np.flatnonzero(example["labels"]) + 1)
+    objects = "".join(
+        f"<object><name>{names[int(c) - 1]}</name><difficult>0</difficult></object>"
+        for c in np.flatnonzero(example["labels"]) + 1
+    )
     with open(os.path.join(voc, "Annotations", f"{example_id}.xml"), "w") as f:
       f.write(f"<annotation><filename>{example_id}.jpg</filename>{objects}</annotation>")
   for split in ("train_aug", "train", "val"):
@@ -71,7 +82,9 @@ def method_task(method: str, root: str, batch: int):
     import supervised as config_module  # pylint: disable=import-outside-toplevel
     from jaxseg.methods.supervised import method as method_module  # pylint: disable=import-outside-toplevel
   else:
-    raise SystemExit(f"--method={method}: that method has not landed in jaxseg yet (available: seam, supervised)")
+    raise SystemExit(
+        f"--method={method}: that method has not landed in jaxseg yet (available: seam, supervised)"
+    )
   config = config_module.get_config("voc")
   with config.unlocked():
     config.data.root = root
@@ -82,8 +95,9 @@ def method_task(method: str, root: str, batch: int):
 
 
 def images_per_s(task, config, batch: int, workers: int, batches: int) -> float:
-  ds = pipeline.train_dataset(task.train_source, task.augment, seed=0, global_batch_size=batch,
-                              keys=task.keys)
+  ds = pipeline.train_dataset(
+      task.train_source, task.augment, seed=0, global_batch_size=batch, keys=task.keys
+  )
   iterator = pipeline.make_iterator(ds, workers)
   next(iterator)  # start-up (worker processes, first decode) is not steady state
   start = time.perf_counter()
@@ -95,14 +109,24 @@ def images_per_s(task, config, batch: int, workers: int, batches: int) -> float:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--method", default="seam,supervised", help="comma-separated: seam, supervised")
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+      "--method", default="seam,supervised", help="comma-separated: seam, supervised"
+  )
   parser.add_argument("--workers", default="0,1,2", help="comma-separated worker-process counts")
   parser.add_argument("--batch", type=int, default=8, help="per-host batch")
   parser.add_argument("--batches", type=int, default=10, help="timed batches per setting")
-  parser.add_argument("--images", type=int, default=64, help="images written to the VOC-layout folder")
-  parser.add_argument("--step-rate", type=float, default=0.0, help="images/s the train step consumes")
-  parser.add_argument("--step-json", default="", help="train_step.py --json output: takes the fastest row")
+  parser.add_argument(
+      "--images", type=int, default=64, help="images written to the VOC-layout folder"
+  )
+  parser.add_argument(
+      "--step-rate", type=float, default=0.0, help="images/s the train step consumes"
+  )
+  parser.add_argument(
+      "--step-json", default="", help="train_step.py --json output: takes the fastest row"
+  )
   parser.add_argument("--json", default="", help="also write the results here")
   args = parser.parse_args(argv)
   step_rate = args.step_rate
@@ -110,8 +134,12 @@ def main(argv=None) -> dict:
     with open(args.step_json) as f:
       step_rate = max(r["images_per_s"] for r in json.load(f)["rows"])
   results = {"device": jax.devices()[0].device_kind, "cpus": os.cpu_count(), "rows": []}
-  print(f"# input pipeline | {os.cpu_count()} CPUs | batch {args.batch} | step needs "
-        f"{step_rate:.1f} img/s" if step_rate else f"# input pipeline | {os.cpu_count()} CPUs | batch {args.batch}")
+  print(
+      f"# input pipeline | {os.cpu_count()} CPUs | batch {args.batch} | step needs "
+      f"{step_rate:.1f} img/s"
+      if step_rate
+      else f"# input pipeline | {os.cpu_count()} CPUs | batch {args.batch}"
+  )
   print(f"{'method':>10} {'workers':>7} {'img/s':>8} {'vs step':>8}")
   with tempfile.TemporaryDirectory() as tmp:
     root = write_voc_like(tmp, args.images)
@@ -120,11 +148,19 @@ def main(argv=None) -> dict:
       crop = tuple(config.augment.crop_size)
       for workers in (int(w) for w in args.workers.split(",")):
         rate = images_per_s(task, config, args.batch, workers, args.batches)
-        row = dict(method=method, crop=crop, workers=workers, images_per_s=rate,
-                   margin=(rate / step_rate) if step_rate else None)
+        row = dict(
+            method=method,
+            crop=crop,
+            workers=workers,
+            images_per_s=rate,
+            margin=(rate / step_rate) if step_rate else None,
+        )
         results["rows"].append(row)
         margin = f"{row['margin']:.2f}x" if step_rate else "-"
-        print(f"{method:>10} {workers:7d} {rate:8.1f} {margin:>8}   (crop {crop[0]}x{crop[1]})", flush=True)
+        print(
+            f"{method:>10} {workers:7d} {rate:8.1f} {margin:>8}   (crop {crop[0]}x{crop[1]})",
+            flush=True,
+        )
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=2)

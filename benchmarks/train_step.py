@@ -29,6 +29,7 @@ Official PyTorch is timed in fp32 (the code has no mixed precision). On CPU inst
 (`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`); the official code's unused
 imports (cv2, pydensecrf, tensorboardX, torchvision) are replaced by inert stubs when missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,8 @@ import statistics
 import sys
 import time
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +60,8 @@ from jaxseg.train.config import trainer_config  # noqa: E402
 
 # Dense peak TFLOP/s per chip: (bf16, fp32 as XLA computes it by default). Matched against device_kind.
 PEAK_TFLOPS = {
-    "H200": (989.4, 494.7),        # SXM; TF32 for fp32
-    "H100": (989.4, 494.7),        # SXM (PCIe parts: 756 / 378)
+    "H200": (989.4, 494.7),  # SXM; TF32 for fp32
+    "H100": (989.4, 494.7),  # SXM (PCIe parts: 756 / 378)
     "A100": (312.0, 156.0),
     "TPU v5 lite": (197.0, 197.0),  # v5e
     "TPU v5e": (197.0, 197.0),
@@ -90,11 +92,14 @@ def seam_case(args, dtype: str):
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
   import seam as seam_config  # pylint: disable=import-outside-toplevel
   from jaxseg.methods.seam import method  # pylint: disable=import-outside-toplevel
+
   config = seam_config.get_config("voc")
   size = args.size or 448
   batch = args.batch or 8
   with config.unlocked():
-    config.data.name = "synthetic"  # only builds the (unused) source; the batch below is fed directly
+    config.data.name = (
+        "synthetic"  # only builds the (unused) source; the batch below is fed directly
+    )
     config.data.synthetic.num_train = 8
     config.data.synthetic.image_size = (size, size)
     config.model.width_multiplier = args.width
@@ -117,20 +122,28 @@ UDA_HEADS = r"(^|/)(layer5|layer6)/"  # ADVENT's get_10x_lr_params
 def uda_shapes(args) -> tuple[tuple[int, int], tuple[int, int]]:
   """(source, target) (H, W): ADVENT's, or scaled so that the source width is --size."""
   scale = (args.size / UDA_SOURCE[1]) if args.size else 1.0
-  return (tuple(int(round(s * scale)) for s in UDA_SOURCE),
-          tuple(int(round(s * scale)) for s in UDA_TARGET))
+  return (
+      tuple(int(round(s * scale)) for s in UDA_SOURCE),
+      tuple(int(round(s * scale)) for s in UDA_TARGET),
+  )
 
 
 def uda_loss(model, params, model_state, batch, rng, *, source_size, target_size):
   """ADVENT `train_minent` objective of one iteration (source CE + target entropy), NHWC."""
   del rng
-  up = functools.partial(resize_bilinear, align_corners=True)  # ADVENT's nn.Upsample(align_corners=True)
+  up = functools.partial(
+      resize_bilinear, align_corners=True
+  )  # ADVENT's nn.Upsample(align_corners=True)
   variables = {"params": params, **model_state}
-  src, model_state = model.apply(variables, batch["source_image"], train=True, mutable=["batch_stats"])
+  src, model_state = model.apply(
+      variables, batch["source_image"], train=True, mutable=["batch_stats"]
+  )
   seg_main = softmax_cross_entropy_with_ignore(up(src["main"], source_size), batch["source_label"])
   seg_aux = softmax_cross_entropy_with_ignore(up(src["aux"], source_size), batch["source_label"])
   variables = {"params": params, **model_state}
-  trg, model_state = model.apply(variables, batch["target_image"], train=True, mutable=["batch_stats"])
+  trg, model_state = model.apply(
+      variables, batch["target_image"], train=True, mutable=["batch_stats"]
+  )
   ent_main = entropy_loss(jax.nn.softmax(up(trg["main"], target_size), axis=-1))
   ent_aux = entropy_loss(jax.nn.softmax(up(trg["aux"], target_size), axis=-1))
   loss = seg_main + 0.1 * seg_aux + 0.001 * ent_main + 0.0002 * ent_aux
@@ -151,11 +164,16 @@ def uda_case(args, dtype: str):
   task = loop.TrainTask(
       init_fn=lambda rng, b: model.init(rng, b["source_image"], train=False),
       loss_fn=functools.partial(uda_loss, model, source_size=source, target_size=target),
-      train_source=None, augment=None, keys=("source_image", "source_label", "target_image"))
+      train_source=None,
+      augment=None,
+      keys=("source_image", "source_label", "target_image"),
+  )
   rng = np.random.default_rng(0)
-  data = dict(source_image=rng.standard_normal((batch, *source, 3)).astype(np.float32) * 50,
-              source_label=rng.integers(0, 19, (batch, *source)).astype(np.int32),
-              target_image=rng.standard_normal((batch, *target, 3)).astype(np.float32) * 50)
+  data = dict(
+      source_image=rng.standard_normal((batch, *source, 3)).astype(np.float32) * 50,
+      source_label=rng.integers(0, 19, (batch, *source)).astype(np.int32),
+      target_image=rng.standard_normal((batch, *target, 3)).astype(np.float32) * 50,
+  )
   return config, task, data
 
 
@@ -166,8 +184,9 @@ def num_devices(args) -> int:
   return args.devices or jax.device_count()
 
 
-def median_step_seconds(step: Callable[[], Any], sync: Callable[[], Any], *, warmup: int, steps: int,
-                        repeats: int) -> float:
+def median_step_seconds(
+    step: Callable[[], Any], sync: Callable[[], Any], *, warmup: int, steps: int, repeats: int
+) -> float:
   """Median over `repeats` windows of seconds per `step()`; `sync()` waits for queued work, and is called
   only at the end of each window, so nothing inside a window blocks the host."""
   for _ in range(warmup):  # compilation caches, cuDNN autotuning, oneDNN primitive creation
@@ -201,7 +220,7 @@ def flops_of(compiled) -> float:
 
 def time_jaxseg(args, dtype: str) -> dict:
   config, task, data = CASES[args.method](args, dtype)
-  mesh = shd.make_mesh(config.mesh, jax.devices()[:num_devices(args)])
+  mesh = shd.make_mesh(config.mesh, jax.devices()[: num_devices(args)])
   ts = loop.setup(config, task, data, mesh=mesh)
   state = ts.init_state()
   batch = shd.global_batch(data, ts.batch_sharding)
@@ -218,18 +237,33 @@ def time_jaxseg(args, dtype: str) -> dict:
   def one_step():  # the state is donated: feed each step's output to the next
     carry["state"], carry["metrics"], _ = step(carry["state"], batch)
 
-  step_s = median_step_seconds(one_step, lambda: jax.block_until_ready(carry), warmup=args.warmup,
-                               steps=args.steps, repeats=args.repeats)
+  step_s = median_step_seconds(
+      one_step,
+      lambda: jax.block_until_ready(carry),
+      warmup=args.warmup,
+      steps=args.steps,
+      repeats=args.repeats,
+  )
   metrics = carry["metrics"]
   if step._cache_size() != 1:  # pylint: disable=protected-access
     raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")  # pylint: disable=protected-access
   images = int(config.train.batch_size)
   kind = jax.devices()[0].device_kind
   peak = peak_tflops(kind, dtype)
-  tflops = flops / step_s / 1e12  # cost analysis is of the whole (SPMD-partitioned) program per device
-  return dict(images_per_s=images / step_s, step_s=step_s, compile_s=compile_s, flops_per_step=flops,
-              tflops_per_s=tflops, mfu=(tflops / peak) if peak else None, loss=float(metrics["loss"]),
-              global_batch=images, devices=num_devices(args))
+  tflops = (
+      flops / step_s / 1e12
+  )  # cost analysis is of the whole (SPMD-partitioned) program per device
+  return dict(
+      images_per_s=images / step_s,
+      step_s=step_s,
+      compile_s=compile_s,
+      flops_per_step=flops,
+      tflops_per_s=tflops,
+      mfu=(tflops / peak) if peak else None,
+      loss=float(metrics["loss"]),
+      global_batch=images,
+      devices=num_devices(args),
+  )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -238,7 +272,9 @@ def time_jaxseg(args, dtype: str) -> dict:
 
 def _stub_missing(names):
   """Inert modules for imports the official code makes but never uses in the timed step."""
+
   class _Stub(types.ModuleType):
+
     def __getattr__(self, attr):
       if attr.startswith("__"):
         raise AttributeError(attr)
@@ -246,6 +282,7 @@ def _stub_missing(names):
 
     def __call__(self, *a, **k):
       raise RuntimeError(f"{self.__name__} is a stub (not installed)")
+
   for name in names:
     top = name.split(".")[0]
     try:
@@ -263,8 +300,18 @@ def _torch_device(torch):
 def reference_seam(args, path: str) -> Callable[[], float]:
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
-  _stub_missing(["cv2", "pydensecrf", "pydensecrf.densecrf", "pydensecrf.utils", "tensorboardX", "torchvision",
-                 "torchvision.transforms"])
+
+  _stub_missing(
+      [
+          "cv2",
+          "pydensecrf",
+          "pydensecrf.densecrf",
+          "pydensecrf.utils",
+          "tensorboardX",
+          "torchvision",
+          "torchvision.transforms",
+      ]
+  )
   sys.path.insert(0, path)
   resnet38_seam = importlib.import_module("network.resnet38_SEAM")
   visualization = importlib.import_module("tool.visualization")
@@ -276,10 +323,17 @@ def reference_seam(args, path: str) -> Callable[[], float]:
   model.train()
   groups = model.get_parameter_groups()
   lr, wd = 0.01, 5e-4  # train_SEAM.py defaults
-  optimizer = torchutils.PolyOptimizer([
-      {"params": groups[0], "lr": lr, "weight_decay": wd}, {"params": groups[1], "lr": 2 * lr, "weight_decay": 0},
-      {"params": groups[2], "lr": 10 * lr, "weight_decay": wd},
-      {"params": groups[3], "lr": 20 * lr, "weight_decay": 0}], lr=lr, weight_decay=wd, max_step=10000)
+  optimizer = torchutils.PolyOptimizer(
+      [
+          {"params": groups[0], "lr": lr, "weight_decay": wd},
+          {"params": groups[1], "lr": 2 * lr, "weight_decay": 0},
+          {"params": groups[2], "lr": 10 * lr, "weight_decay": wd},
+          {"params": groups[3], "lr": 20 * lr, "weight_decay": 0},
+      ],
+      lr=lr,
+      weight_decay=wd,
+      max_step=10000,
+  )
   gen = torch.Generator().manual_seed(0)
   img1 = torch.randn(batch, 3, size, size, generator=gen).to(device)
   label = (torch.rand(batch, 20, generator=gen) < 0.15).float()
@@ -294,8 +348,14 @@ def reference_seam(args, path: str) -> Callable[[], float]:
     cam1, cam_rv1 = model(img1)
     label1 = F.adaptive_avg_pool2d(cam1, (1, 1))
     loss_rvmin1 = min_pool((cam_rv1 * label)[:, 1:, :, :])
-    cam1 = F.interpolate(max_norm(cam1), scale_factor=scale, mode="bilinear", align_corners=True) * label
-    cam_rv1 = F.interpolate(max_norm(cam_rv1), scale_factor=scale, mode="bilinear", align_corners=True) * label
+    cam1 = (
+        F.interpolate(max_norm(cam1), scale_factor=scale, mode="bilinear", align_corners=True)
+        * label
+    )
+    cam_rv1 = (
+        F.interpolate(max_norm(cam_rv1), scale_factor=scale, mode="bilinear", align_corners=True)
+        * label
+    )
     cam2, cam_rv2 = model(img2)
     label2 = F.adaptive_avg_pool2d(cam2, (1, 1))
     loss_rvmin2 = min_pool((cam_rv2 * label)[:, 1:, :, :])
@@ -310,8 +370,9 @@ def reference_seam(args, path: str) -> Callable[[], float]:
     tensor_ecr1 = torch.abs(max_onehot(cam2.detach()) - cam_rv1)
     tensor_ecr2 = torch.abs(max_onehot(cam1.detach()) - cam_rv2)
     k = int(21 * hs * ws * 0.2)
-    loss_ecr = (torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=k, dim=-1)[0])
-                + torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=k, dim=-1)[0]))
+    loss_ecr = torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=k, dim=-1)[0]) + torch.mean(
+        torch.topk(tensor_ecr2.view(ns, -1), k=k, dim=-1)[0]
+    )
     loss = (loss_cls1 + loss_cls2) / 2 + (loss_rvmin1 + loss_rvmin2) / 2 + loss_er + loss_ecr
     optimizer.zero_grad()
     loss.backward()
@@ -325,6 +386,7 @@ def reference_uda(args, path: str) -> Callable[[], float]:
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
+
   sys.path.insert(0, path)
   deeplabv2 = importlib.import_module("advent.model.deeplabv2")
   func = importlib.import_module("advent.utils.func")
@@ -346,12 +408,14 @@ def reference_uda(args, path: str) -> Callable[[], float]:
   def step():  # advent/domain_adaptation/train_UDA.py: train_minent, one iteration
     optimizer.zero_grad()
     pred_src_aux, pred_src_main = model(images_source)
-    loss = (func.loss_calc(interp(pred_src_main), labels, device)
-            + 0.1 * func.loss_calc(interp(pred_src_aux), labels, device))
+    loss = func.loss_calc(interp(pred_src_main), labels, device) + 0.1 * func.loss_calc(
+        interp(pred_src_aux), labels, device
+    )
     loss.backward()
     pred_trg_aux, pred_trg_main = model(images)
-    loss = (0.0002 * losses.entropy_loss(F.softmax(interp_target(pred_trg_aux), dim=1))
-            + 0.001 * losses.entropy_loss(F.softmax(interp_target(pred_trg_main), dim=1)))
+    loss = 0.0002 * losses.entropy_loss(
+        F.softmax(interp_target(pred_trg_aux), dim=1)
+    ) + 0.001 * losses.entropy_loss(F.softmax(interp_target(pred_trg_main), dim=1))
     loss.backward()
     optimizer.step()
     return loss
@@ -364,6 +428,7 @@ def _timer(torch, step, batch):
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     step_s = median_step_seconds(step, sync, warmup=warmup, steps=steps, repeats=repeats)
     return dict(images_per_s=batch / step_s, step_s=step_s)
+
   return run
 
 
@@ -374,22 +439,42 @@ REFERENCES = {"seam": reference_seam, "uda": reference_uda}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--method", required=True, choices=sorted(CASES))
-  parser.add_argument("--precision", default="float32,bfloat16",
-                      help="comma-separated compute dtypes for jaxseg (float32, bfloat16)")
-  parser.add_argument("--size", type=int, default=0,
-                      help="SEAM crop side / UDA source width (target scaled alike); 0 = paper shapes")
-  parser.add_argument("--batch", type=int, default=0, help="batch per device; 0 = paper (SEAM 8, UDA 1)")
-  parser.add_argument("--width", type=float, default=1.0, help="backbone width multiplier (1 = paper)")
+  parser.add_argument(
+      "--precision",
+      default="float32,bfloat16",
+      help="comma-separated compute dtypes for jaxseg (float32, bfloat16)",
+  )
+  parser.add_argument(
+      "--size",
+      type=int,
+      default=0,
+      help="SEAM crop side / UDA source width (target scaled alike); 0 = paper shapes",
+  )
+  parser.add_argument(
+      "--batch", type=int, default=0, help="batch per device; 0 = paper (SEAM 8, UDA 1)"
+  )
+  parser.add_argument(
+      "--width", type=float, default=1.0, help="backbone width multiplier (1 = paper)"
+  )
   parser.add_argument("--devices", type=int, default=0, help="use the first N devices (0 = all)")
   parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
-  parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+  parser.add_argument(
+      "--repeats", type=int, default=3, help="timed repeats (the median is reported)"
+  )
   parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--conv-lowering", default="auto",
-                      help="comma-separated convolution lowerings to time (auto, xla, matmul; see "
-                           "jaxseg/models/conv_lowering.py): 'auto,xla' shows what the CPU matmul path buys")
-  parser.add_argument("--reference", default="", help="path to the official checkout (SEAM or ADVENT)")
+  parser.add_argument(
+      "--conv-lowering",
+      default="auto",
+      help="comma-separated convolution lowerings to time (auto, xla, matmul; see "
+      "jaxseg/models/conv_lowering.py): 'auto,xla' shows what the CPU matmul path buys",
+  )
+  parser.add_argument(
+      "--reference", default="", help="path to the official checkout (SEAM or ADVENT)"
+  )
   parser.add_argument("--json", default="", help="also write the results here")
   return parser.parse_args(argv)
 
@@ -397,13 +482,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   if CASES[args.method] is None:
-    raise SystemExit(f"--method={args.method}: that method has not landed in jaxseg yet, so there is no "
-                     "training step to time (available: seam, uda)")
+    raise SystemExit(
+        f"--method={args.method}: that method has not landed in jaxseg yet, so there is no "
+        "training step to time (available: seam, uda)"
+    )
   kind = jax.devices()[0].device_kind
-  print(f"# {args.method} train step | device {kind} x{num_devices(args)} | jax {jax.__version__} | "
-        f"{time.strftime('%Y-%m-%d')}", flush=True)
-  results = {"method": args.method, "device": kind, "devices": num_devices(args), "jax": jax.__version__,
-             "date": time.strftime("%Y-%m-%d"), "rows": []}
+  print(
+      f"# {args.method} train step | device {kind} x{num_devices(args)} | jax {jax.__version__} | "
+      f"{time.strftime('%Y-%m-%d')}",
+      flush=True,
+  )
+  results = {
+      "method": args.method,
+      "device": kind,
+      "devices": num_devices(args),
+      "jax": jax.__version__,
+      "date": time.strftime("%Y-%m-%d"),
+      "rows": [],
+  }
   reference = None
   if args.reference:
     if args.width != 1.0:
@@ -411,11 +507,15 @@ def main(argv=None) -> dict:
     if num_devices(args) != 1:
       print("note: the official step runs on one device; compare per-device rates", flush=True)
     import torch  # pylint: disable=import-outside-toplevel
+
     ref_run = REFERENCES[args.method](args, os.path.abspath(args.reference))
     reference = ref_run(max(args.warmup, 3), args.steps, args.repeats)
     reference["torch"] = torch.__version__
-    print(f"official PyTorch {torch.__version__} fp32: {reference['images_per_s']:.3f} img/s "
-          f"({1e3 * reference['step_s']:.1f} ms/step)", flush=True)
+    print(
+        f"official PyTorch {torch.__version__} fp32: {reference['images_per_s']:.3f} img/s "
+        f"({1e3 * reference['step_s']:.1f} ms/step)",
+        flush=True,
+    )
     results["reference"] = reference
   header = f"{'precision':>9} {'lowering':>8} {'img/s':>9} {'ms/step':>9} {'compile s':>9} {'TFLOP/s':>8} {'MFU':>6}"
   if reference:
@@ -429,8 +529,10 @@ def main(argv=None) -> dict:
       if reference:
         r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
       results["rows"].append(r)
-      line = (f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
-              f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}")
+      line = (
+          f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
+          f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}"
+      )
       if reference:
         line += f" {r['ratio_vs_official']:10.2f}x"
       print(line, flush=True)

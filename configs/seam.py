@@ -14,6 +14,7 @@ COMMAND (embedded synthetic scenes, 2-core CPU, minutes):
 
 Variants (`:arg`): voc (default) | synthetic | synthetic_cam; `steps=N`; `runlocal` (tiny smoke run).
 """
+
 from jaxseg.config import apply_common_args, parse_arg
 from jaxseg.methods.seam import default_config
 
@@ -38,7 +39,7 @@ def get_config(arg=None):
 def _synthetic(config):
   """A reduced-width ResNet-38 on 64x64 synthetic scenes: same losses, same stages."""
   config.data.name = "synthetic"
-  config.data.num_classes = 7          # background slot + 6 shape classes
+  config.data.num_classes = 7  # background slot + 6 shape classes
   config.data.eval_split = "eval"
   config.data.synthetic.num_train = 2000
   config.data.synthetic.num_eval = 200
@@ -61,7 +62,7 @@ def _synthetic(config):
   config.augment.crop_size = (96, 96)
   config.augment.color_jitter = (0.2, 0.2, 0.2, 0.02)
   config.model.width_multiplier = 0.125
-  config.model.frozen_bn = False       # trained from scratch: BatchNorm must learn its statistics
+  config.model.frozen_bn = False  # trained from scratch: BatchNorm must learn its statistics
   config.train.batch_size = 16
   config.train.total_steps = 600
   config.train.log_every = 50
@@ -72,7 +73,7 @@ def _synthetic(config):
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 2e-3
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.frozen = ""         # nothing pretrained to keep frozen
+  config.optimizer.frozen = ""  # nothing pretrained to keep frozen
   config.optimizer.warmup_steps = 30
   config.infer.sweep = (0.0, 1.0, 0.01)
   config.infer.scales = (0.5, 1.0, 1.5, 2.0)
@@ -80,5 +81,6 @@ def _synthetic(config):
   config.affinity.num_images = 300
   # AffinityNet from scratch too: the same AdamW recipe as the CAM network, new layers at 10x.
   config.affinity.train.update(batch_size=16, total_steps=300, log_every=50, checkpoint_every=200)
-  config.affinity.optimizer.update(name="adamw", learning_rate=2e-3, weight_decay=1e-4, warmup_steps=30,
-                                   frozen="")
+  config.affinity.optimizer.update(
+      name="adamw", learning_rate=2e-3, weight_decay=1e-4, warmup_steps=30, frozen=""
+  )

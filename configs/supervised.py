@@ -10,6 +10,7 @@ COMMAND (PASCAL VOC 2012, SegmentationClassAug from SBD):
 Variants (`:arg`): synthetic (default) | voc; `steps=N` overrides total steps;
 `runlocal` makes a tiny smoke run.
 """
+
 from jaxseg.config import apply_common_args, parse_arg
 from jaxseg.methods.supervised import default_config
 

@@ -5,6 +5,7 @@ A config file is the whole experiment. Every config starts from its method's
 reads), so a misspelt key in a config file or on the command line is an error
 at once, not a silently ignored setting.
 """
+
 from __future__ import annotations
 
 import ast
@@ -67,8 +68,9 @@ def _parse_value(key: str, value: str, default: Any) -> Any:
   return parsed
 
 
-def check_keys(config: ml_collections.ConfigDict,
-               reference: ml_collections.ConfigDict, prefix: str = "") -> None:
+def check_keys(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str = ""
+) -> None:
   """Raises `ConfigError` naming every key of `config` absent from `reference`.
 
   `reference` is the method's `default_config()`: the set of keys the method
@@ -79,16 +81,20 @@ def check_keys(config: ml_collections.ConfigDict,
   if unknown:
     raise ConfigError(
         f"unknown config key(s): {', '.join(unknown)}. The method reads only the keys of "
-        "its default_config(); check the spelling.")
+        "its default_config(); check the spelling."
+    )
 
 
 def _collect_unknown(config, reference, prefix, unknown):
   for key in config.keys():
     path = f"{prefix}{key}"
     if key not in reference:
-      if prefix.endswith("optimizer.groups.") and isinstance(config[key], ml_collections.ConfigDict):
+      if prefix.endswith("optimizer.groups.") and isinstance(
+          config[key], ml_collections.ConfigDict
+      ):
         # Optimiser groups are named by the config; each must hold only optimiser-group keys.
         from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
+
         _collect_unknown(config[key], optimizer_group(""), path + ".", unknown)
         continue
       unknown.append(path)

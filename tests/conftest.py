@@ -2,6 +2,7 @@
 
 The flag must be set before jax is imported anywhere in the session.
 """
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

@@ -4,6 +4,7 @@ The fixtures in tests/data/seam/ are cut from shared/golden/seam (outputs of the
 see tests/data/seam/extract_golden.py). Weights are not stored: both sides draw them from the official
 state-dict names with `seeded_state_dict(seed=0)`. Everything expensive is computed once per test session.
 """
+
 import functools
 import os
 
@@ -18,7 +19,7 @@ from jaxseg.models.seeded import seeded_state_dict
 DATA = os.path.join(os.path.dirname(__file__), "data", "seam")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture(name: str):
   """tests/data/seam/<name>.npz as a dict of numpy arrays."""
   with np.load(os.path.join(DATA, f"{name}.npz")) as f:
@@ -46,22 +47,26 @@ def assert_close(ours, ref, rel: float = 1e-4, atol: float = 1e-6, what: str = "
   assert abs_err <= bound, f"{what}: max abs error {abs_err:.3g} > {bound:.3g}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def seeded_seam():
   """(SEAMNet(), variables) with the golden weights: official names -> seeded_state_dict(seed 0) -> converter."""
   model = SEAMNet()
-  template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False))
+  template = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+  )
   shapes = convert.torch_shapes(template)
-  return model, convert.state_dict_to_variables(seeded_state_dict(shapes, 0), template, source="seeded SEAM")
+  return model, convert.state_dict_to_variables(
+      seeded_state_dict(shapes, 0), template, source="seeded SEAM"
+  )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def eval_apply():
   model, _ = seeded_seam()
   return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def golden_view_outputs(view: int):
   """SEAMNet eval outputs (numpy) on the golden training views: 1 = x (2x64x64), 2 = img2 (2x19x19)."""
   images = fixture("forward")["x"] if view == 1 else fixture("train")["img2"]

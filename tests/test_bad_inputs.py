@@ -1,4 +1,5 @@
 """Bad input through the whole stack: a clear error naming the file, key or step."""
+
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ def _folder_dataset(root, n=8, size=32):
   os.makedirs(root / "masks")
   rng = np.random.default_rng(0)
   for i in range(n):
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(root / "images" / f"{i}.jpg")
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(
+        root / "images" / f"{i}.jpg"
+    )
     Image.fromarray(rng.integers(0, 3, (size, size), np.uint8)).save(root / "masks" / f"{i}.png")
   (root / "train.txt").write_text("".join(f"{i}\n" for i in range(n)))
   (root / "val.txt").write_text("".join(f"{i}\n" for i in range(n)))
@@ -37,11 +40,14 @@ def _config(root):
   return config
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("corrupt_image", r"images/3\.jpg"),
-    ("mask_size", r"masks/3\.png|3\.jpg"),
-    ("label_range", r"3(.|\n)*(7|range)"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("corrupt_image", r"images/3\.jpg"),
+        ("mask_size", r"masks/3\.png|3\.jpg"),
+        ("label_range", r"3(.|\n)*(7|range)"),
+    ],
+)
 def test_bad_file_in_training_names_it(tmp_path, damage, message):
   root = tmp_path / "data"
   _folder_dataset(root)
@@ -60,9 +66,18 @@ def test_bad_file_in_training_names_it(tmp_path, damage, message):
 def test_missing_dataset_root_names_path_and_synthetic_variant(tmp_path):
   missing = tmp_path / "VOCdevkit"
   proc = subprocess.run(
-      [sys.executable, "launch.py", "--config=configs/supervised.py:voc",
-       f"--config.data.root={missing}", f"--workdir={tmp_path / 'w'}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          "launch.py",
+          "--config=configs/supervised.py:voc",
+          f"--config.data.root={missing}",
+          f"--workdir={tmp_path / 'w'}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode != 0
   assert str(missing) in proc.stderr and ":synthetic" in proc.stderr
 

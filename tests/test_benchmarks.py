@@ -2,21 +2,35 @@
 
 Speed itself is never asserted here; `benchmarks/` prints it.
 """
+
 import os
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+)
 
 import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
 
 def test_train_step_benchmark_reports_rates_flops_and_no_recompile():
-  result = train_step.main(["--method=uda", "--size=48", "--width=0.0625", "--batch=1", "--steps=1",
-                            "--repeats=1", "--warmup=1", "--precision=bfloat16", "--devices=2",
-                            "--conv-lowering=matmul"])
+  result = train_step.main(
+      [
+          "--method=uda",
+          "--size=48",
+          "--width=0.0625",
+          "--batch=1",
+          "--steps=1",
+          "--repeats=1",
+          "--warmup=1",
+          "--precision=bfloat16",
+          "--devices=2",
+          "--conv-lowering=matmul",
+      ]
+  )
   assert [(r["precision"], r["conv_lowering"]) for r in result["rows"]] == [("bfloat16", "matmul")]
   for row in result["rows"]:
     assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and row["compile_s"] > 0
@@ -38,7 +52,8 @@ def test_peak_table_matches_device_kinds():
 def test_input_pipeline_benchmark_reads_voc_layout(tmp_path):
   root = input_pipeline.write_voc_like(str(tmp_path), 4)
   assert sorted(os.listdir(os.path.join(root, "JPEGImages")))[0].endswith(".jpg")
-  result = input_pipeline.main(["--method=seam", "--workers=0", "--batch=2", "--batches=1", "--images=4",
-                                "--step-rate=1"])
+  result = input_pipeline.main(
+      ["--method=seam", "--workers=0", "--batch=2", "--batches=1", "--images=4", "--step-rate=1"]
+  )
   (row,) = result["rows"]
   assert row["images_per_s"] > 0 and row["crop"] == (448, 448) and row["margin"] > 0

@@ -1,4 +1,5 @@
 """Config strings and strict keys."""
+
 import os
 import subprocess
 import sys
@@ -39,8 +40,17 @@ def test_check_keys_names_unknown_key():
 
 def test_launch_rejects_unknown_override(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "launch.py", "--config=configs/supervised.py:synthetic",
-       f"--workdir={tmp_path}", "--config.train.total_stepz=3"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          "launch.py",
+          "--config=configs/supervised.py:synthetic",
+          f"--workdir={tmp_path}",
+          "--config.train.total_stepz=3",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert proc.returncode != 0
   assert "total_stepz" in proc.stderr

@@ -1,4 +1,5 @@
 """Entropy losses against the official ADVENT / ESL outputs (shared/golden/esl, copied to tests/data/esl)."""
+
 import os
 
 import jax
@@ -6,8 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.losses import (entropy_loss, normalized_entropy, self_information_map,
-                           softmax_cross_entropy_with_ignore)
+from jaxseg.losses import (
+    entropy_loss,
+    normalized_entropy,
+    self_information_map,
+    softmax_cross_entropy_with_ignore,
+)
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "esl", "entropy_golden.npz")
 
@@ -53,7 +58,7 @@ def test_entropy_bounds_and_gradient():
   np.testing.assert_allclose(entropy_loss(uniform), 1.0, rtol=1e-6)
   one_hot = jax.nn.one_hot(jnp.zeros((1, 2, 2), jnp.int32), 7)
   np.testing.assert_allclose(normalized_entropy(one_hot), 0.0, atol=1e-7)  # 0 log 0 = 0, no NaN
-  grad = jax.grad(lambda l: entropy_loss(jax.nn.softmax(l, axis=-1)))(logits)
+  grad = jax.grad(lambda z: entropy_loss(jax.nn.softmax(z, axis=-1)))(logits)
   assert bool(jnp.all(jnp.isfinite(grad)))
   # Minimising entropy sharpens: a small step against the gradient lowers the loss.
   lower = entropy_loss(jax.nn.softmax(logits - 10.0 * grad, axis=-1))

@@ -1,5 +1,6 @@
 """The launcher end to end: SIGKILL + relaunch resumes exactly; two processes
 (gloo collectives) match one process; the synthetic demo reaches its mIoU."""
+
 import json
 import os
 import signal
@@ -17,11 +18,17 @@ from jaxseg import methods
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A short supervised run on the synthetic data.
-SMALL = ["--config=configs/supervised.py:synthetic", "--config.train.batch_size=16",
-         "--config.train.total_steps=12", "--config.train.checkpoint_every=3",
-         "--config.train.log_every=3", "--config.train.progress_bar=False",
-         "--config.data.synthetic.num_train=256", "--config.data.synthetic.num_eval=32",
-         "--config.stages=('train',)"]
+SMALL = [
+    "--config=configs/supervised.py:synthetic",
+    "--config.train.batch_size=16",
+    "--config.train.total_steps=12",
+    "--config.train.checkpoint_every=3",
+    "--config.train.log_every=3",
+    "--config.train.progress_bar=False",
+    "--config.data.synthetic.num_train=256",
+    "--config.data.synthetic.num_eval=32",
+    "--config.stages=('train',)",
+]
 
 
 def _env(devices=1):
@@ -33,8 +40,15 @@ def _env(devices=1):
 
 def _launch(workdir, extra=(), devices=1, **kw):
   cmd = [sys.executable, "launch.py", f"--workdir={workdir}", *SMALL, *extra]
-  return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **kw)
+  return subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      env=_env(devices),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      **kw,
+  )
 
 
 def _finish(proc, timeout=600):
@@ -97,22 +111,40 @@ def _free_port():
 @pytest.mark.ci
 def test_two_processes_match_one(tmp_path):
   """2 processes x 1 CPU device (gloo) == 1 process x 2 devices: same global batches."""
-  steps = ["--config.train.total_steps=6", "--config.stages=('train','evaluate')",
-           "--config.model.width_multiplier=0.125", "--config.data.synthetic.image_size=(32,32)",
-           "--config.augment.crop_size=(32,32)", "--config.evaluate.eval_size=(32,32)"]
+  steps = [
+      "--config.train.total_steps=6",
+      "--config.stages=('train','evaluate')",
+      "--config.model.width_multiplier=0.125",
+      "--config.data.synthetic.image_size=(32,32)",
+      "--config.augment.crop_size=(32,32)",
+      "--config.evaluate.eval_size=(32,32)",
+  ]
   _finish(_launch(tmp_path / "single", steps, devices=2))
   port = _free_port()
-  procs = [_launch(tmp_path / "multi", [*steps, f"--coordinator_address=localhost:{port}",
-                                        "--num_processes=2", f"--process_id={i}"], devices=1)
-           for i in range(2)]
+  procs = [
+      _launch(
+          tmp_path / "multi",
+          [
+              *steps,
+              f"--coordinator_address=localhost:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+          ],
+          devices=1,
+      )
+      for i in range(2)
+  ]
   outs = [_finish(p) for p in procs]
   single, multi = _losses(tmp_path / "single"), _losses(tmp_path / "multi")
   assert sorted(single) == sorted(multi)
   for step in single:
     assert multi[step] == pytest.approx(single[step], rel=1e-5)
   # Each process saved its own data-iterator state.
-  names = sorted(n for n in os.listdir(tmp_path / "multi" / "checkpoints" / "6" / "data")
-                 if n.endswith(".json"))
+  names = sorted(
+      n
+      for n in os.listdir(tmp_path / "multi" / "checkpoints" / "6" / "data")
+      if n.endswith(".json")
+  )
   assert names == ["process_0-of-2.json", "process_1-of-2.json"]
   # Evaluation sums the confusion matrix over both hosts: same mIoU as one process.
   with open(tmp_path / "single" / "metrics.json") as f:
@@ -130,10 +162,23 @@ SUPERVISED_DEMO_MIN_MIOU = 0.60
 @pytest.mark.slow
 @pytest.mark.ci
 def test_supervised_synthetic_demo_reaches_miou(tmp_path):
-  out = _finish(subprocess.Popen(
-      [sys.executable, "launch.py", "--config=configs/supervised.py:synthetic",
-       f"--workdir={tmp_path}", "--config.train.progress_bar=False"],
-      cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), timeout=900)
+  out = _finish(
+      subprocess.Popen(
+          [
+              sys.executable,
+              "launch.py",
+              "--config=configs/supervised.py:synthetic",
+              f"--workdir={tmp_path}",
+              "--config.train.progress_bar=False",
+          ],
+          cwd=ROOT,
+          env=_env(1),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      ),
+      timeout=900,
+  )
   with open(tmp_path / "metrics.json") as f:
     metrics = json.load(f)
   assert metrics["miou"] >= SUPERVISED_DEMO_MIN_MIOU, out[-3000:]

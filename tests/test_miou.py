@@ -1,4 +1,5 @@
 """mIoU from the device-side confusion matrix."""
+
 import jax
 import numpy as np
 import pytest
@@ -8,9 +9,9 @@ from jaxseg.evaluation.miou import confusion_matrix, iou_table, segmentation_met
 
 def _numpy_confusion(labels, preds, c, ignore):
   conf = np.zeros((c, c), np.int64)
-  for l, p in zip(labels.ravel(), preds.ravel()):
-    if l != ignore:
-      conf[l, p] += 1
+  for label, p in zip(labels.ravel(), preds.ravel()):
+    if label != ignore:
+      conf[label, p] += 1
   return conf
 
 
@@ -37,5 +38,7 @@ def test_metrics_values():
 
 def test_perfect_prediction():
   labels = np.array([[0, 1], [2, 255]])
-  m = segmentation_metrics(np.asarray(confusion_matrix(labels, np.where(labels == 255, 0, labels), 3)))
+  m = segmentation_metrics(
+      np.asarray(confusion_matrix(labels, np.where(labels == 255, 0, labels), 3))
+  )
   assert m["miou"] == 1.0 and m["pixel_accuracy"] == 1.0

@@ -1,4 +1,5 @@
 """Optimiser factory: schedules, per-group learning-rate multipliers, frozen params, wd masks."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,9 @@ def test_poly_schedule_matches_pytorch_formula():
 
 
 def test_warmup_then_cosine():
-  sched = make_schedule(_cfg(schedule="cosine", learning_rate=1.0, warmup_steps=10), total_steps=110)
+  sched = make_schedule(
+      _cfg(schedule="cosine", learning_rate=1.0, warmup_steps=10), total_steps=110
+  )
   assert float(sched(0)) == 0.0
   assert float(sched(5)) == pytest.approx(0.5)
   assert float(sched(10)) == pytest.approx(1.0)
@@ -39,8 +42,14 @@ def _one_step(cfg, params, grads):
 def test_lr_multipliers_and_frozen_groups():
   params = {"backbone": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(3)}, "stem": {"w": jnp.ones(3)}}
   grads = jax.tree.map(jnp.ones_like, params)
-  cfg = _cfg(name="sgd", learning_rate=0.1, weight_decay=0.0, schedule="constant",
-             lr_multipliers=((r"^head/", 10.0),), frozen=r"^stem/")
+  cfg = _cfg(
+      name="sgd",
+      learning_rate=0.1,
+      weight_decay=0.0,
+      schedule="constant",
+      lr_multipliers=((r"^head/", 10.0),),
+      frozen=r"^stem/",
+  )
   up = _one_step(cfg, params, grads)
   np.testing.assert_allclose(up["backbone"]["w"], -0.1)
   np.testing.assert_allclose(up["head"]["w"], -1.0)
@@ -50,8 +59,13 @@ def test_lr_multipliers_and_frozen_groups():
 def test_coupled_weight_decay_with_mask():
   params = {"conv": {"kernel": jnp.full(2, 2.0), "bias": jnp.full(2, 2.0)}}
   grads = jax.tree.map(jnp.zeros_like, params)
-  cfg = _cfg(name="momentum", learning_rate=1.0, weight_decay=0.1, schedule="constant",
-             weight_decay_exclude=r"bias$")
+  cfg = _cfg(
+      name="momentum",
+      learning_rate=1.0,
+      weight_decay=0.1,
+      schedule="constant",
+      weight_decay_exclude=r"bias$",
+  )
   up = _one_step(cfg, params, grads)
   np.testing.assert_allclose(up["conv"]["kernel"], -0.2)  # -lr * wd * p
   np.testing.assert_allclose(up["conv"]["bias"], 0.0)

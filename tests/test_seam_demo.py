@@ -4,6 +4,7 @@ Measured (2-core CPU, 96 px scenes, 600 steps each, mIoU at the best background 
 baseline 30.7, SEAM raw CAM 66.1, SEAM CAM (PCM) 69.6 (default seed); with seed 1: 52.2, 59.1, 60.9. The
 assertion leaves room for machines: SEAM must beat the baseline's CAM by at least SEAM_MARGIN (5 points).
 """
+
 import json
 import os
 import subprocess
@@ -16,10 +17,23 @@ SEAM_MARGIN = 0.05
 
 
 def _run(config: str, workdir, extra=()):
-  cmd = [sys.executable, "launch.py", f"--config={config}", f"--workdir={workdir}",
-         "--config.train.progress_bar=False", *extra]
-  out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=3600, check=False)
+  cmd = [
+      sys.executable,
+      "launch.py",
+      f"--config={config}",
+      f"--workdir={workdir}",
+      "--config.train.progress_bar=False",
+      *extra,
+  ]
+  out = subprocess.run(
+      cmd,
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      timeout=3600,
+      check=False,
+  )
   assert out.returncode == 0, out.stdout[-3000:]
   with open(os.path.join(workdir, "infer", "metrics.json")) as f:
     return json.load(f)

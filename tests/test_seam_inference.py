@@ -1,12 +1,15 @@
 """SEAM multi-scale + flip CAM inference, pseudo labels and the bg-threshold sweep: parity with the official
-`infer_SEAM.py` / `evaluation.py` (shared/golden/seam seam_infer.npz / seam_eval.npz, cut into tests/data/seam)."""
+`infer_SEAM.py` / `evaluation.py` (shared/golden/seam seam_infer.npz / seam_eval.npz, cut into tests/data/seam).
+"""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import seam_golden as sg
 from jaxseg.evaluation.miou import confusion_matrix
 from jaxseg.methods.seam import cam_inference as ci
+
+import seam_golden as sg
 
 
 def golden_passes() -> np.ndarray:
@@ -26,7 +29,9 @@ def test_multiscale_inputs_match_official():
     for flipped in (0, 1):
       ref = sg.nhwc(fx[f"input_{2 * i + flipped}"])[0]
       ours = x[:, ::-1] if flipped else x
-      ours = ours if i == 0 else ours[::4, ::4]  # the fixture keeps every 4th pixel of the larger passes
+      ours = (
+          ours if i == 0 else ours[::4, ::4]
+      )  # the fixture keeps every 4th pixel of the larger passes
       np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
   assert ci.scaled_size(5, 7, 0.5) == (2, 4)  # Python round: 2.5 -> 2, 3.5 -> 4
   # Normalised float input: resized channel by channel; close to the uint8 path (which rounds to uint8).
@@ -44,7 +49,9 @@ def test_fusion_matches_official():
   sg.assert_close(fused[present], fx["norm_cam_present"], atol=1e-6, what="norm cam")
   absent = np.setdiff1d(np.arange(20), present)
   np.testing.assert_array_equal(np.unique(fused[absent]), fx["norm_cam_other_values"])  # exactly -1
-  assert fused[present].min() < -1  # the official zeroing of the minimum pixels gives values far below 0
+  assert (
+      fused[present].min() < -1
+  )  # the official zeroing of the minimum pixels gives values far below 0
   np.testing.assert_array_equal(ci.present_classes(fx["label"]), present)
 
 
@@ -65,7 +72,8 @@ def test_pseudo_label_matches_official():
 
 def test_network_passes_match_official():
   """Scale 1.0 and its flip through the full-width network (passes 2, 3; at scale 0.5 both present classes
-  lose the PCM's per-pixel winner test everywhere, so those passes are all zero); all scales: slow test."""
+  lose the PCM's per-pixel winner test everywhere, so those passes are all zero); all scales: slow test.
+  """
   fx = sg.fixture("infer")
   _, variables = sg.seeded_seam()
   inputs = ci.multiscale_inputs(fx["image"], (1.0,))
@@ -74,7 +82,10 @@ def test_network_passes_match_official():
   ref = golden_passes()[2:4]
   assert np.abs(ref).max() > 0.01
   sg.assert_close(passes, ref, what="passes 2-3")
-  print("passes 2-3 max abs error %.2e (max |ref| %.3g)" % (np.abs(passes - ref).max(), np.abs(ref).max()))
+  print(
+      "passes 2-3 max abs error %.2e (max |ref| %.3g)"
+      % (np.abs(passes - ref).max(), np.abs(ref).max())
+  )
 
 
 @pytest.mark.slow
@@ -95,7 +106,10 @@ def test_pass_cams_plumbing_with_a_stub_model():
   weights = rng.standard_normal((3, 21)).astype(np.float32)
 
   def apply_fn(_, images):  # a per-pixel linear map: flip-equivariant
-    return {"cam_rv": jnp.einsum("bhwc,ck->bhwk", images, weights), "cam": jnp.zeros(images.shape[:3] + (21,))}
+    return {
+        "cam_rv": jnp.einsum("bhwc,ck->bhwk", images, weights),
+        "cam": jnp.zeros(images.shape[:3] + (21,)),
+    }
 
   image = rng.standard_normal((h, w, 3)).astype(np.float32)
   image[:, :5] += 3  # not symmetric
@@ -106,7 +120,9 @@ def test_pass_cams_plumbing_with_a_stub_model():
   expected = np.einsum("hwc,ck->khw", image, weights)[1:] * label[:, None, None]
   np.testing.assert_allclose(passes[0], expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(passes[1], expected, rtol=1e-5, atol=1e-5)  # un-flipped back
-  single = ci.pass_cams(lambda v, x: apply_fn(v, x)["cam_rv"], None, [image], label, (h, w), flip=False)
+  single = ci.pass_cams(
+      lambda v, x: apply_fn(v, x)["cam_rv"], None, [image], label, (h, w), flip=False
+  )
   np.testing.assert_array_equal(single, passes[:1])
   with pytest.raises(ValueError, match="no 'cam_rv'"):
     ci.pass_cams(lambda v, x: {"cam": x}, None, [image], label, (h, w))
@@ -118,8 +134,10 @@ def test_pass_cams_plumbing_with_a_stub_model():
 
 def test_official_miou_matches_official_evaluation():
   ev = sg.fixture("eval")
-  conf = sum(np.asarray(confusion_matrix(jnp.asarray(gt), jnp.asarray(pred), 21), np.int64)
-             for gt, pred in zip(ev["eval_gt"], ev["eval_pred"]))
+  conf = sum(
+      np.asarray(confusion_matrix(jnp.asarray(gt), jnp.asarray(pred), 21), np.int64)
+      for gt, pred in zip(ev["eval_gt"], ev["eval_pred"])
+  )
   iou, miou = ci.official_miou(conf)
   np.testing.assert_allclose(iou, ev["eval_iou"], rtol=0, atol=1e-12)
   assert abs(miou - float(ev["eval_miou"])) < 1e-12
@@ -135,7 +153,9 @@ def test_threshold_sweep_matches_brute_force():
     cam = rng.uniform(-0.2, 1, (20, *shape)).astype(np.float32)
     gt = rng.integers(0, 21, shape).astype(np.uint8)
     gt[rng.random(shape) < 0.1] = 255
-    cam[:, :3, :3] = 0.5  # ties with the 0.5 threshold (bg wins) and between classes (lower index wins)
+    cam[:, :3, :3] = (
+        0.5  # ties with the 0.5 threshold (bg wins) and between classes (lower index wins)
+    )
     cams.append(cam), labels.append(label), gts.append(gt)
   thresholds = (0.0, 0.26, 0.5)
   sweep = ci.threshold_sweep(cams, labels, gts, thresholds)
@@ -164,6 +184,11 @@ def test_threshold_sweep_matches_brute_force():
   # Pseudo labels agree with the sweep's predictions (same tie rules).
   pred = ci.pseudo_label(cams[0], labels[0], 0.5)
   assert (pred[:3, :3] == 0).all()
-  np.testing.assert_array_equal(pred, np.where(
-      np.max(np.where(labels[0][:, None, None] > 0, cams[0], -np.inf), 0) > 0.5,
-      np.argmax(np.where(labels[0][:, None, None] > 0, cams[0], -np.inf), 0) + 1, 0))
+  np.testing.assert_array_equal(
+      pred,
+      np.where(
+          np.max(np.where(labels[0][:, None, None] > 0, cams[0], -np.inf), 0) > 0.5,
+          np.argmax(np.where(labels[0][:, None, None] > 0, cams[0], -np.inf), 0) + 1,
+          0,
+      ),
+  )

@@ -1,14 +1,16 @@
 """SEAM losses: unit semantics, parity of every term / map / gradient with the official training step
 (shared/golden/seam seam_train.npz, cut into tests/data/seam/train.npz)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import seam_golden as sg
 from jaxseg.losses import seam as L
 from jaxseg.models.seam import SEAMHead, resize_bilinear
 from jaxseg.train.sharding import leaf_path
+
+import seam_golden as sg
 
 TERMS = ("cls1", "cls2", "er", "ecr1", "ecr2", "rvmin1", "rvmin2", "total")
 GOLDEN_TERM = {t: ("loss" if t == "total" else f"loss_{t}") for t in TERMS}
@@ -24,7 +26,9 @@ def test_multilabel_soft_margin_loss():
   labels = np.array([[1, 0, 1], [0, 0, 1]], np.float32)
   sig = 1 / (1 + np.exp(-logits.astype(np.float64)))
   expected = -np.mean(np.mean(labels * np.log(sig) + (1 - labels) * np.log(1 - sig), axis=1))
-  assert float(L.multilabel_soft_margin_loss(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(expected)
+  assert float(
+      L.multilabel_soft_margin_loss(jnp.asarray(logits), jnp.asarray(labels))
+  ) == pytest.approx(expected)
   # Stable for large logits (log-sigmoid, no log(0)).
   big = L.multilabel_soft_margin_loss(jnp.asarray([[100.0, -100.0]]), jnp.asarray([[0.0, 1.0]]))
   assert float(big) == pytest.approx(100.0)
@@ -36,13 +40,20 @@ def test_max_norm_and_max_onehot():
   cam = np.array([[[-1.0, 1.0], [3.0, 5.0]]], np.float32)[..., None]  # one 2x2 map
   out = np.asarray(L.max_norm(jnp.asarray(cam)))[0, ..., 0]
   # relu -> [0, 1, 3, 5]; min 0, max 5: relu(p - 0 - 1e-5) / (5 + 1e-5)
-  np.testing.assert_allclose(out, np.maximum(np.array([[0, 1], [3, 5]]) - 1e-5, 0) / (5 + 1e-5), rtol=1e-6)
-  shifted = np.asarray(L.max_norm(jnp.asarray(cam + 10)))[0, ..., 0]  # min is subtracted after the relu
-  np.testing.assert_allclose(shifted, np.maximum(np.array([[9, 11], [13, 15]]) - 9 - 1e-5, 0) / (6 + 1e-5),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      out, np.maximum(np.array([[0, 1], [3, 5]]) - 1e-5, 0) / (5 + 1e-5), rtol=1e-6
+  )
+  shifted = np.asarray(L.max_norm(jnp.asarray(cam + 10)))[
+      0, ..., 0
+  ]  # min is subtracted after the relu
+  np.testing.assert_allclose(
+      shifted, np.maximum(np.array([[9, 11], [13, 15]]) - 9 - 1e-5, 0) / (6 + 1e-5), rtol=1e-6
+  )
   x = jnp.asarray([[[[0.7, 0.2, 0.5, 0.5], [0.1, 0.0, 0.0, 0.0]]]])
   onehot = np.asarray(L.max_onehot(x))
-  np.testing.assert_allclose(onehot[0, 0], [[0.7, 0, 0.5, 0.5], [0.1, 0, 0, 0]])  # value kept, ties kept, bg as is
+  np.testing.assert_allclose(
+      onehot[0, 0], [[0.7, 0, 0.5, 0.5], [0.1, 0, 0, 0]]
+  )  # value kept, ties kept, bg as is
   np.testing.assert_allclose(np.asarray(L.with_background(x))[0, 0, :, 0], [0.5, 1.0])
 
 
@@ -66,7 +77,7 @@ def test_rescale_view_sizes():
   x = jnp.arange(2 * 64 * 50 * 3, dtype=jnp.float32).reshape(2, 64, 50, 3)
   y = L.rescale_view(x)
   assert y.shape == (2, 19, 15, 3)
-  np.testing.assert_allclose(y[:, 0, 0], x[:, 0, 0])      # align_corners=True keeps the corners
+  np.testing.assert_allclose(y[:, 0, 0], x[:, 0, 0])  # align_corners=True keeps the corners
   np.testing.assert_allclose(y[:, -1, -1], x[:, -1, -1])
   with pytest.raises(ValueError, match="empty"):
     L.rescale_view(jnp.zeros((1, 3, 3, 1)))
@@ -94,8 +105,10 @@ def golden_outputs():
   fwd, tr = sg.fixture("forward"), sg.fixture("train")
   up = lambda a: resize_bilinear(jnp.asarray(sg.nhwc(a)), (64, 64), align_corners=True)
   out1 = {"cam": up(fwd["cam_lowres"]), "cam_rv": up(fwd["pcm_out"])}
-  out2 = {"cam": jnp.asarray(sg.nhwc(tr["train_cam2_raw"])),
-          "cam_rv": jnp.asarray(sg.nhwc(tr["train_cam_rv2_raw"]))}
+  out2 = {
+      "cam": jnp.asarray(sg.nhwc(tr["train_cam2_raw"])),
+      "cam_rv": jnp.asarray(sg.nhwc(tr["train_cam_rv2_raw"])),
+  }
   return out1, out2, jnp.asarray(tr["label"][:, 1:, 0, 0])
 
 
@@ -109,8 +122,16 @@ def test_view2_and_maps_match_official():
   maps = L.prepare_views(out1, out2, labels)
   for key in ("cam1_s", "cam2_s", "cam_rv1_s", "cam_rv2_s"):
     sg.assert_close(maps[key], sg.nhwc(tr[f"train_{key}"]), what=key)
-  sg.assert_close(L.ecr_error_map(maps["cam2_s"], maps["cam_rv1_s"]), sg.nhwc(tr["tensor_ecr1"]), what="ecr1 map")
-  sg.assert_close(L.ecr_error_map(maps["cam1_s"], maps["cam_rv2_s"]), sg.nhwc(tr["tensor_ecr2"]), what="ecr2 map")
+  sg.assert_close(
+      L.ecr_error_map(maps["cam2_s"], maps["cam_rv1_s"]),
+      sg.nhwc(tr["tensor_ecr1"]),
+      what="ecr1 map",
+  )
+  sg.assert_close(
+      L.ecr_error_map(maps["cam1_s"], maps["cam_rv2_s"]),
+      sg.nhwc(tr["tensor_ecr2"]),
+      what="ecr2 map",
+  )
 
 
 def test_every_loss_term_matches_official():
@@ -140,7 +161,10 @@ def head_gradients():
   _, variables = sg.seeded_seam()
   views = [sg.golden_view_outputs(v) for v in (1, 2)]
   taps = [{k: jnp.asarray(o[k]) for k in ("conv4", "conv5", "conv6")} for o in views]
-  images = [jnp.asarray(sg.nhwc(sg.fixture("forward")["x"])), jnp.asarray(sg.nhwc(sg.fixture("train")["img2"]))]
+  images = [
+      jnp.asarray(sg.nhwc(sg.fixture("forward")["x"])),
+      jnp.asarray(sg.nhwc(sg.fixture("train")["img2"])),
+  ]
   labels = jnp.asarray(sg.fixture("train")["label"][:, 1:, 0, 0])
   head = SEAMHead()
   head_params = {k: variables["params"][k] for k in HEAD}
@@ -175,7 +199,9 @@ def test_head_gradients_match_official():
     # fc8's bg row gets no gradient from any term (overwritten in the PCM input and in ECR, not in cls / ER).
     assert not np.any(np.asarray(grads["fc8"]["kernel"][i][..., 0]))
     # ECR and the min-pooling term never reach the backbone (detached taps, no-grad PCM input).
-    reaches_backbone = any(np.any(np.asarray(g[k][i])) for g in (taps1_grads, taps2_grads) for k in g)
+    reaches_backbone = any(
+        np.any(np.asarray(g[k][i])) for g in (taps1_grads, taps2_grads) for k in g
+    )
     if term in ("ecr1", "ecr2", "rvmin1", "rvmin2"):
       assert not reaches_backbone, term
     else:  # cls and ER train the backbone, through conv6 only
@@ -185,9 +211,12 @@ def test_head_gradients_match_official():
   # Full head gradients of the total loss (golden OIHW; some rows stored).
   total = TERMS.index("total")
   oihw = lambda layer: np.asarray(grads[layer]["kernel"][total])[0, 0].T
-  for ours, ref in ((oihw("f8_3"), tr["grad_f8_3"]), (oihw("f9"), tr["grad_f9"]),
-                    (oihw("fc8")[tr["channels"]], tr["grad_fc8_rows"]),
-                    (oihw("f8_4")[::4], tr["grad_f8_4_every4"])):
+  for ours, ref in (
+      (oihw("f8_3"), tr["grad_f8_3"]),
+      (oihw("f9"), tr["grad_f9"]),
+      (oihw("fc8")[tr["channels"]], tr["grad_fc8_rows"]),
+      (oihw("f8_4")[::4], tr["grad_f8_4_every4"]),
+  ):
     sg.assert_close(ours, ref[..., 0, 0], rel=1e-3, atol=0.0, what="head gradient")
   print(f"head gradient norms: max relative error {worst:.2e}")
 
@@ -208,18 +237,24 @@ def test_all_gradient_norms_match_official():
       out2 = model.apply(v, L.rescale_view(x), train=False)
       _, t = L.seam_loss(out1, out2, labels)
       return jnp.dot(cotangent, jnp.stack([t[name] for name in TERMS]))
+
     g = jax.grad(weighted)(params)
-    return {leaf_path(p): jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32))))
-            for p, a in jax.tree_util.tree_leaves_with_path(g)}
+    return {
+        leaf_path(p): jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32))))
+        for p, a in jax.tree_util.tree_leaves_with_path(g)
+    }
 
   from jaxseg.models.convert import torch_name  # pylint: disable=import-outside-toplevel
+
   names = tr["param_names"].tolist()
   trainable = [n for n, rg in zip(names, tr["param_requires_grad"]) if rg]
   assert len(trainable) == 39
   worst = 0.0
   for i, term in enumerate(TERMS):
-    ours = {torch_name(tuple(k.split("/"))): float(v)
-            for k, v in norms(variables["params"], jax.nn.one_hot(i, len(TERMS))).items()}
+    ours = {
+        torch_name(tuple(k.split("/"))): float(v)
+        for k, v in norms(variables["params"], jax.nn.one_hot(i, len(TERMS))).items()
+    }
     golden = tr[f"gradnorm_{GOLDEN_TERM[term]}"]
     for name in trainable:
       ref = float(golden[names.index(name)])
@@ -231,7 +266,10 @@ def test_all_gradient_norms_match_official():
 
 def test_rescale_view_align_corners_switch():
   from jaxseg.losses.seam import rescale_view
-  x = jnp.broadcast_to(jnp.arange(10.0)[None, :, None], (2, 10, 1))[None]  # [1, 2, 10, 1], varies along W
+
+  x = jnp.broadcast_to(jnp.arange(10.0)[None, :, None], (2, 10, 1))[
+      None
+  ]  # [1, 2, 10, 1], varies along W
   official = rescale_view(x, 0.5)  # align_corners=True: corner to corner
   assert float(official[0, 0, 0, 0]) == 0.0 and float(official[0, 0, -1, 0]) == 9.0
   centres = rescale_view(x, 0.5, align_corners=False)  # pixel centres: 0.5, 2.5, ... of the input

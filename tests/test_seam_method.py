@@ -1,4 +1,6 @@
 """SEAM method wiring: configs, the two-view train step on 1 vs 8 devices, the stage pipeline."""
+
+import importlib.util
 import json
 import os
 
@@ -12,13 +14,13 @@ from jaxseg.methods.seam import method
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd
 
-import importlib.util
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _get_config(arg):
-  spec = importlib.util.spec_from_file_location("seam_config", os.path.join(ROOT, "configs", "seam.py"))
+  spec = importlib.util.spec_from_file_location(
+      "seam_config", os.path.join(ROOT, "configs", "seam.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -67,8 +69,9 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
   config.optimizer.momentum = 0.9
   config.optimizer.learning_rate = 0.01
   task = method.make_task(config)
-  ds = pipeline.train_dataset(task.train_source, task.augment, seed=0, global_batch_size=8,
-                              keys=task.keys)
+  ds = pipeline.train_dataset(
+      task.train_source, task.augment, seed=0, global_batch_size=8, keys=task.keys
+  )
   results = []
   for n in (1, 8):
     config.mesh.data = n
@@ -93,6 +96,7 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
 @pytest.mark.ci
 def test_runlocal_pipeline_writes_everything(tmp_path):
   from jaxseg.methods.seam import run
+
   config = _tiny_config(frozen_bn=False)
   # 48 px: a 6x6 feature grid, the smallest the random walk accepts (radius shrinks to 2).
   config.data.synthetic.image_size = (48, 48)
@@ -118,13 +122,18 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
 def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
   """config.init.weights (MXNet .params, the official ImageNet format) fills the backbone of both stages."""
   from jaxseg.methods.seam import affinity_stage
+
   weights = os.path.join(ROOT, "tests", "data", "backbones", "resnet38_w003125.params")
   config = _tiny_config()
   config.init.weights = weights
   expected = method.read_backbone_weights(weights, config.model.width_multiplier)["params"]
   task = method.make_task(config)
-  state, _ = loop.restore_or_init(loop.setup(config, task, method.example_batch(config)), None, task.init_weights)
-  np.testing.assert_array_equal(np.asarray(state["params"]["conv1a"]["kernel"]), expected["conv1a"]["kernel"])
+  state, _ = loop.restore_or_init(
+      loop.setup(config, task, method.example_batch(config)), None, task.init_weights
+  )
+  np.testing.assert_array_equal(
+      np.asarray(state["params"]["conv1a"]["kernel"]), expected["conv1a"]["kernel"]
+  )
   aff_task = affinity_stage.make_task(config, [])
   assert aff_task.init_weights is not None
   config.init.weights = str(tmp_path / "missing.params")

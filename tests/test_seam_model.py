@@ -1,5 +1,6 @@
 """SEAMNet (ResNet-38 + PCM): parity with the official network (shared/golden/seam, fixtures in tests/data/seam),
 PCM semantics, initialisers, parameter groups, baseline / dropout / bf16 variants."""
+
 import re
 
 import jax
@@ -7,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import seam_golden as sg
 from jaxseg.models import convert
 from jaxseg.models import seam as seam_model
 from jaxseg.models.seam import SEAMNet, pcm_cam_input, pcm_propagate, resize_bilinear
 from jaxseg.models.seeded import seeded_variables
 from jaxseg.train.sharding import leaf_path
+
+import seam_golden as sg
 
 
 def small_template(model, shape=(1, 16, 16, 3)):
@@ -22,21 +24,28 @@ def small_template(model, shape=(1, 16, 16, 3)):
 def test_variable_names_are_the_official_state_dict():
   model, variables = sg.seeded_seam()
   names = set(convert.torch_shapes(variables))
-  official_params = set(sg.fixture("train")["param_names"].tolist())  # named_parameters(): convs + BN affine
+  official_params = set(
+      sg.fixture("train")["param_names"].tolist()
+  )  # named_parameters(): convs + BN affine
   assert official_params <= names
-  assert names - official_params == {n for n in names if n.endswith((".running_mean", ".running_var"))}
+  assert names - official_params == {
+      n for n in names if n.endswith((".running_mean", ".running_var"))
+  }
   assert variables["params"]["f9"]["kernel"].shape == (1, 1, 195, 192)
   assert variables["params"]["fc8"]["kernel"].shape == (1, 1, 4096, 21)
   assert "bias" not in variables["params"]["fc8"]  # no biases anywhere
 
 
-@pytest.mark.parametrize("ours, golden", [
-    ("cam_lowres", "cam_lowres"),        # fc8(conv6)
-    ("pcm_cam_in", "pcm_cam_in"),        # no-grad cam_d_norm
-    ("pcm_features", "pcm_f_in"),        # [x_s, relu(f8_3(conv4)), relu(f8_4(conv5))]
-    ("f9", "f9_out"),
-    ("cam_rv_lowres", "pcm_out"),        # PCM before the final upsample
-])
+@pytest.mark.parametrize(
+    "ours, golden",
+    [
+        ("cam_lowres", "cam_lowres"),  # fc8(conv6)
+        ("pcm_cam_in", "pcm_cam_in"),  # no-grad cam_d_norm
+        ("pcm_features", "pcm_f_in"),  # [x_s, relu(f8_3(conv4)), relu(f8_4(conv5))]
+        ("f9", "f9_out"),
+        ("cam_rv_lowres", "pcm_out"),  # PCM before the final upsample
+    ],
+)
 def test_forward_internals_match_official(ours, golden):
   out = sg.golden_view_outputs(1)
   sg.assert_close(out[ours], sg.nhwc(sg.fixture("forward")[golden]), what=ours)
@@ -64,28 +73,38 @@ def test_resize_bilinear_matches_torch_conventions():
   row = np.asarray(resize_bilinear(jnp.asarray([[[[0.0], [1.0]]]]), (1, 4), align_corners=False))
   np.testing.assert_allclose(row.ravel(), [0, 0.25, 0.75, 1.0], atol=1e-7)
   # align_corners=False downsample without antialiasing: 4 -> 2 averages the two middle neighbours.
-  down = np.asarray(resize_bilinear(jnp.asarray([[[[0.0], [1.0], [2.0], [3.0]]]]), (1, 2), align_corners=False))
+  down = np.asarray(
+      resize_bilinear(jnp.asarray([[[[0.0], [1.0], [2.0], [3.0]]]]), (1, 2), align_corners=False)
+  )
   np.testing.assert_allclose(down.ravel(), [0.5, 2.5], atol=1e-7)
 
 
 def test_pcm_cam_input_rules():
   cam = np.zeros((1, 2, 2, 4), np.float32)  # channels: bg slot, c1, c2, c3
-  cam[0, :, :, 0] = 100.0                   # the fc8 bg logit is discarded
+  cam[0, :, :, 0] = 100.0  # the fc8 bg logit is discarded
   cam[0, 0, 0, 1:] = [2.0, 1.0, -1.0]
   cam[0, 0, 1, 1:] = [1.0, 4.0, 0.0]
-  cam[0, 1, 0, 1:] = [0.5, 0.5, 0.0]        # equal logits, but normalised per channel: 0.25 vs 0.125
-  cam[0, 1, 1, 1:] = [-3.0, -3.0, -3.0]     # nothing active
+  cam[0, 1, 0, 1:] = [0.5, 0.5, 0.0]  # equal logits, but normalised per channel: 0.25 vs 0.125
+  cam[0, 1, 1, 1:] = [-3.0, -3.0, -3.0]  # nothing active
   out = np.asarray(pcm_cam_input(jnp.asarray(cam)))[0]
   norm = lambda v, peak: max(v - 1e-5, 0) / (peak + 1e-5)
   # c1 peak 2, c2 peak 4, c3 peak 0 (relu).
   close = lambda a, b: abs(float(a) - b) < 1e-6
   assert close(out[0, 0, 1], norm(2, 2)) and out[0, 0, 2] == 0 and out[0, 0, 3] == 0
   assert close(out[0, 0, 0], 1 - norm(2, 2))
-  assert out[0, 1, 1] == 0 and close(out[0, 1, 2], norm(4, 4)) and close(out[0, 1, 0], 1 - norm(4, 4))
-  assert close(out[1, 0, 1], norm(0.5, 2)) and out[1, 0, 2] == 0 and close(out[1, 0, 0], 1 - norm(0.5, 2))
+  assert (
+      out[0, 1, 1] == 0 and close(out[0, 1, 2], norm(4, 4)) and close(out[0, 1, 0], 1 - norm(4, 4))
+  )
+  assert (
+      close(out[1, 0, 1], norm(0.5, 2))
+      and out[1, 0, 2] == 0
+      and close(out[1, 0, 0], 1 - norm(0.5, 2))
+  )
   np.testing.assert_array_equal(out[1, 1], [1, 0, 0, 0])  # bg = 1 - 0, all fg zero
   # Exact ties keep every tied channel.
-  tied = np.asarray(pcm_cam_input(jnp.asarray(np.stack([cam[..., 0], cam[..., 2], cam[..., 2]], -1))))[0]
+  tied = np.asarray(
+      pcm_cam_input(jnp.asarray(np.stack([cam[..., 0], cam[..., 2], cam[..., 2]], -1)))
+  )[0]
   np.testing.assert_array_equal(tied[..., 1], tied[..., 2])
   assert tied[0, 1, 1] > 0
   # No gradient flows into the PCM input.
@@ -102,24 +121,31 @@ def test_pcm_propagate_is_a_column_normalised_relu_cosine_affinity():
   aff = np.maximum(f @ f.T, 0)
   aff = aff / (aff.sum(axis=0, keepdims=True) + 1e-5)
   expected = (cam.reshape(6, 5).T @ aff).T.reshape(1, 3, 2, 5)
-  np.testing.assert_allclose(pcm_propagate(jnp.asarray(cam), jnp.asarray(emb)), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      pcm_propagate(jnp.asarray(cam), jnp.asarray(emb)), expected, rtol=1e-5, atol=1e-6
+  )
   # Scaling the embeddings does not change a cosine affinity.
-  np.testing.assert_allclose(pcm_propagate(jnp.asarray(cam), jnp.asarray(3 * emb)), expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+      pcm_propagate(jnp.asarray(cam), jnp.asarray(3 * emb)), expected, rtol=1e-4, atol=1e-6
+  )
 
 
 def test_official_initialisers():
   # The head alone (initialising the whole net compiles the backbone for nothing).
-  features = {"conv4": jnp.zeros((1, 2, 2, 512)), "conv5": jnp.zeros((1, 2, 2, 1024)),
-              "conv6": jnp.zeros((1, 2, 2, 4096))}
+  features = {
+      "conv4": jnp.zeros((1, 2, 2, 512)),
+      "conv5": jnp.zeros((1, 2, 2, 1024)),
+      "conv6": jnp.zeros((1, 2, 2, 4096)),
+  }
   head = seam_model.SEAMHead()
   params = head.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), features, train=False)["params"]
-  f9 = np.asarray(params["f9"]["kernel"]).ravel()            # xavier_uniform gain 4: U(-a, a)
+  f9 = np.asarray(params["f9"]["kernel"]).ravel()  # xavier_uniform gain 4: U(-a, a)
   bound = 4 * np.sqrt(6 / (195 + 192))
   assert np.abs(f9).max() <= bound and np.abs(f9).max() > 0.95 * bound
-  fc8 = np.asarray(params["fc8"]["kernel"])                   # xavier_uniform gain 1
+  fc8 = np.asarray(params["fc8"]["kernel"])  # xavier_uniform gain 1
   fan_in = fc8.shape[2]
   assert np.abs(fc8).max() <= np.sqrt(6 / (fan_in + 21))
-  for name in ("f8_3", "f8_4"):                               # kaiming_normal, fan_in: std sqrt(2 / fan_in)
+  for name in ("f8_3", "f8_4"):  # kaiming_normal, fan_in: std sqrt(2 / fan_in)
     k = np.asarray(params[name]["kernel"])
     assert k.std() == pytest.approx(np.sqrt(2 / k.shape[2]), rel=0.1)
     assert np.abs(k).max() > 2.5 * np.sqrt(2 / k.shape[2])  # not truncated at 2 std
@@ -131,16 +157,23 @@ def test_param_groups_match_the_official_optimizer_groups():
   # The groups the trainer really builds from the paper config (frozen / 10x / 1x).
   from jaxseg.methods.seam import default_config
   from jaxseg.train.optimizer import group_labels
+
   names = {"frozen": "not_training", "default/x10": "from_scratch", "default/x1": "backbone"}
   labels = jax.tree.map(names.get, group_labels(default_config().optimizer, params))
-  by_name = {convert.torch_name(tuple(leaf_path(p).split("/"))): label
-             for p, label in jax.tree_util.tree_leaves_with_path(labels)}
+  by_name = {
+      convert.torch_name(tuple(leaf_path(p).split("/"))): label
+      for p, label in jax.tree_util.tree_leaves_with_path(labels)
+  }
   fx = sg.fixture("train")
   requires_grad = dict(zip(fx["param_names"].tolist(), fx["param_requires_grad"].tolist()))
   for name, label in by_name.items():  # every conv weight (BN is not in 'params': frozen)
     assert requires_grad[name] == (label != "not_training"), name
     assert (label == "from_scratch") == (name.split(".")[0] in ("fc8", "f8_3", "f8_4", "f9")), name
-  assert sum(requires_grad.values()) == sum(label != "not_training" for label in by_name.values()) == 39
+  assert (
+      sum(requires_grad.values())
+      == sum(label != "not_training" for label in by_name.values())
+      == 39
+  )
   # The exported regexes work on optimiser paths with or without the collection prefix.
   for prefix in ("", "params/"):
     assert re.search(seam_model.FROM_SCRATCH_LAYERS, prefix + "fc8/kernel")

@@ -1,5 +1,6 @@
 """Same training steps on 1 device, a (8,1) mesh and a (4,2) mesh with a
 parameter-sharding rule give the same loss and parameters (fp32 tolerance)."""
+
 import dataclasses
 import os
 import socket
@@ -43,12 +44,15 @@ def test_needs_eight_devices():
 
 def test_mesh_shapes_agree():
   ref_losses, ref_params, _ = _run((1, 1))
-  for shape, rules in [((8, 1), ()),
-                       ((4, 2), ((r"conv1/kernel$", (None, None, None, "model")),
-                                 (r"head/kernel$", "fsdp")))]:
+  for shape, rules in [
+      ((8, 1), ()),
+      ((4, 2), ((r"conv1/kernel$", (None, None, None, "model")), (r"head/kernel$", "fsdp"))),
+  ]:
     losses, params, state = _run(shape, rules)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, ref_params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, ref_params
+    )
     if rules:
       # The rules really shard: params and their momentum buffers alike.
       conv = state["params"]["conv1"]["kernel"]
@@ -65,7 +69,10 @@ def test_bad_rule_names_param():
 def test_init_weights_with_sharded_params():
   """Pretrained weights land in FSDP/model-sharded params: the host round trip keeps the sharding."""
   config = toy.toy_config()
-  config.sharding_rules = ((r"conv1/kernel$", (None, None, None, "model")), (r"head/kernel$", "fsdp"))
+  config.sharding_rules = (
+      (r"conv1/kernel$", (None, None, None, "model")),
+      (r"head/kernel$", "fsdp"),
+  )
   config.fsdp_min_size = 1
   config.mesh.data, config.mesh.model = 4, 2
   mesh = shd.make_mesh(config.mesh, jax.devices())
@@ -74,7 +81,8 @@ def test_init_weights_with_sharded_params():
   def init_weights(params, model_state):
     seen["types"] = {type(x) for x in jax.tree.leaves((params, model_state))}
     params["conv1"]["kernel"] = np.arange(params["conv1"]["kernel"].size, dtype=np.float32).reshape(
-        params["conv1"]["kernel"].shape)
+        params["conv1"]["kernel"].shape
+    )
     return params, model_state
 
   task = dataclasses.replace(toy.toy_task(), init_weights=init_weights)
@@ -116,10 +124,22 @@ def test_host_round_trip_across_two_processes(tmp_path):
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-             PYTHONPATH=root)
-  procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS_SCRIPT, f"localhost:{port}", str(i)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=root,
+  )
+  procs = [
+      subprocess.Popen(
+          [sys.executable, "-c", TWO_PROCESS_SCRIPT, f"localhost:{port}", str(i)],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   for i, p in enumerate(procs):
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out[-3000:]

@@ -1,4 +1,5 @@
 """Tests for jaxseg.data.sources and jaxseg.data.tfds_source on small files written to tmp_path."""
+
 import os
 import pickle
 import subprocess
@@ -25,8 +26,9 @@ PALETTE[255] = (224, 224, 192)
 def _image(h, w, seed):
   """Smooth colour image (JPEG keeps it within a few levels)."""
   y, x = np.mgrid[:h, :w]
-  base = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1),
-                   np.full((h, w), 40 + 50 * seed)], -1)
+  base = np.stack(
+      [x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), np.full((h, w), 40 + 50 * seed)], -1
+  )
   return base.astype(np.uint8)
 
 
@@ -58,15 +60,21 @@ def _xml(objects):
 def voc_root(tmp_path):
   """A fake VOCdevkit/VOC2012 with 3 images, palette masks, SBD 'L' masks and XML annotations."""
   root = tmp_path / "VOCdevkit" / "VOC2012"
-  for d in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "Annotations",
-            "ImageSets/Segmentation"):
+  for d in (
+      "JPEGImages",
+      "SegmentationClass",
+      "SegmentationClassAug",
+      "Annotations",
+      "ImageSets/Segmentation",
+  ):
     (root / d).mkdir(parents=True)
   for i, example_id in enumerate(IDS):
     h, w = SIZES[example_id]
     Image.fromarray(_image(h, w, i)).save(root / "JPEGImages" / f"{example_id}.jpg", quality=95)
     _save_palette_png(_mask(h, w, i), root / "SegmentationClass" / f"{example_id}.png")
     Image.fromarray(_mask(h, w, i) % 21, mode="L").save(
-        root / "SegmentationClassAug" / f"{example_id}.png")
+        root / "SegmentationClassAug" / f"{example_id}.png"
+    )
   annotations = {
       IDS[0]: [("person", False, True), ("dog", True, False)],
       IDS[1]: [("aeroplane", False, False), ("aeroplane", False, False)],
@@ -78,7 +86,8 @@ def voc_root(tmp_path):
   (sets / "train.txt").write_text(f"{IDS[0]}\n{IDS[1]}\n\n")
   (sets / "val.txt").write_text(f"{IDS[2]}\n")
   (sets / "train_aug.txt").write_text(
-      "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in IDS))
+      "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in IDS)
+  )
   return root
 
 
@@ -168,7 +177,10 @@ def test_voc_source_loads_images_masks_and_labels(voc_root):
     assert np.abs(ex["image"].astype(int) - _image(h, w, i)).mean() < 3  # JPEG
     np.testing.assert_array_equal(ex["mask"], _mask(h, w, i))
     assert ex["mask"].dtype == np.uint8
-  assert [S.VOC_CLASS_NAMES[1 + j] for j in np.flatnonzero(source[0]["labels"])] == ["dog", "person"]
+  assert [S.VOC_CLASS_NAMES[1 + j] for j in np.flatnonzero(source[0]["labels"])] == [
+      "dog",
+      "person",
+  ]
   assert [S.VOC_CLASS_NAMES[1 + j] for j in np.flatnonzero(source[1]["labels"])] == ["aeroplane"]
   assert source[-1]["id"] == IDS[1]
   with pytest.raises(IndexError):
@@ -205,16 +217,18 @@ def test_missing_root_names_path_and_hint(tmp_path):
     S.voc_segmentation_source(missing, "train", hint=hint)
   assert str(missing) in str(info.value) and hint in str(info.value)
   with pytest.raises(DataError, match=r"root directory not found: .*no_voc_here(.|\n)*hint: try X"):
-    S.SegmentationFolderSource(missing, split_file="a.txt", image_dir="img", num_classes=2,
-                               hint="try X")
+    S.SegmentationFolderSource(
+        missing, split_file="a.txt", image_dir="img", num_classes=2, hint="try X"
+    )
 
 
 def test_missing_split_file_and_dirs(voc_root):
   with pytest.raises(DataError, match=r"split file not found: .*ImageSets.Segmentation.test\.txt"):
     S.voc_segmentation_source(voc_root, "test")
   with pytest.raises(DataError, match=r"image directory not found: .*Images"):
-    S.SegmentationFolderSource(voc_root, split_file="ImageSets/Segmentation/train.txt",
-                               image_dir="Images", num_classes=21)
+    S.SegmentationFolderSource(
+        voc_root, split_file="ImageSets/Segmentation/train.txt", image_dir="Images", num_classes=21
+    )
   (voc_root / "ImageSets" / "Segmentation" / "empty.txt").write_text("\n\n")
   with pytest.raises(DataError, match=r"empty\.txt: split file lists no ids"):
     S.voc_segmentation_source(voc_root, "empty")
@@ -246,7 +260,9 @@ def test_mask_of_different_size(voc_root):
   h, w = SIZES[IDS[0]]
   _save_palette_png(_mask(h + 1, w, 0), voc_root / "SegmentationClass" / f"{IDS[0]}.png")
   source = S.voc_segmentation_source(voc_root, "train")
-  with pytest.raises(DataError, match=rf"{IDS[0]}\.png.*mask shape \({h + 1}, {w}\) != image size \({h}, {w}\)"):
+  with pytest.raises(
+      DataError, match=rf"{IDS[0]}\.png.*mask shape \({h + 1}, {w}\) != image size \({h}, {w}\)"
+  ):
     source[0]
 
 
@@ -261,11 +277,15 @@ def test_out_of_range_labels(voc_root):
 
 
 def test_importing_data_modules_does_not_import_tfds():
-  code = ("import sys, jaxseg.data, jaxseg.data.sources, jaxseg.data.transforms, "
-          "jaxseg.data.tfds_source; "
-          "assert 'tensorflow_datasets' not in sys.modules, 'tfds imported'; "
-          "assert 'tensorflow' not in sys.modules")
-  subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  code = (
+      "import sys, jaxseg.data, jaxseg.data.sources, jaxseg.data.transforms, "
+      "jaxseg.data.tfds_source; "
+      "assert 'tensorflow_datasets' not in sys.modules, 'tfds imported'; "
+      "assert 'tensorflow' not in sys.modules"
+  )
+  subprocess.run(
+      [sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__))
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -273,17 +293,20 @@ def test_importing_data_modules_does_not_import_tfds():
 # ----------------------------------------------------------------------------
 def test_map_tfds_record_with_fake_records():
   rng = np.random.default_rng(0)
-  record = {"image": rng.integers(0, 256, (5, 6, 1), dtype=np.uint8),
-            "segmentation_mask": np.array([[1, 2, 3, 255, 1, 2]] * 5, np.int64)[..., None],
-            "file_name": b"Abyssinian_1.jpg"}
-  ex = TS.map_tfds_record(record, 4, label_offset=-1, num_classes=3,
-                          extra_keys={"file_name": "id"})
+  record = {
+      "image": rng.integers(0, 256, (5, 6, 1), dtype=np.uint8),
+      "segmentation_mask": np.array([[1, 2, 3, 255, 1, 2]] * 5, np.int64)[..., None],
+      "file_name": b"Abyssinian_1.jpg",
+  }
+  ex = TS.map_tfds_record(record, 4, label_offset=-1, num_classes=3, extra_keys={"file_name": "id"})
   assert ex["image"].shape == (5, 6, 3) and ex["index"] == 4 and ex["id"] == "Abyssinian_1.jpg"
   np.testing.assert_array_equal(ex["mask"][0], [0, 1, 2, 255, 0, 1])
   assert ex["mask"].dtype == np.uint8
   mapped = TS.map_tfds_record(record, 0, label_map={1: 0, 2: 255, 3: 1, 255: 255})
   np.testing.assert_array_equal(mapped["mask"][0], [0, 255, 1, 255, 0, 255])
-  with pytest.raises(DataError, match=r"tfds\[0\] 'segmentation_mask': mask values \[3, 255\] are not in label_map"):
+  with pytest.raises(
+      DataError, match=r"tfds\[0\] 'segmentation_mask': mask values \[3, 255\] are not in label_map"
+  ):
     TS.map_tfds_record(record, 0, label_map={1: 0, 2: 1})
   with pytest.raises(DataError, match=r"outside \[0, 2\).*\[2\]"):
     TS.map_tfds_record(record, 0, label_offset=-1, num_classes=2)
@@ -304,11 +327,16 @@ def tiny_tfds(tmp_path_factory):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(shape=(None, None, 3)),
-          "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
-          "file_name": tfds.features.Text(),
-      }))
+      return tfds.core.DatasetInfo(
+          builder=self,
+          features=tfds.features.FeaturesDict(
+              {
+                  "image": tfds.features.Image(shape=(None, None, 3)),
+                  "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
+                  "file_name": tfds.features.Text(),
+              }
+          ),
+      )
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples(4)}
@@ -316,9 +344,11 @@ def tiny_tfds(tmp_path_factory):
     def _generate_examples(self, n):
       for i in range(n):
         # PIL inputs are PNG-encoded by PIL, not tf.image, so TF is not needed.
-        yield i, {"image": Image.fromarray(_image(10 + i, 12, i)),
-                  "segmentation_mask": Image.fromarray(1 + _mask(10 + i, 12, i) % 3),
-                  "file_name": f"img_{i}.png"}
+        yield i, {
+            "image": Image.fromarray(_image(10 + i, 12, i)),
+            "segmentation_mask": Image.fromarray(1 + _mask(10 + i, 12, i) % 3),
+            "file_name": f"img_{i}.png",
+        }
 
   data_dir = tmp_path_factory.mktemp("tfds")
   TinyPetsLike(data_dir=os.fspath(data_dir), file_format="array_record").download_and_prepare()
@@ -326,9 +356,14 @@ def tiny_tfds(tmp_path_factory):
 
 
 def test_tfds_source_reads_array_record(tiny_tfds):
-  source = TS.tfds_segmentation_source("tiny_pets_like", "train", data_dir=tiny_tfds,
-                                       label_offset=-1, num_classes=3,
-                                       extra_keys={"file_name": "id"})
+  source = TS.tfds_segmentation_source(
+      "tiny_pets_like",
+      "train",
+      data_dir=tiny_tfds,
+      label_offset=-1,
+      num_classes=3,
+      extra_keys={"file_name": "id"},
+  )
   assert len(source) == 4
   by_id = {source[i]["id"]: source[i] for i in range(4)}
   assert sorted(by_id) == [f"img_{i}.png" for i in range(4)]
@@ -344,19 +379,27 @@ def test_tfds_source_reads_array_record(tiny_tfds):
   aug = build_augment({"crop_size": (8, 8)})
   out = next(iter(grain.MapDataset.source(source).seed(0).random_map(aug).batch(4)))
   assert out["image"].shape == (4, 8, 8, 3) and out["mask"].shape == (4, 8, 8)
-  shard = TS.tfds_segmentation_source("tiny_pets_like", "train", data_dir=tiny_tfds,
-                                      per_process=True, label_offset=-1)
+  shard = TS.tfds_segmentation_source(
+      "tiny_pets_like", "train", data_dir=tiny_tfds, per_process=True, label_offset=-1
+  )
   assert len(shard) == 4  # one process: the whole split
 
 
 def test_tfds_source_errors(tiny_tfds, tmp_path):
-  with pytest.raises(DataError, match=r"'tiny_pets_like'.*data_dir=.*empty(.|\n)*tfds build "
-                                       r"tiny_pets_like --file_format=array_record(.|\n)*hint: H"):
-    TS.tfds_segmentation_source("tiny_pets_like", "train", data_dir=os.fspath(tmp_path / "empty"),
-                                hint="H")
+  with pytest.raises(
+      DataError,
+      match=r"'tiny_pets_like'.*data_dir=.*empty(.|\n)*tfds build "
+      r"tiny_pets_like --file_format=array_record(.|\n)*hint: H",
+  ):
+    TS.tfds_segmentation_source(
+        "tiny_pets_like", "train", data_dir=os.fspath(tmp_path / "empty"), hint="H"
+    )
   with pytest.raises(DataError, match="Unknown split 'test'"):
     TS.tfds_segmentation_source("tiny_pets_like", "test", data_dir=tiny_tfds)
-  wrong_key = TS.tfds_segmentation_source("tiny_pets_like", "train", data_dir=tiny_tfds,
-                                          mask_key="mask")
-  with pytest.raises(DataError, match=r"tfds:tiny_pets_like/train\[0\]: record has no mask key 'mask'"):
+  wrong_key = TS.tfds_segmentation_source(
+      "tiny_pets_like", "train", data_dir=tiny_tfds, mask_key="mask"
+  )
+  with pytest.raises(
+      DataError, match=r"tfds:tiny_pets_like/train\[0\]: record has no mask key 'mask'"
+  ):
     wrong_key[0]

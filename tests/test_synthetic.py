@@ -1,4 +1,5 @@
 """Tests for the embedded synthetic dataset (jaxseg/data/synthetic.py) and the VOC palette."""
+
 import concurrent.futures
 import dataclasses
 import multiprocessing
@@ -54,8 +55,9 @@ def _render_in_worker(args):
 
 
 def test_identical_in_another_process_after_pickling():
-  dataset = synthetic.SyntheticScenes(10, num_classes=5, image_size=(32, 48), seed=7, with_depth=True,
-                                      style="shifted")
+  dataset = synthetic.SyntheticScenes(
+      10, num_classes=5, image_size=(32, 48), seed=7, with_depth=True, style="shifted"
+  )
   restored = pickle.loads(pickle.dumps(dataset))
   assert len(restored) == len(dataset) and restored.config == dataset.config
   _assert_samples_equal(restored[4], dataset[4])
@@ -90,10 +92,14 @@ def test_sample_layout(image_size):
   assert sample["mask"].shape == (height, width) and sample["mask"].dtype == np.uint8
   assert sample["instances"].shape == (height, width) and sample["instances"].dtype == np.int32
   assert sample["labels"].shape == (6,) and sample["labels"].dtype == np.float32
-  assert sample["index"].dtype == np.int64 and np.ndim(sample["index"]) == 0 and sample["index"] == 3
+  assert (
+      sample["index"].dtype == np.int64 and np.ndim(sample["index"]) == 0 and sample["index"] == 3
+  )
   assert sample["mask"].max() <= 6 and sample["image"].std() > 5
 
-  with_depth = synthetic.SyntheticScenes(4, num_classes=6, image_size=image_size, with_depth=True)[3]
+  with_depth = synthetic.SyntheticScenes(4, num_classes=6, image_size=image_size, with_depth=True)[
+      3
+  ]
   assert with_depth["depth"].shape == (height, width) and with_depth["depth"].dtype == np.float32
   assert with_depth["intrinsics"].shape == (3, 3) and with_depth["intrinsics"].dtype == np.float32
   assert np.all(np.isfinite(with_depth["depth"])) and with_depth["depth"].min() > 0
@@ -129,7 +135,9 @@ def test_image_labels_threshold_is_inclusive():
 def test_every_class_appears_with_balanced_frequency_and_random_cooccurrence(samples):
   labels = np.stack([s["labels"] for s in samples])  # [200, 6]
   frequency = labels.mean(axis=0)
-  assert np.all(frequency > 0.6 * frequency.mean()) and np.all(frequency < 1.4 * frequency.mean()), frequency
+  assert np.all(frequency > 0.6 * frequency.mean()) and np.all(
+      frequency < 1.4 * frequency.mean()
+  ), frequency
   # No class implies another: each ordered pair has images with the first class and without the second.
   for a in range(6):
     for b in range(6):
@@ -174,7 +182,9 @@ def test_style_changes_appearance_not_geometry(style):
 
 
 def test_depth_is_consistent_with_occlusion_and_the_floor():
-  dataset = synthetic.SyntheticScenes(30, image_size=(48, 64), with_depth=True, max_objects=5, seed=1)
+  dataset = synthetic.SyntheticScenes(
+      30, image_size=(48, 64), with_depth=True, max_objects=5, seed=1
+  )
   checked_overlaps = 0
   for index in range(len(dataset)):
     sample, scene = dataset[index], dataset.scene(index)
@@ -197,8 +207,10 @@ def test_depth_is_consistent_with_occlusion_and_the_floor():
     rows = np.arange(40, 48)
     v, u = np.meshgrid(rows, np.arange(64), indexing="ij")
     floor = instances[rows] == 0
-    rays = np.linalg.solve(sample["intrinsics"].astype(np.float64),
-                           np.stack([u[floor], v[floor], np.ones(floor.sum())]))
+    rays = np.linalg.solve(
+        sample["intrinsics"].astype(np.float64),
+        np.stack([u[floor], v[floor], np.ones(floor.sum())]),
+    )
     points = rays * depth[rows][floor]
     centred = points - points.mean(axis=1, keepdims=True)
     normal = np.linalg.svd(centred)[0][:, -1]
@@ -211,8 +223,16 @@ def test_depth_is_consistent_with_occlusion_and_the_floor():
 
 
 def test_video_objects_move_and_occlusions_change():
-  videos = synthetic.SyntheticVideos(12, num_frames=6, frame_interval=2.0, image_size=48, with_depth=True,
-                                     min_objects=3, max_objects=4, seed=2)
+  videos = synthetic.SyntheticVideos(
+      12,
+      num_frames=6,
+      frame_interval=2.0,
+      image_size=48,
+      with_depth=True,
+      min_objects=3,
+      max_objects=4,
+      seed=2,
+  )
   images = synthetic.SyntheticScenes(12, image_size=48, min_objects=3, max_objects=4, seed=2)
   occlusion_changes = 0
   for index in range(len(videos)):
@@ -260,20 +280,26 @@ def _object_features(dataset, count):
         continue
       pixels = image[inside]
       inner_y, inner_x = inside[1:] & inside[:-1], inside[:, 1:] & inside[:, :-1]
-      texture = [grad_y[inner_y].mean() if inner_y.any() else 0.0,
-                 grad_x[inner_x].mean() if inner_x.any() else 0.0]
+      texture = [
+          grad_y[inner_y].mean() if inner_y.any() else 0.0,
+          grad_x[inner_x].mean() if inner_x.any() else 0.0,
+      ]
       features.append(np.concatenate([pixels.mean(0), pixels.std(0), texture]))
       classes.append(sample["mask"][inside][0])
   return np.asarray(features), np.asarray(classes)
 
 
-@pytest.mark.parametrize("num_classes,style,min_accuracy", [(6, "default", 0.8), (20, "shifted", 0.6)])
+@pytest.mark.parametrize(
+    "num_classes,style,min_accuracy", [(6, "default", 0.8), (20, "shifted", 0.6)]
+)
 def test_classes_are_told_apart_by_object_pixel_statistics(num_classes, style, min_accuracy):
   """A nearest-centroid classifier on simple object-pixel statistics beats chance (1/K) by far."""
   train_x, train_y = _object_features(
-      synthetic.SyntheticScenes(300, num_classes=num_classes, style=style, seed=10), 250)
+      synthetic.SyntheticScenes(300, num_classes=num_classes, style=style, seed=10), 250
+  )
   test_x, test_y = _object_features(
-      synthetic.SyntheticScenes(80, num_classes=num_classes, style=style, seed=11), 80)
+      synthetic.SyntheticScenes(80, num_classes=num_classes, style=style, seed=11), 80
+  )
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
   train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
   centroids = np.stack([train_x[train_y == c].mean(0) for c in range(1, num_classes + 1)])
@@ -318,22 +344,25 @@ def test_index_errors_name_the_index_and_length():
   assert dataset[np.int64(4)]["index"] == 4
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(num_classes=0), "num_classes"),
-    (dict(num_classes=synthetic.MAX_CLASSES + 1), "num_classes"),
-    (dict(num_classes=2.5), "num_classes"),
-    (dict(image_size=8), "height"),
-    (dict(image_size=(64, 10)), "width"),
-    (dict(image_size=(64,)), "image_size"),
-    (dict(seed=-1), "seed"),
-    (dict(min_objects=3, max_objects=2), "max_objects"),
-    (dict(min_objects=-1), "min_objects"),
-    (dict(max_objects=0, min_objects=0), "max_objects"),
-    (dict(style="nope"), "style"),
-    (dict(style=synthetic.Style(background_texture="stripes")), "background_texture"),
-    (dict(min_visible_pixels=0), "min_visible_pixels"),
-    (dict(with_depth="yes"), "with_depth"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(num_classes=0), "num_classes"),
+        (dict(num_classes=synthetic.MAX_CLASSES + 1), "num_classes"),
+        (dict(num_classes=2.5), "num_classes"),
+        (dict(image_size=8), "height"),
+        (dict(image_size=(64, 10)), "width"),
+        (dict(image_size=(64,)), "image_size"),
+        (dict(seed=-1), "seed"),
+        (dict(min_objects=3, max_objects=2), "max_objects"),
+        (dict(min_objects=-1), "min_objects"),
+        (dict(max_objects=0, min_objects=0), "max_objects"),
+        (dict(style="nope"), "style"),
+        (dict(style=synthetic.Style(background_texture="stripes")), "background_texture"),
+        (dict(min_visible_pixels=0), "min_visible_pixels"),
+        (dict(with_depth="yes"), "with_depth"),
+    ],
+)
 def test_bad_constructor_arguments_raise(kwargs, message):
   with pytest.raises(ValueError, match=message):
     synthetic.SyntheticScenes(4, **kwargs)
@@ -352,11 +381,24 @@ def test_bad_video_arguments_raise():
 
 
 def test_class_names():
-  assert synthetic.class_names(6) == ["background", "disc", "square", "triangle", "ring", "cross", "star"]
+  assert synthetic.class_names(6) == [
+      "background",
+      "disc",
+      "square",
+      "triangle",
+      "ring",
+      "cross",
+      "star",
+  ]
   names = synthetic.class_names(synthetic.MAX_CLASSES)
   assert len(names) == synthetic.MAX_CLASSES + 1 and len(set(names)) == len(names)
-  looks = {(a.shape, a.texture) for a in
-           (synthetic.class_appearance(c, synthetic.MAX_CLASSES) for c in range(1, synthetic.MAX_CLASSES + 1))}
+  looks = {
+      (a.shape, a.texture)
+      for a in (
+          synthetic.class_appearance(c, synthetic.MAX_CLASSES)
+          for c in range(1, synthetic.MAX_CLASSES + 1)
+      )
+  }
   assert len(looks) == synthetic.MAX_CLASSES
   assert synthetic.SyntheticScenes(3, num_classes=4).class_names == synthetic.class_names(4)
   with pytest.raises(ValueError, match="num_classes"):

@@ -1,4 +1,5 @@
 """The shared training loop: metrics, checkpoints, exact in-process resume, NaN stop."""
+
 import json
 import os
 import re
@@ -38,8 +39,11 @@ def test_resume_is_exact(tmp_path):
   loop.train(toy.toy_config(total_steps=4), str(tmp_path / "b"), toy.toy_task())
   resumed = loop.train(toy.toy_config(total_steps=8), str(tmp_path / "b"), toy.toy_task())
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight["opt_state"]),
-               jax.device_get(resumed["opt_state"]))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(straight["opt_state"]),
+      jax.device_get(resumed["opt_state"]),
+  )
   # The loader resumed at the right batch: the logged losses after the resume agree.
   a = {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / "a"))}
   b = {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / "b"))}
@@ -48,8 +52,9 @@ def test_resume_is_exact(tmp_path):
   for d in "ab":
     files = list((tmp_path / d / "checkpoints" / "8" / "data").glob("*.json"))
     assert len(files) == 1
-  assert (json.loads(next((tmp_path / "a" / "checkpoints" / "8" / "data").glob("*.json")).read_text())
-          == json.loads(next((tmp_path / "b" / "checkpoints" / "8" / "data").glob("*.json")).read_text()))
+  assert json.loads(
+      next((tmp_path / "a" / "checkpoints" / "8" / "data").glob("*.json")).read_text()
+  ) == json.loads(next((tmp_path / "b" / "checkpoints" / "8" / "data").glob("*.json")).read_text())
 
 
 def test_nan_loss_stops_before_checkpoint(tmp_path):
@@ -63,18 +68,21 @@ def test_nan_loss_stops_before_checkpoint(tmp_path):
   saved = ckpt_lib.Checkpointer(str(tmp_path)).latest_step()
   # The last checkpoint is the step before the NaN, never one after it.
   assert saved == bad_step - 1
-  restored, _ = loop.load_state(config, str(tmp_path), toy.toy_task(),
-                                pipeline_example(toy.toy_task()))
+  restored, _ = loop.load_state(
+      config, str(tmp_path), toy.toy_task(), pipeline_example(toy.toy_task())
+  )
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored["params"])))
 
 
 def pipeline_example(task):
   from jaxseg.data import pipeline
+
   return pipeline.train_dataset(task.train_source, task.augment, seed=0, global_batch_size=8)[0]
 
 
 def test_worker_processes_give_the_same_batches_and_state():
   from jaxseg.data import pipeline
+
   task = toy.toy_task()
   ds = pipeline.train_dataset(task.train_source, task.augment, seed=3, global_batch_size=8)
   inline = pipeline.make_iterator(ds, num_workers=0)
@@ -104,6 +112,7 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path):
 
 def test_bf16_compute_keeps_fp32_params(tmp_path):
   from jaxseg.methods.supervised import method
+
   config = method.default_config()
   config.train.compute_dtype = "bfloat16"
   config.train.batch_size = 8
@@ -120,8 +129,12 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
   # The forward really runs in bf16: the backbone's activations are bf16.
   model = method.build_model(config)
   image = jnp.zeros((1, 16, 16, 3))
-  _, inter = model.apply({"params": state["params"], **state["model_state"]}, image, train=False,
-                         capture_intermediates=True)
+  _, inter = model.apply(
+      {"params": state["params"], **state["model_state"]},
+      image,
+      train=False,
+      capture_intermediates=True,
+  )
   conv_out = inter["intermediates"]["backbone"]["conv1"]["__call__"][0]
   assert conv_out.dtype == jnp.bfloat16
   assert all(np.isfinite(r["loss"]) for r in read_metrics(str(tmp_path)))

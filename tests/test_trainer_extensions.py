@@ -4,6 +4,7 @@ Optimiser groups with their own optimiser (vs PyTorch's SGD and Adam update rule
 per-term / per-group metrics and the NaN guard, several named data sources, evaluation during
 training with a best checkpoint, the post-update hook (EMA) and per-stage trainer configs.
 """
+
 import json
 import os
 import signal
@@ -32,9 +33,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B = np.array([0.5, -1.0, 2.0, 0.0]), np.array([1.0, -0.5, 0.25])
 C1, C2 = np.array([1.0, 2.0, 0.5, 3.0]), np.array([0.7, 1.3, 2.0])
 D, E = np.array([0.3, 1.0, 2.0]), np.array([0.5, -0.2, 1.5])
-INIT = {"seg": {"body": np.array([1.0, 1.0, -1.0, 0.5]), "head": np.array([0.0, 0.3, -0.7]),
-                "stem": np.array([2.0, 2.0])},
-        "disc": {"v": np.array([0.4, -1.2, 0.9])}}
+INIT = {
+    "seg": {
+        "body": np.array([1.0, 1.0, -1.0, 0.5]),
+        "head": np.array([0.0, 0.3, -0.7]),
+        "stem": np.array([2.0, 2.0]),
+    },
+    "disc": {"v": np.array([0.4, -1.2, 0.9])},
+}
 
 
 def _analytic_task():
@@ -45,12 +51,17 @@ def _analytic_task():
   def loss_fn(params, model_state, batch, rng):
     del batch, rng
     w, h, v = params["seg"]["body"], params["seg"]["head"], params["disc"]["v"]
-    seg = 0.5 * jnp.sum(C1 * (w - A) ** 2) + 0.5 * jnp.sum(C2 * (h - B) ** 2) + 0 * jnp.sum(params["seg"]["stem"])
+    seg = (
+        0.5 * jnp.sum(C1 * (w - A) ** 2)
+        + 0.5 * jnp.sum(C2 * (h - B) ** 2)
+        + 0 * jnp.sum(params["seg"]["stem"])
+    )
     disc = jnp.sum(D * v**2 + E * v)
     return seg + disc, ({"seg": seg, "disc": disc}, model_state)
 
-  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=toy.ToySource(16),
-                        augment=toy.ToyAugment())
+  return loop.TrainTask(
+      init_fn=init_fn, loss_fn=loss_fn, train_source=toy.ToySource(16), augment=toy.ToyAugment()
+  )
 
 
 def _reference(steps, total):
@@ -77,11 +88,27 @@ def _reference(steps, total):
 
 def _analytic_config(total=5):
   c = toy.toy_config(total_steps=total)
-  c.optimizer.update(name="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4, schedule="poly",
-                     poly_power=0.9, lr_multipliers=((r"^seg/head", 10.0),), frozen=r"^seg/stem")
+  c.optimizer.update(
+      name="momentum",
+      learning_rate=0.05,
+      momentum=0.9,
+      weight_decay=5e-4,
+      schedule="poly",
+      poly_power=0.9,
+      lr_multipliers=((r"^seg/head", 10.0),),
+      frozen=r"^seg/stem",
+  )
   with c.unlocked():
-    c.optimizer.groups.disc = optimizer_group(r"^disc/", name="adam", learning_rate=1e-2, b1=0.9, b2=0.99,
-                                              weight_decay=0.0, schedule="poly", poly_power=0.9)
+    c.optimizer.groups.disc = optimizer_group(
+        r"^disc/",
+        name="adam",
+        learning_rate=1e-2,
+        b1=0.9,
+        b2=0.99,
+        weight_decay=0.0,
+        schedule="poly",
+        poly_power=0.9,
+    )
   return c
 
 
@@ -100,12 +127,23 @@ def test_two_optimizer_groups_match_pytorch_sgd_and_adam():
     state, metrics, flags = step(state, batch)
     got = jax.device_get(state["params"])
     for path in (("seg", "body"), ("seg", "head"), ("disc", "v")):
-      np.testing.assert_allclose(got[path[0]][path[1]], reference[t][path[0]][path[1]], rtol=2e-5, atol=1e-6,
-                                 err_msg=f"step {t} {path}")
-    np.testing.assert_array_equal(got["seg"]["stem"], INIT["seg"]["stem"].astype(np.float32))  # frozen
+      np.testing.assert_allclose(
+          got[path[0]][path[1]],
+          reference[t][path[0]][path[1]],
+          rtol=2e-5,
+          atol=1e-6,
+          err_msg=f"step {t} {path}",
+      )
+    np.testing.assert_array_equal(
+        got["seg"]["stem"], INIT["seg"]["stem"].astype(np.float32)
+    )  # frozen
     # Per-group learning rates and gradient norms; every loss term; the non-finite flags.
-    assert float(metrics["learning_rate/default"]) == pytest.approx(0.05 * (1 - t / total) ** 0.9, rel=1e-5)
-    assert float(metrics["learning_rate/disc"]) == pytest.approx(1e-2 * (1 - t / total) ** 0.9, rel=1e-5)
+    assert float(metrics["learning_rate/default"]) == pytest.approx(
+        0.05 * (1 - t / total) ** 0.9, rel=1e-5
+    )
+    assert float(metrics["learning_rate/disc"]) == pytest.approx(
+        1e-2 * (1 - t / total) ** 0.9, rel=1e-5
+    )
     prev = INIT if t == 0 else reference[t - 1]
     g_disc = 2 * D * prev["disc"]["v"] + E
     assert float(metrics["grad_norm/disc"]) == pytest.approx(np.linalg.norm(g_disc), rel=1e-4)
@@ -127,6 +165,7 @@ def test_group_config_keys_are_checked():
 
 def _diverging_task():
   """'adv' = sqrt(v0): SGD on it drives v0 below zero within a few steps (NaN value and gradient)."""
+
   def init_fn(rng, batch):
     del rng, batch
     return {"params": {"seg": {"w": jnp.ones(3)}, "disc": {"v": jnp.ones(2)}}}
@@ -137,16 +176,18 @@ def _diverging_task():
     adv = jnp.sqrt(params["disc"]["v"][0])
     return seg + adv, ({"seg": seg, "adv": adv}, model_state)
 
-  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=toy.ToySource(16),
-                        augment=toy.ToyAugment())
+  return loop.TrainTask(
+      init_fn=init_fn, loss_fn=loss_fn, train_source=toy.ToySource(16), augment=toy.ToyAugment()
+  )
 
 
 def test_nonfinite_error_names_step_terms_and_groups(tmp_path):
   config = toy.toy_config(total_steps=20, log_every=10, checkpoint_every=1, async_checkpoint=False)
   config.optimizer.update(name="sgd", learning_rate=0.3, weight_decay=0.0, schedule="constant")
   with config.unlocked():
-    config.optimizer.groups.disc = optimizer_group(r"^disc/", name="sgd", learning_rate=0.3, weight_decay=0.0,
-                                                   schedule="constant")
+    config.optimizer.groups.disc = optimizer_group(
+        r"^disc/", name="sgd", learning_rate=0.3, weight_decay=0.0, schedule="constant"
+    )
   with pytest.raises(loop.NonFiniteLossError) as info:
     loop.train(config, str(tmp_path), _diverging_task())
   message = str(info.value)
@@ -158,6 +199,7 @@ def test_nonfinite_error_names_step_terms_and_groups(tmp_path):
   assert "['adv', 'loss']" in message and "'seg'" not in message
   assert "['disc']" in message
   from jaxseg.train import checkpoint as ckpt_lib
+
   assert ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == bad  # nothing written past the NaN
 
 
@@ -173,6 +215,7 @@ def test_two_sources_are_separate_streams(tmp_path):
     def wrapped(state, batch):
       seen.append(jax.tree.map(lambda x: (x.shape, np.asarray(jax.device_get(x))), batch))
       return step(state, batch)
+
     wrapped._cache_size = step._cache_size  # pylint: disable=protected-access
     return wrapped
 
@@ -183,7 +226,11 @@ def test_two_sources_are_separate_streams(tmp_path):
     loop.make_train_step = real_step
   assert len(seen) == 4
   first = seen[0]
-  assert first["source"]["image"][0] == (16, 12, 16, 3) and first["source"]["mask"][0] == (16, 12, 16)
+  assert first["source"]["image"][0] == (16, 12, 16, 3) and first["source"]["mask"][0] == (
+      16,
+      12,
+      16,
+  )
   assert first["target"]["image"][0] == (8, 8, 8, 3) and "mask" not in first["target"]
   # Each source walks its own shuffled epoch: 4 target batches of 8 are 32 distinct of its 48 examples,
   # 4 source batches of 16 are 64 distinct of 96, and the two shuffles differ.
@@ -193,16 +240,26 @@ def test_two_sources_are_separate_streams(tmp_path):
   assert not np.array_equal(target_ids[:8], np.sort(target_ids[:8]))
   assert not np.array_equal(source_ids[:8] % 48, target_ids[:8])
   data = list((tmp_path / "checkpoints" / "4" / "data").glob("*.json"))
-  state = json.loads(json.loads(data[0].read_text())) if isinstance(json.loads(data[0].read_text()), str) \
+  state = (
+      json.loads(json.loads(data[0].read_text()))
+      if isinstance(json.loads(data[0].read_text()), str)
       else json.loads(data[0].read_text())
+  )
   assert set(state) == {"source", "target"}
   records = read_metrics(str(tmp_path))
-  assert {"seg", "adv", "disc", "grad_norm/default", "grad_norm/discriminator",
-          "learning_rate/discriminator"} <= set(records[-1])
+  assert {
+      "seg",
+      "adv",
+      "disc",
+      "grad_norm/default",
+      "grad_norm/discriminator",
+      "learning_rate/discriminator",
+  } <= set(records[-1])
 
 
 def _score_evaluator(calls):
   """An evaluator whose score peaks at step 4, and whose jitted function must not recompile."""
+
   @jax.jit
   def score(params, step):
     return -jnp.abs(step.astype(jnp.float32) - 4.0) + 0.0 * jnp.sum(params["head"]["kernel"])
@@ -213,21 +270,35 @@ def _score_evaluator(calls):
     def evaluate(state):
       calls.append(score._cache_size())  # pylint: disable=protected-access
       return {"score": float(score(state["params"], state["step"]))}
+
     return evaluate
+
   return make
 
 
 def test_eval_during_training_keeps_the_best_checkpoint(tmp_path):
   calls = []
   import dataclasses
+
   task = dataclasses.replace(toy.toy_task(), make_evaluator=_score_evaluator(calls))
-  config = toy.toy_config(total_steps=8, eval_every=2, best_metric="score", best_mode="max",
-                          checkpoint_every=2, keep_checkpoints=1)
+  config = toy.toy_config(
+      total_steps=8,
+      eval_every=2,
+      best_metric="score",
+      best_mode="max",
+      checkpoint_every=2,
+      keep_checkpoints=1,
+  )
   state = loop.train(config, str(tmp_path), task)
   assert int(state["step"]) == 8
   assert calls == [0, 1, 1, 1]  # evaluated at 2, 4, 6, 8; compiled once
   evals = [r for r in read_metrics(str(tmp_path)) if "eval/score" in r]
-  assert [(r["step"], r["eval/score"]) for r in evals] == [(2, -2.0), (4, 0.0), (6, -2.0), (8, -4.0)]
+  assert [(r["step"], r["eval/score"]) for r in evals] == [
+      (2, -2.0),
+      (4, 0.0),
+      (6, -2.0),
+      (8, -4.0),
+  ]
   best, _ = loop.load_state(config, str(tmp_path), task, _toy_example(), which="best")
   latest, _ = loop.load_state(config, str(tmp_path), task, _toy_example())
   assert int(best["step"]) == 4 and int(latest["step"]) == 8
@@ -241,14 +312,18 @@ def _toy_example():
 
 def _ema_task(decay=0.5):
   import dataclasses
+
   base = toy.toy_task()
 
   def post_update(state):
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state["extra"]["ema"], state["params"])
+    ema = jax.tree.map(
+        lambda e, p: decay * e + (1 - decay) * p, state["extra"]["ema"], state["params"]
+    )
     return dict(state, extra={"ema": ema})
 
-  return dataclasses.replace(base, init_extra=lambda params, model_state: {"ema": params},
-                             post_update=post_update)
+  return dataclasses.replace(
+      base, init_extra=lambda params, model_state: {"ema": params}, post_update=post_update
+  )
 
 
 def test_ema_post_update_hook_is_exact_and_checkpointed(tmp_path):
@@ -261,21 +336,32 @@ def test_ema_post_update_hook_is_exact_and_checkpointed(tmp_path):
   batch = shd.global_batch(_toy_example(), ts.batch_sharding)
   for _ in range(4):
     state, _, _ = step(state, batch)
-    expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, expected, jax.device_get(state["params"]))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-               jax.device_get(state["extra"]["ema"]), expected)
+    expected = jax.tree.map(
+        lambda e, p: 0.5 * e + 0.5 * p, expected, jax.device_get(state["params"])
+    )
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      jax.device_get(state["extra"]["ema"]),
+      expected,
+  )
   # The slot is part of the checkpoint: a resumed run ends with the same EMA as a straight one.
   straight = loop.train(toy.toy_config(total_steps=6), str(tmp_path / "a"), task)
   loop.train(toy.toy_config(total_steps=2), str(tmp_path / "b"), task)
   resumed = loop.train(toy.toy_config(total_steps=6), str(tmp_path / "b"), task)
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight["extra"]),
-               jax.device_get(resumed["extra"]))
-  assert not np.array_equal(jax.device_get(straight["extra"]["ema"]["head"]["kernel"]),
-                            jax.device_get(straight["params"]["head"]["kernel"]))
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(straight["extra"]),
+      jax.device_get(resumed["extra"]),
+  )
+  assert not np.array_equal(
+      jax.device_get(straight["extra"]["ema"]["head"]["kernel"]),
+      jax.device_get(straight["params"]["head"]["kernel"]),
+  )
 
 
 def test_stage_trainer_config_is_complete_and_independent():
   from jaxseg.methods.seam import default_config
+
   config = default_config()
   config.affinity.optimizer.lr_multipliers = ((r"f9", 20.0),)
   config.affinity.train.total_steps = 7
@@ -284,14 +370,22 @@ def test_stage_trainer_config_is_complete_and_independent():
   assert aff.train.total_steps == 7 and main.train.total_steps == config.train.total_steps
   assert aff.optimizer.lr_multipliers == ((r"f9", 20.0),)
   assert main.optimizer.lr_multipliers != aff.optimizer.lr_multipliers
-  assert set(aff.train) == set(trainer_config().train) and set(aff.optimizer) == set(trainer_config().optimizer)
+  assert set(aff.train) == set(trainer_config().train) and set(aff.optimizer) == set(
+      trainer_config().optimizer
+  )
   assert aff.seed == config.seed and aff.mesh == config.mesh
 
 
 def _run_toy(workdir, env_extra=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "toy_multi.py"), str(workdir)],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "tests", "toy_multi.py"), str(workdir)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
 
 
 def _finish(proc, expect=0):
@@ -328,7 +422,9 @@ def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
 
   # Relaunch, killed this time inside the 'report' stage, after 'train' finished.
   _finish(_run_toy(killed, {"JAXSEG_TOY_KILL_IN_REPORT": "1"}), expect=-signal.SIGKILL)
-  assert (killed / "stages" / "train.json").exists() and not (killed / "stages" / "report.json").exists()
+  assert (killed / "stages" / "train.json").exists() and not (
+      killed / "stages" / "report.json"
+  ).exists()
   assert _data_state(straight, 40) == _data_state(killed, 40)  # both sources' positions
   a = {r["step"]: r for r in read_metrics(str(straight))}
   b = {r["step"]: r for r in read_metrics(str(killed))}
@@ -339,8 +435,14 @@ def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
   task, config = toy_multi.two_network_task(), toy_multi.main_config()
   pa, _ = loop.load_state(config, str(straight), task, toy_multi.example_batch())
   pb, _ = loop.load_state(config, str(killed), task, toy_multi.example_batch())
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(pa["params"]), jax.device_get(pb["params"]))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(pa["opt_state"]), jax.device_get(pb["opt_state"]))
+  jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(pa["params"]), jax.device_get(pb["params"])
+  )
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(pa["opt_state"]),
+      jax.device_get(pb["opt_state"]),
+  )
 
   out = _finish(_run_toy(killed))  # The same command: 'train' is skipped, 'report' runs.
   assert "stage train: finished earlier" in out
@@ -353,6 +455,7 @@ def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monk
   """The supervised method's evaluator: eval/miou rows, a best checkpoint, one compile, and the
   evaluate stage scoring the best checkpoint when asked."""
   from jaxseg.methods.supervised import method as sup
+
   compiled = []
   real = sup.confusion_step
 
@@ -364,8 +467,15 @@ def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monk
   monkeypatch.setattr(sup, "confusion_step", spy)
   config = sup.default_config()
   config.data.synthetic.update(num_train=32, num_eval=16)
-  config.train.update(batch_size=8, total_steps=4, log_every=2, checkpoint_every=2, eval_every=2,
-                      best_metric="miou", progress_bar=False)
+  config.train.update(
+      batch_size=8,
+      total_steps=4,
+      log_every=2,
+      checkpoint_every=2,
+      eval_every=2,
+      best_metric="miou",
+      progress_bar=False,
+  )
   config.evaluate.update(batch_size=8, num_pictures=0, checkpoint="best")
   config.model.update(width_multiplier=0.125, head_channels=16)
   sup.run(config, str(tmp_path))
@@ -378,3 +488,9 @@ def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monk
   summary = json.loads((tmp_path / "metrics.json").read_text())
   assert summary["step"] == best_step and summary["checkpoint"] == "best"
   assert summary["miou"] == pytest.approx(max(r["eval/miou"] for r in evals), abs=1e-6)
+
+
+def test_batch_size_that_does_not_split_over_devices_names_the_key(tmp_path):
+  config = toy.toy_config(total_steps=2, batch_size=12)  # the test session has 8 CPU devices
+  with pytest.raises(ConfigError, match=r"train\.batch_size=12 does not split over the 8 devices"):
+    loop.train(config, str(tmp_path), toy.toy_task())

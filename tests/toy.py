@@ -1,4 +1,5 @@
 """A tiny task for trainer tests: random-access source, augment and a small conv net."""
+
 import flax.linen as nn
 import grain
 import numpy as np
@@ -53,12 +54,18 @@ def toy_task(n=64):
     return model.init({"params": rng}, batch["image"], train=False)
 
   def loss_fn(params, model_state, batch, rng):
-    logits, updates = model.apply({"params": params, **model_state}, batch["image"], train=True,
-                                  rngs={"dropout": rng}, mutable=["batch_stats"])
+    logits, updates = model.apply(
+        {"params": params, **model_state},
+        batch["image"],
+        train=True,
+        rngs={"dropout": rng},
+        mutable=["batch_stats"],
+    )
     return softmax_cross_entropy_with_ignore(logits, batch["mask"]), ({}, updates)
 
-  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=ToySource(n),
-                        augment=ToyAugment())
+  return loop.TrainTask(
+      init_fn=init_fn, loss_fn=loss_fn, train_source=ToySource(n), augment=ToyAugment()
+  )
 
 
 def toy_config(**train):

@@ -4,6 +4,7 @@
 two-optimiser toy; then 'report') through `run_stages`, as launch.py would;
 JAXSEG_TOY_KILL_IN_REPORT=1 makes the 'report' stage SIGKILL its own process.
 """
+
 import os
 import signal
 import sys
@@ -49,7 +50,9 @@ class FlipAugment(grain.transforms.RandomMap):
       time.sleep(self.delay)  # Slows the toy run so a test can kill it mid-way.
     out = dict(element)
     if rng.uniform() < 0.5:
-      out = {k: (np.ascontiguousarray(v[:, ::-1]) if np.ndim(v) >= 2 else v) for k, v in out.items()}
+      out = {
+          k: (np.ascontiguousarray(v[:, ::-1]) if np.ndim(v) >= 2 else v) for k, v in out.items()
+      }
     return out
 
 
@@ -74,8 +77,12 @@ def two_network_task(delay=0.0, n=96):
 
   def init_fn(rng, batch):
     x = batch["source"]["image"]
-    return {"params": {"segmenter": seg.init(rng, x)["params"],
-                       "discriminator": disc.init(rng, jnp.zeros(x.shape[:-1] + (2,)))["params"]}}
+    return {
+        "params": {
+            "segmenter": seg.init(rng, x)["params"],
+            "discriminator": disc.init(rng, jnp.zeros(x.shape[:-1] + (2,)))["params"],
+        }
+    }
 
   def loss_fn(params, model_state, batch, rng):
     del rng
@@ -86,28 +93,46 @@ def two_network_task(delay=0.0, n=96):
     d = lambda p, x: disc.apply({"params": p}, nn.softmax(x))  # noqa: E731
     frozen_d = jax_stop(params["discriminator"])
     adv = jnp.mean(nn.softplus(-d(frozen_d, lt)))  # fool D: target looks like source (label 1)
-    d_loss = 0.5 * (jnp.mean(nn.softplus(-d(params["discriminator"], jax_stop(ls))))
-                    + jnp.mean(nn.softplus(d(params["discriminator"], jax_stop(lt)))))
+    d_loss = 0.5 * (
+        jnp.mean(nn.softplus(-d(params["discriminator"], jax_stop(ls))))
+        + jnp.mean(nn.softplus(d(params["discriminator"], jax_stop(lt))))
+    )
     total = seg_loss + 0.01 * adv + d_loss
     return total, ({"seg": seg_loss, "adv": adv, "disc": d_loss}, model_state)
 
   return loop.TrainTask(
-      init_fn=init_fn, loss_fn=loss_fn,
-      sources={"source": loop.DataSource(ImageSource(n, (12, 16), 1, True), FlipAugment(delay),
-                                         keys=("image", "mask", "index")),
-               "target": loop.DataSource(ImageSource(n // 2, (8, 8), 2, False), FlipAugment(delay),
-                                         keys=("image", "index"), batch_size=8)})
+      init_fn=init_fn,
+      loss_fn=loss_fn,
+      sources={
+          "source": loop.DataSource(
+              ImageSource(n, (12, 16), 1, True), FlipAugment(delay), keys=("image", "mask", "index")
+          ),
+          "target": loop.DataSource(
+              ImageSource(n // 2, (8, 8), 2, False),
+              FlipAugment(delay),
+              keys=("image", "index"),
+              batch_size=8,
+          ),
+      },
+  )
 
 
 def example_batch():
   """Zeros shaped like one global two-source batch (for `loop.setup` / `loop.load_state`)."""
-  return {"source": {"image": np.zeros((16, 12, 16, 3), np.float32), "mask": np.zeros((16, 12, 16), np.int32),
-                     "index": np.zeros((16,), np.int32)},
-          "target": {"image": np.zeros((8, 8, 8, 3), np.float32), "index": np.zeros((8,), np.int32)}}
+  return {
+      "source": {
+          "image": np.zeros((16, 12, 16, 3), np.float32),
+          "mask": np.zeros((16, 12, 16), np.int32),
+          "index": np.zeros((16,), np.int32),
+      },
+      "target": {"image": np.zeros((8, 8, 8, 3), np.float32), "index": np.zeros((8,), np.int32)},
+  }
 
 
 def main_config():
-  config = two_network_config(total_steps=40, checkpoint_every=4, log_every=4, async_checkpoint=False)
+  config = two_network_config(
+      total_steps=40, checkpoint_every=4, log_every=4, async_checkpoint=False
+  )
   with config.unlocked():
     config.stages = ("train", "report")
   return config
@@ -115,6 +140,7 @@ def main_config():
 
 def jax_stop(x):
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.tree.map(jax.lax.stop_gradient, x)
 
 
@@ -123,16 +149,26 @@ def two_network_config(**train):
   c = trainer_config()
   c.train.update(batch_size=16, total_steps=6, log_every=2, checkpoint_every=2, progress_bar=False)
   c.train.update(train)
-  c.optimizer.update(name="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4, schedule="poly")
+  c.optimizer.update(
+      name="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4, schedule="poly"
+  )
   with c.unlocked():
     c.optimizer.groups.discriminator = optimizer_group(
-        r"^discriminator/", name="adam", learning_rate=1e-3, b1=0.9, b2=0.99, weight_decay=0.0, schedule="poly")
+        r"^discriminator/",
+        name="adam",
+        learning_rate=1e-3,
+        b1=0.9,
+        b2=0.99,
+        weight_decay=0.0,
+        schedule="poly",
+    )
   return c
 
 
 def main(workdir):
   from jaxseg.evaluation.outputs import write_json  # pylint: disable=g-import-not-at-top
   from jaxseg.train.stages import run_stages, train_stage  # pylint: disable=g-import-not-at-top
+
   config = main_config()
 
   def train(config, workdir):

@@ -3,6 +3,7 @@
 Each builder returns a random-access source of example dicts (`image` uint8
 [H, W, 3], `mask` uint8 [H, W], ...). Real datasets are imported lazily.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -14,24 +15,38 @@ SYNTHETIC_HINT = "use the ':synthetic' config variant for the embedded synthetic
 
 def data_config() -> ml_collections.ConfigDict:
   """Keys of a segmentation `config.data` section (shared by the methods)."""
-  return ml_collections.ConfigDict(dict(
-      name="synthetic",          # synthetic | voc | folder | tfds
-      root="",                   # dataset root for voc / folder
-      train_split="train",
-      eval_split="val",
-      num_classes=7,             # including background
-      ignore_index=255,
-      synthetic=dict(num_train=2000, num_eval=200, image_size=(64, 64),
-                     min_objects=1, max_objects=4, style="default",
-                     object_scale=1.0),  # object radius multiplier (1.6: VOC-like object sizes)
-      folder=dict(image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png",
-                  split_dir=""),
-      tfds=dict(name="", data_dir="", image_key="image", mask_key="segmentation_mask"),
-  ))
+  return ml_collections.ConfigDict(
+      dict(
+          name="synthetic",  # synthetic | voc | folder | tfds | gta5 | cityscapes
+          root="",  # dataset root for voc / folder / gta5 / cityscapes
+          train_split="train",
+          eval_split="val",
+          num_classes=7,  # including background
+          ignore_index=255,
+          synthetic=dict(
+              num_train=2000,
+              num_eval=200,
+              image_size=(64, 64),
+              min_objects=1,
+              max_objects=4,
+              style="default",
+              object_scale=1.0,
+          ),  # object radius multiplier (1.6: VOC-like object sizes)
+          folder=dict(
+              image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png", split_dir=""
+          ),
+          tfds=dict(name="", data_dir="", image_key="image", mask_key="segmentation_mask"),
+      )
+  )
 
 
-def build_source(data: ml_collections.ConfigDict, split: str, *, with_labels: bool = False,
-                 with_masks: bool = True):
+def build_source(
+    data: ml_collections.ConfigDict,
+    split: str,
+    *,
+    with_labels: bool = False,
+    with_masks: bool = True,
+):
   """Random-access source for `split` ('train' or 'eval' names a config split).
 
   Args:
@@ -43,50 +58,88 @@ def build_source(data: ml_collections.ConfigDict, split: str, *, with_labels: bo
   split_name = data.train_split if split == "train" else data.eval_split
   if data.name == "synthetic":
     from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+
     s = data.synthetic
     count = s.num_train if split == "train" else s.num_eval
     # Train and eval draw disjoint scenes: eval seeds are offset.
     return synthetic.SyntheticScenes(
-        count, num_classes=data.num_classes - 1, image_size=tuple(s.image_size),
-        seed=0 if split == "train" else 1_000_003, min_objects=s.min_objects,
-        max_objects=s.max_objects, style=s.style, object_scale=float(s.object_scale))
+        count,
+        num_classes=data.num_classes - 1,
+        image_size=tuple(s.image_size),
+        seed=0 if split == "train" else 1_000_003,
+        min_objects=s.min_objects,
+        max_objects=s.max_objects,
+        style=s.style,
+        object_scale=float(s.object_scale),
+    )
   if data.name == "voc":
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+
     _require_root(data)
-    return sources.voc_segmentation_source(data.root, split_name, use_sbd=with_masks,
-                                           with_labels=with_labels, hint=SYNTHETIC_HINT)
+    return sources.voc_segmentation_source(
+        data.root, split_name, use_sbd=with_masks, with_labels=with_labels, hint=SYNTHETIC_HINT
+    )
   if with_labels:
     raise ValueError(f"dataset {data.name!r} has no image-level labels; use synthetic or voc")
   if data.name == "folder":
     import os  # pylint: disable=g-import-not-at-top
+
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+
     _require_root(data)
     f = data.folder
     split_file = os.path.join(data.root, f.split_dir, f"{split_name}.txt")
     return sources.SegmentationFolderSource(
-        data.root, split_file=split_file, image_dir=f.image_dir, mask_dir=f.mask_dir,
-        image_ext=f.image_ext, mask_ext=f.mask_ext, num_classes=data.num_classes,
-        ignore_index=data.ignore_index, name=data.name, hint=SYNTHETIC_HINT)
+        data.root,
+        split_file=split_file,
+        image_dir=f.image_dir,
+        mask_dir=f.mask_dir,
+        image_ext=f.image_ext,
+        mask_ext=f.mask_ext,
+        num_classes=data.num_classes,
+        ignore_index=data.ignore_index,
+        name=data.name,
+        hint=SYNTHETIC_HINT,
+    )
+  if data.name in ("gta5", "cityscapes"):
+    from jaxseg.data import driving  # pylint: disable=g-import-not-at-top
+
+    _require_root(data)
+    return driving.build_driving_source(
+        data, split_name, with_masks=with_masks, hint=SYNTHETIC_HINT
+    )
   if data.name == "tfds":
     from jaxseg.data import tfds_source  # pylint: disable=g-import-not-at-top
+
     t = data.tfds
     return tfds_source.tfds_segmentation_source(
-        t.name, split_name, data_dir=t.data_dir or None, image_key=t.image_key, mask_key=t.mask_key)
-  raise ValueError(f"config.data.name={data.name!r}: expected synthetic, voc, folder or tfds")
+        t.name, split_name, data_dir=t.data_dir or None, image_key=t.image_key, mask_key=t.mask_key
+    )
+  raise ValueError(
+      f"config.data.name={data.name!r}: expected synthetic, voc, folder, tfds, gta5 or cityscapes"
+  )
 
 
 def _require_root(data) -> None:
   # A missing directory is reported by the source itself, with the path.
   if not data.root:
-    raise DataError(f"config.data.root is empty for dataset {data.name!r}; set "
-                    f"--config.data.root=/path/to/dataset, or {SYNTHETIC_HINT}")
+    raise DataError(
+        f"config.data.root is empty for dataset {data.name!r}; set "
+        f"--config.data.root=/path/to/dataset, or {SYNTHETIC_HINT}"
+    )
 
 
 def class_names(data: ml_collections.ConfigDict) -> list[str]:
   if data.name == "synthetic":
     from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+
     return list(synthetic.class_names(data.num_classes - 1))
   if data.name == "voc":
     from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+
     return list(sources.VOC_CLASS_NAMES)
+  if data.name in ("gta5", "cityscapes"):
+    from jaxseg.data import driving  # pylint: disable=g-import-not-at-top
+
+    return list(driving.CITYSCAPES_CLASS_NAMES)
   return [str(i) for i in range(data.num_classes)]

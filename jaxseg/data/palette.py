@@ -3,6 +3,7 @@
 Label i gets the colour whose bits interleave the bits of i over R, G and B (VOC devkit convention):
 0 is black, 1 is (128, 0, 0), 2 is (0, 128, 0), ... and 255 (the ignore label) is (224, 224, 192).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ Evaluation: a fixed order, each process taking its own rows of every global
 batch; the last batch is padded with masked-out copies (`valid` = 0) so every
 process runs the same number of steps.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,28 +16,35 @@ import json
 import queue
 import threading
 import zlib
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import grain
 import jax
-from absl import flags
 import numpy as np
+from absl import flags
 
 
-def _process_layout(global_batch_size: int, process_index: int | None,
-                    process_count: int | None) -> tuple[int, int, int]:
+def _process_layout(
+    global_batch_size: int, process_index: int | None, process_count: int | None
+) -> tuple[int, int, int]:
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
   if global_batch_size % pc:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the "
-                     f"{pc} processes")
+    raise ValueError(f"batch size {global_batch_size} is not divisible by the " f"{pc} processes")
   return pi, pc, global_batch_size // pc
 
 
-def train_dataset(source, augment, *, seed: int, global_batch_size: int,
-                  keys: Sequence[str] | None = None,
-                  process_index: int | None = None,
-                  process_count: int | None = None) -> grain.MapDataset:
+def train_dataset(
+    source,
+    augment,
+    *,
+    seed: int,
+    global_batch_size: int,
+    keys: Sequence[str] | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.MapDataset:
   """Infinite, shuffled, augmented batches of this process's shard.
 
   Args:
@@ -51,8 +59,10 @@ def train_dataset(source, augment, *, seed: int, global_batch_size: int,
   """
   pi, pc, local = _process_layout(global_batch_size, process_index, process_count)
   if len(source) < global_batch_size:
-    raise ValueError(f"training set has {len(source)} examples, fewer than the global "
-                     f"batch size {global_batch_size}")
+    raise ValueError(
+        f"training set has {len(source)} examples, fewer than the global "
+        f"batch size {global_batch_size}"
+    )
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(augment)
   if keys is not None:
@@ -82,7 +92,9 @@ def source_seed(seed: int, name: str | None) -> int:
   """
   if name is None:
     return int(seed)
-  return int(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(1)[0] >> 1)
+  return int(
+      np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]).generate_state(1)[0] >> 1
+  )
 
 
 class MultiSourceIterator:
@@ -107,8 +119,10 @@ class MultiSourceIterator:
   def set_state(self, state: dict[str, Any]) -> None:
     if not isinstance(state, dict) or set(state) != set(self._iterators):
       got = sorted(state) if isinstance(state, dict) else type(state).__name__
-      raise ValueError(f"checkpointed data state has sources {got}, this run has "
-                       f"{sorted(self._iterators)}: the checkpoint is from a different task")
+      raise ValueError(
+          f"checkpointed data state has sources {got}, this run has "
+          f"{sorted(self._iterators)}: the checkpoint is from a different task"
+      )
     for name, it in self._iterators.items():
       it.set_state(state[name])
 
@@ -147,9 +161,15 @@ class _Padded:
     return example
 
 
-def eval_batches(source, transform: Callable[[dict], dict], *, global_batch_size: int,
-                 keys: Sequence[str] | None = None, process_index: int | None = None, process_count: int | None = None,
-                 ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+def eval_batches(
+    source,
+    transform: Callable[[dict], dict],
+    *,
+    global_batch_size: int,
+    keys: Sequence[str] | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tuple[Iterator[dict[str, np.ndarray]], int]:
   """This process's slices of fixed-order eval batches.
 
   Returns:
@@ -157,8 +177,15 @@ def eval_batches(source, transform: Callable[[dict], dict], *, global_batch_size
   """
   pi, _, local = _process_layout(global_batch_size, process_index, process_count)
   num_batches = -(-len(source) // global_batch_size)
-  padded = _Padded(source, transform, num_batches, global_batch_size, local, pi,
-                   None if keys is None else tuple(keys))
+  padded = _Padded(
+      source,
+      transform,
+      num_batches,
+      global_batch_size,
+      local,
+      pi,
+      None if keys is None else tuple(keys),
+  )
   ds = grain.MapDataset.source(padded).batch(local, drop_remainder=True)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   return iter(it), num_batches
@@ -172,8 +199,13 @@ class DevicePrefetcher:
   batch must store (the live iterator is ahead by the prefetch depth).
   """
 
-  def __init__(self, iterator: grain.DatasetIterator, put: Callable[[Any], Any],
-               depth: int = 2, record_state: bool = True):
+  def __init__(
+      self,
+      iterator: grain.DatasetIterator,
+      put: Callable[[Any], Any],
+      depth: int = 2,
+      record_state: bool = True,
+  ):
     self._iterator, self._put, self._record = iterator, put, record_state
     self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
     self._stop = threading.Event()

@@ -7,11 +7,13 @@ It is cheap to build (the split list is read eagerly, the files lazily) and
 picklable, so grain can ship it to worker processes. Every sample is checked
 with `validate_example`; any bad file raises `DataError` naming it.
 """
+
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ElementTree
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,15 +22,35 @@ from jaxseg.data.errors import DataError
 from jaxseg.data.transforms import validate_example
 
 VOC_CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 VOC_NUM_CLASSES = len(VOC_CLASS_NAMES)  # 21, background included.
 _VOC_FG_INDEX = {name: i for i, name in enumerate(VOC_CLASS_NAMES[1:])}
 
 # Modes whose pixels hold 8-bit colour, convertible to RGB without losing meaning.
-_RGB_CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr"})
+_RGB_CONVERTIBLE_MODES = frozenset(
+    {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr"}
+)
 
 
 # ----------------------------------------------------------------------------
@@ -52,8 +74,10 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
   """Reads an image file as uint8 [H, W, 3] RGB (grey, RGBA, palette converted; alpha dropped)."""
   with _open_decoded(path, "image") as image:
     if image.mode not in _RGB_CONVERTIBLE_MODES:
-      raise DataError(f"{path}: image mode {image.mode!r} is not 8-bit colour/grey; "
-                      "expected an RGB, grey or palette image")
+      raise DataError(
+          f"{path}: image mode {image.mode!r} is not 8-bit colour/grey; "
+          "expected an RGB, grey or palette image"
+      )
     return np.asarray(image.convert("RGB"))
 
 
@@ -67,8 +91,10 @@ def decode_mask(path: str | os.PathLike) -> np.ndarray:
   """
   with _open_decoded(path, "mask") as mask:
     if mask.format == "JPEG":
-      raise DataError(f"{path}: mask is a JPEG; lossy compression corrupts class ids at "
-                      "edges. Store masks as PNG (mode 'P' or 'L').")
+      raise DataError(
+          f"{path}: mask is a JPEG; lossy compression corrupts class ids at "
+          "edges. Store masks as PNG (mode 'P' or 'L')."
+      )
     if mask.mode in ("P", "L"):
       return np.array(mask, dtype=np.uint8)
     if mask.mode == "1":
@@ -76,18 +102,22 @@ def decode_mask(path: str | os.PathLike) -> np.ndarray:
     if mask.mode.startswith("I"):
       values = np.asarray(mask)
       if values.size and (values.min() < 0 or values.max() > 255):
-        raise DataError(f"{path}: {mask.mode} mask has values in [{values.min()}, "
-                        f"{values.max()}], which do not fit class ids 0..255")
+        raise DataError(
+            f"{path}: {mask.mode} mask has values in [{values.min()}, "
+            f"{values.max()}], which do not fit class ids 0..255"
+        )
       return values.astype(np.uint8)
     kind = "a colour image" if mask.mode in _RGB_CONVERTIBLE_MODES else "not class ids"
     raise DataError(
         f"{path}: mask has mode {mask.mode!r} ({kind}); a class-index PNG is needed: "
         "mode 'L' with the class id per pixel, or a palette PNG (mode 'P', as VOC's "
-        "SegmentationClass). Convert colour masks to class ids with their colour map first.")
+        "SegmentationClass). Convert colour masks to class ids with their colour map first."
+    )
 
 
-def voc_image_labels(annotation_xml_path: str | os.PathLike, *,
-                     include_difficult: bool = True) -> np.ndarray:
+def voc_image_labels(
+    annotation_xml_path: str | os.PathLike, *, include_difficult: bool = True
+) -> np.ndarray:
   """Image-level multi-hot labels float32 [20] (no background) from a VOC Annotations XML.
 
   Class order is `VOC_CLASS_NAMES[1:]`. Objects marked `difficult` are
@@ -106,8 +136,10 @@ def voc_image_labels(annotation_xml_path: str | os.PathLike, *,
   for obj in root.findall("object"):
     name = (obj.findtext("name") or "").strip()
     if name not in _VOC_FG_INDEX:
-      raise DataError(f"{annotation_xml_path}: unknown VOC object name {name!r}; "
-                      f"expected one of {VOC_CLASS_NAMES[1:]}")
+      raise DataError(
+          f"{annotation_xml_path}: unknown VOC object name {name!r}; "
+          f"expected one of {VOC_CLASS_NAMES[1:]}"
+      )
     if not include_difficult and (obj.findtext("difficult") or "0").strip() == "1":
       continue
     labels[_VOC_FG_INDEX[name]] = 1.0
@@ -122,8 +154,10 @@ class VocAnnotationLabels:
     self.include_difficult = include_difficult
 
   def __call__(self, example_id: str) -> np.ndarray:
-    return voc_image_labels(os.path.join(self.annotations_dir, example_id + ".xml"),
-                            include_difficult=self.include_difficult)
+    return voc_image_labels(
+        os.path.join(self.annotations_dir, example_id + ".xml"),
+        include_difficult=self.include_difficult,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -153,7 +187,9 @@ def read_split_file(path: str | os.PathLike, hint: str | None = None) -> tuple[s
       if not fields:
         continue
       if len(fields) > 2:
-        raise DataError(f"{path}:{lineno}: expected 'id' or 'image_path mask_path', got {line.strip()!r}")
+        raise DataError(
+            f"{path}:{lineno}: expected 'id' or 'image_path mask_path', got {line.strip()!r}"
+        )
       ids.append(os.path.splitext(os.path.basename(fields[0]))[0])
   if not ids:
     raise DataError(f"{path}: split file lists no ids")
@@ -169,11 +205,21 @@ class SegmentationFolderSource:
   `id -> labels`, e.g. `VocAnnotationLabels`.
   """
 
-  def __init__(self, root: str | os.PathLike, *, split_file: str | os.PathLike,
-               image_dir: str, mask_dir: str | None = None, image_ext: str = ".jpg",
-               mask_ext: str = ".png", num_classes: int, ignore_index: int = 255,
-               name: str = "dataset", hint: str | None = None,
-               image_labels: Callable[[str], np.ndarray] | None = None):
+  def __init__(
+      self,
+      root: str | os.PathLike,
+      *,
+      split_file: str | os.PathLike,
+      image_dir: str,
+      mask_dir: str | None = None,
+      image_ext: str = ".jpg",
+      mask_ext: str = ".png",
+      num_classes: int,
+      ignore_index: int = 255,
+      name: str = "dataset",
+      hint: str | None = None,
+      image_labels: Callable[[str], np.ndarray] | None = None,
+  ):
     self.root = os.fspath(root)
     self.name = name
     if not os.path.isdir(self.root):
@@ -193,14 +239,18 @@ class SegmentationFolderSource:
     return len(self.ids)
 
   def __repr__(self) -> str:
-    return (f"SegmentationFolderSource(name={self.name!r}, root={self.root!r}, "
-            f"split_file={self.split_file!r}, len={len(self)})")
+    return (
+        f"SegmentationFolderSource(name={self.name!r}, root={self.root!r}, "
+        f"split_file={self.split_file!r}, len={len(self)})"
+    )
 
   def image_path(self, example_id: str) -> str:
     return os.path.join(self.image_dir, example_id + self.image_ext)
 
   def mask_path(self, example_id: str) -> str | None:
-    return None if self.mask_dir is None else os.path.join(self.mask_dir, example_id + self.mask_ext)
+    return (
+        None if self.mask_dir is None else os.path.join(self.mask_dir, example_id + self.mask_ext)
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -210,41 +260,61 @@ class SegmentationFolderSource:
     example_id = self.ids[index]
     image_path = self.image_path(example_id)
     if not os.path.isfile(image_path):
-      raise DataError(f"{self.name}: image of id {example_id!r} (listed in {self.split_file}) "
-                      f"not found: {image_path}")
+      raise DataError(
+          f"{self.name}: image of id {example_id!r} (listed in {self.split_file}) "
+          f"not found: {image_path}"
+      )
     example = {"image": decode_image(image_path), "index": index, "id": example_id}
     mask_path = self.mask_path(example_id)
     if mask_path is not None:
       if not os.path.isfile(mask_path):
-        raise DataError(f"{self.name}: mask of id {example_id!r} (listed in {self.split_file}) "
-                        f"not found: {mask_path}")
+        raise DataError(
+            f"{self.name}: mask of id {example_id!r} (listed in {self.split_file}) "
+            f"not found: {mask_path}"
+        )
       example["mask"] = decode_mask(mask_path)
     if self.image_labels is not None:
       example["labels"] = np.asarray(self.image_labels(example_id), np.float32)
-    validate_example(example, self.num_classes, self.ignore_index,
-                     source=f"{self.name} id {example_id!r} ({mask_path or image_path})")
+    validate_example(
+        example,
+        self.num_classes,
+        self.ignore_index,
+        source=f"{self.name} id {example_id!r} ({mask_path or image_path})",
+    )
     return example
 
 
 # ----------------------------------------------------------------------------
 # PASCAL VOC 2012.
 # ----------------------------------------------------------------------------
-_VOC_LAYOUT = ("expected the VOC2012 layout <root>/JPEGImages, <root>/SegmentationClass "
-               "(+ SegmentationClassAug for train_aug), <root>/ImageSets/Segmentation/<split>.txt, "
-               "<root>/Annotations")
+_VOC_LAYOUT = (
+    "expected the VOC2012 layout <root>/JPEGImages, <root>/SegmentationClass "
+    "(+ SegmentationClassAug for train_aug), <root>/ImageSets/Segmentation/<split>.txt, "
+    "<root>/Annotations"
+)
 
 
 def _find_voc_root(root: str) -> str:
   """Accepts VOCdevkit/VOC2012 itself or a folder above it."""
-  for candidate in (root, os.path.join(root, "VOC2012"), os.path.join(root, "VOCdevkit", "VOC2012")):
+  for candidate in (
+      root,
+      os.path.join(root, "VOC2012"),
+      os.path.join(root, "VOCdevkit", "VOC2012"),
+  ):
     if os.path.isdir(os.path.join(candidate, "JPEGImages")):
       return candidate
   return root
 
 
-def voc_segmentation_source(root: str | os.PathLike, split: str = "train", *, use_sbd: bool = True,
-                            with_labels: bool = False, include_difficult: bool = True,
-                            hint: str | None = None) -> SegmentationFolderSource:
+def voc_segmentation_source(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    use_sbd: bool = True,
+    with_labels: bool = False,
+    include_difficult: bool = True,
+    hint: str | None = None,
+) -> SegmentationFolderSource:
   """PASCAL VOC 2012 segmentation (21 classes, 255 = boundary/ignore).
 
   Args:
@@ -262,7 +332,9 @@ def voc_segmentation_source(root: str | os.PathLike, split: str = "train", *, us
   hint = _VOC_LAYOUT + (f"; {hint}" if hint else "")
   split_file = os.path.join("ImageSets", "Segmentation", f"{split}.txt")
   aug_split_file = os.path.join("ImageSets", "SegmentationAug", f"{split}.txt")
-  if not os.path.isfile(os.path.join(root, split_file)) and os.path.isfile(os.path.join(root, aug_split_file)):
+  if not os.path.isfile(os.path.join(root, split_file)) and os.path.isfile(
+      os.path.join(root, aug_split_file)
+  ):
     split_file = aug_split_file
   if split == "train_aug":
     mask_dir = "SegmentationClassAug" if use_sbd else None
@@ -275,6 +347,15 @@ def voc_segmentation_source(root: str | os.PathLike, split: str = "train", *, us
       raise _missing(annotations, "VOC Annotations directory (needed for with_labels)", hint)
     labels = VocAnnotationLabels(annotations, include_difficult)
   return SegmentationFolderSource(
-      root, split_file=split_file, image_dir="JPEGImages", mask_dir=mask_dir,
-      image_ext=".jpg", mask_ext=".png", num_classes=VOC_NUM_CLASSES, ignore_index=255,
-      name=f"voc2012/{split}", hint=hint, image_labels=labels)
+      root,
+      split_file=split_file,
+      image_dir="JPEGImages",
+      mask_dir=mask_dir,
+      image_ext=".jpg",
+      mask_ext=".png",
+      num_classes=VOC_NUM_CLASSES,
+      ignore_index=255,
+      name=f"voc2012/{split}",
+      hint=hint,
+      image_labels=labels,
+  )

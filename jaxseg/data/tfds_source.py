@@ -6,9 +6,11 @@ ArrayRecord files and decoding PNG/JPEG features goes through numpy and PIL.
 The dataset must be prepared in the array_record format, e.g.
 `tfds build oxford_iiit_pet --file_format=array_record --data_dir=...`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,11 +18,19 @@ from jaxseg.data.errors import DataError
 from jaxseg.data.transforms import validate_example
 
 
-def map_tfds_record(record: Mapping[str, Any], index: int, *, image_key: str = "image",
-                    mask_key: str | None = "segmentation_mask", label_offset: int = 0,
-                    label_map: Mapping[int, int] | None = None, num_classes: int | None = None,
-                    ignore_index: int = 255, extra_keys: Mapping[str, str] | None = None,
-                    source: str = "tfds") -> dict[str, Any]:
+def map_tfds_record(
+    record: Mapping[str, Any],
+    index: int,
+    *,
+    image_key: str = "image",
+    mask_key: str | None = "segmentation_mask",
+    label_offset: int = 0,
+    label_map: Mapping[int, int] | None = None,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+    extra_keys: Mapping[str, str] | None = None,
+    source: str = "tfds",
+) -> dict[str, Any]:
   """One decoded TFDS record -> jaxseg example.
 
   Args:
@@ -44,14 +54,17 @@ def map_tfds_record(record: Mapping[str, Any], index: int, *, image_key: str = "
   if image.ndim == 3 and image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise DataError(f"{where}: {image_key!r} must be uint8 [H, W, 3] or [H, W, 1], "
-                    f"got {image.dtype} {image.shape}")
+    raise DataError(
+        f"{where}: {image_key!r} must be uint8 [H, W, 3] or [H, W, 1], "
+        f"got {image.dtype} {image.shape}"
+    )
   example: dict[str, Any] = {"image": image, "index": int(index)}
   if mask_key is not None:
     if mask_key not in record:
       raise DataError(f"{where}: record has no mask key {mask_key!r} (keys: {sorted(record)})")
-    example["mask"] = _map_mask(np.asarray(record[mask_key]), label_map, label_offset,
-                                ignore_index, f"{where} {mask_key!r}")
+    example["mask"] = _map_mask(
+        np.asarray(record[mask_key]), label_map, label_offset, ignore_index, f"{where} {mask_key!r}"
+    )
   for record_key, example_key in (extra_keys or {}).items():
     if record_key not in record:
       raise DataError(f"{where}: record has no key {record_key!r} (keys: {sorted(record)})")
@@ -62,12 +75,19 @@ def map_tfds_record(record: Mapping[str, Any], index: int, *, image_key: str = "
   return example
 
 
-def _map_mask(mask: np.ndarray, label_map: Mapping[int, int] | None, label_offset: int,
-              ignore_index: int, where: str) -> np.ndarray:
+def _map_mask(
+    mask: np.ndarray,
+    label_map: Mapping[int, int] | None,
+    label_offset: int,
+    ignore_index: int,
+    where: str,
+) -> np.ndarray:
   if mask.ndim == 3 and mask.shape[-1] == 1:
     mask = mask[..., 0]
   if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-    raise DataError(f"{where}: mask must be integer [H, W] or [H, W, 1], got {mask.dtype} {mask.shape}")
+    raise DataError(
+        f"{where}: mask must be integer [H, W] or [H, W, 1], got {mask.dtype} {mask.shape}"
+    )
   mask = mask.astype(np.int64)
   if label_map is not None:
     values = np.unique(mask)
@@ -81,8 +101,10 @@ def _map_mask(mask: np.ndarray, label_map: Mapping[int, int] | None, label_offse
     mask = np.where(mask == ignore_index, mask, mask + label_offset)
   if mask.size and (mask.min() < 0 or mask.max() > 255):
     bad = np.unique(mask[(mask < 0) | (mask > 255)])[:20].tolist()
-    raise DataError(f"{where}: mapped mask values {bad} do not fit uint8 class ids "
-                    f"(label_offset={label_offset})")
+    raise DataError(
+        f"{where}: mapped mask values {bad} do not fit uint8 class ids "
+        f"(label_offset={label_offset})"
+    )
   return mask.astype(np.uint8)
 
 
@@ -113,17 +135,27 @@ class TfdsSegmentationSource:
       records = self.data_source.__getitems__(indices)
     else:
       records = [self.data_source[i] for i in indices]
-    return [map_tfds_record(r, i, source=self.name, **self.mapping)
-            for r, i in zip(records, indices)]
+    return [
+        map_tfds_record(r, i, source=self.name, **self.mapping) for r, i in zip(records, indices)
+    ]
 
 
-def tfds_segmentation_source(name: str, split: str, *, data_dir: str | None = None,
-                             image_key: str = "image", mask_key: str | None = "segmentation_mask",
-                             label_offset: int = 0, label_map: Mapping[int, int] | None = None,
-                             num_classes: int | None = None, ignore_index: int = 255,
-                             extra_keys: Mapping[str, str] | None = None,
-                             per_process: bool = False, download: bool = False,
-                             hint: str | None = None) -> TfdsSegmentationSource:
+def tfds_segmentation_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    image_key: str = "image",
+    mask_key: str | None = "segmentation_mask",
+    label_offset: int = 0,
+    label_map: Mapping[int, int] | None = None,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+    extra_keys: Mapping[str, str] | None = None,
+    per_process: bool = False,
+    download: bool = False,
+    hint: str | None = None,
+) -> TfdsSegmentationSource:
   """A prepared TFDS dataset (array_record format) as a jaxseg source.
 
   Args:
@@ -146,13 +178,22 @@ def tfds_segmentation_source(name: str, split: str, *, data_dir: str | None = No
     data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
   except (ValueError, NotImplementedError, FileNotFoundError, AssertionError) as e:
     message = str(e).split("\nAvailable datasets:")[0]  # Drop TFDS's list of every dataset.
-    text = (f"TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}) cannot be opened "
-            f"for random access: {message}\nPrepare it with `tfds build {name.split(':')[0]} "
-            f"--file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "") + "`.")
+    text = (
+        f"TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}) cannot be opened "
+        f"for random access: {message}\nPrepare it with `tfds build {name.split(':')[0]} "
+        f"--file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "") + "`."
+    )
     if hint:
       text += f"\nhint: {hint}"
     raise DataError(text) from e
   return TfdsSegmentationSource(
-      data_source, name=f"tfds:{name}/{split}", image_key=image_key, mask_key=mask_key,
-      label_offset=label_offset, label_map=label_map, num_classes=num_classes,
-      ignore_index=ignore_index, extra_keys=extra_keys)
+      data_source,
+      name=f"tfds:{name}/{split}",
+      image_key=image_key,
+      mask_key=mask_key,
+      label_offset=label_offset,
+      label_map=label_map,
+      num_classes=num_classes,
+      ignore_index=ignore_index,
+      extra_keys=extra_keys,
+  )

@@ -5,17 +5,19 @@ a global (multi-host) array, the matrix it returns already counts every
 host's pixels. `segmentation_metrics` turns the summed matrix into mIoU,
 per-class IoU and pixel accuracy on the host.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import jax.numpy as jnp
 import numpy as np
 
 
-def confusion_matrix(labels: jnp.ndarray, predictions: jnp.ndarray, num_classes: int,
-                     ignore_index: int = 255) -> jnp.ndarray:
+def confusion_matrix(
+    labels: jnp.ndarray, predictions: jnp.ndarray, num_classes: int, ignore_index: int = 255
+) -> jnp.ndarray:
   """Counts (label, prediction) pairs.
 
   Args:

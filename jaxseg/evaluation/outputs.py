@@ -3,6 +3,7 @@
 Each file is written to a temporary name and renamed, so a killed run never
 leaves a half-written mask or summary that a resumed run would trust.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,15 @@ from jaxseg.data.palette import palette
 def write_palette_png(path: str, mask: np.ndarray) -> str:
   """Class mask uint8 [H, W] -> indexed PNG with the VOC palette (the DAVIS / VOC results layout)."""
   mask = np.asarray(mask)
-  if mask.ndim != 2 or not (np.issubdtype(mask.dtype, np.integer) and mask.min(initial=0) >= 0
-                            and mask.max(initial=0) <= 255):
-    raise ValueError(f"{path}: expected an integer mask [H, W] with values in 0..255, got "
-                     f"{mask.dtype} {mask.shape}")
+  if mask.ndim != 2 or not (
+      np.issubdtype(mask.dtype, np.integer)
+      and mask.min(initial=0) >= 0
+      and mask.max(initial=0) <= 255
+  ):
+    raise ValueError(
+        f"{path}: expected an integer mask [H, W] with values in 0..255, got "
+        f"{mask.dtype} {mask.shape}"
+    )
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   image = Image.fromarray(mask.astype(np.uint8), mode="P")
   image.putpalette(palette().reshape(-1).tolist())

@@ -1,10 +1,11 @@
 """Pictures a person can look at: labelled image grids, masks in palette colours,
 de-normalised images. The one grid renderer of the project (training pictures,
 SEAM grids and CAM overlays all use it)."""
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -12,10 +13,15 @@ from PIL import Image, ImageDraw, ImageFont
 from jaxseg.data.palette import colorize
 
 
-def image_grid(tiles: Sequence[np.ndarray] | np.ndarray,
-       titles: Sequence[str] | None = None, *, columns: int | None = None,
-       pad: int = 4, title_height: int = 14, min_width: int = 128
-       ) -> np.ndarray:
+def image_grid(
+    tiles: Sequence[np.ndarray] | np.ndarray,
+    titles: Sequence[str] | None = None,
+    *,
+    columns: int | None = None,
+    pad: int = 4,
+    title_height: int = 14,
+    min_width: int = 128,
+) -> np.ndarray:
   """Lays out uint8 tiles [H, W, 3] (same size) in a grid with titles.
 
   Tiles narrower than `min_width` are enlarged by an integer factor (nearest
@@ -28,8 +34,8 @@ def image_grid(tiles: Sequence[np.ndarray] | np.ndarray,
   for t in tiles:
     if t.shape != (height, width, 3) or t.dtype != np.uint8:
       raise ValueError(
-        f"all tiles must be uint8 [{height}, {width}, 3], got {t.dtype} "
-        f"{t.shape}.")
+          f"all tiles must be uint8 [{height}, {width}, 3], got {t.dtype} " f"{t.shape}."
+      )
   if titles is not None and len(titles) != len(tiles):
     raise ValueError(f"{len(titles)} titles for {len(tiles)} tiles.")
   factor = max(1, -(-min_width // width))
@@ -40,8 +46,7 @@ def image_grid(tiles: Sequence[np.ndarray] | np.ndarray,
   rows = -(-len(tiles) // columns)
   top = title_height if titles else 0
   cell_h, cell_w = height + top + pad, width + pad
-  canvas = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad),
-           "white")
+  canvas = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), "white")
   draw = ImageDraw.Draw(canvas)
   font = ImageFont.load_default()
   for i, tile in enumerate(tiles):
@@ -53,8 +58,9 @@ def image_grid(tiles: Sequence[np.ndarray] | np.ndarray,
   return np.asarray(canvas)
 
 
-def write_image_grid(path: str, rows: Sequence[Sequence[np.ndarray]],
-                     titles: Sequence[str] | None = None) -> str:
+def write_image_grid(
+    path: str, rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | None = None
+) -> str:
   """Writes rows of equal-size uint8 [H, W, 3] tiles as a PNG, column titles on top; returns the path."""
   rows = [list(r) for r in rows]
   if not rows or not rows[0]:
@@ -81,6 +87,8 @@ def to_uint8_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float
 
 def write_segmentation_grid(path: str, examples: Sequence[dict], mean, std) -> str:
   """One row per example: image | ground truth | prediction."""
-  rows = [[to_uint8_image(e["image"], mean, std), colorize(e["mask"]), colorize(e["pred"])]
-          for e in examples]
+  rows = [
+      [to_uint8_image(e["image"], mean, std), colorize(e["mask"]), colorize(e["pred"])]
+      for e in examples
+  ]
   return write_image_grid(path, rows, titles=["image", "ground truth", "prediction"])

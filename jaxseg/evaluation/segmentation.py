@@ -1,7 +1,9 @@
 """Dataset-level segmentation evaluation with device-side confusion accumulation."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,9 @@ def _zeros_replicated_like(x: jax.Array, shape) -> jax.Array:
   zeros = np.zeros(shape, np.int32)
   sharding = getattr(x, "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding):
-    return jax.device_put(zeros, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+    return jax.device_put(
+        zeros, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    )
   return jnp.asarray(zeros)
 
 
@@ -44,9 +48,16 @@ def confusion_step(predict_fn: PredictFn, *, num_classes: int, ignore_index: int
   return step
 
 
-def evaluate_segmentation(predict_fn: PredictFn | None, variables: Any, batches: Iterable[dict],
-                          *, num_classes: int, ignore_index: int = 255,
-                          keep_examples: int = 0, step=None) -> tuple[dict, list[dict]]:
+def evaluate_segmentation(
+    predict_fn: PredictFn | None,
+    variables: Any,
+    batches: Iterable[dict],
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    keep_examples: int = 0,
+    step=None,
+) -> tuple[dict, list[dict]]:
   """Runs `predict_fn` over global eval batches and scores it.
 
   Args:

@@ -1,6 +1,11 @@
 """Loss functions: pure functions on arrays, importable alone."""
+
 from jaxseg.losses.entropy import entropy_loss, normalized_entropy, self_information_map
 from jaxseg.losses.segmentation import softmax_cross_entropy_with_ignore
 
-__all__ = ["entropy_loss", "normalized_entropy", "self_information_map",
-           "softmax_cross_entropy_with_ignore"]
+__all__ = [
+    "entropy_loss",
+    "normalized_entropy",
+    "self_information_map",
+    "softmax_cross_entropy_with_ignore",
+]

@@ -9,6 +9,7 @@ and epsilon, which differ:
   ESL:    -(1 / ln C) * sum_c p ln p             (no epsilon; 0 * log 0 is taken as 0 here, where the
                                                  official code would produce NaN)
 """
+
 from __future__ import annotations
 
 import math

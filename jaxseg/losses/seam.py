@@ -29,10 +29,11 @@ Official quirks reproduced (each is marked where it happens):
 
 All functions are pure jnp on float32 NHWC arrays and jit/grad friendly (shapes are static).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import chex
 import jax
@@ -50,7 +51,9 @@ Transform = Callable[[jax.Array], jax.Array]
 def _check_labels(labels: jax.Array, num_classes: int | None = None) -> None:
   chex.assert_rank(labels, 2)
   if num_classes is not None and labels.shape[-1] != num_classes:
-    raise ValueError(f"labels must be [B, {num_classes}] foreground multi-hot, got shape {labels.shape}")
+    raise ValueError(
+        f"labels must be [B, {num_classes}] foreground multi-hot, got shape {labels.shape}"
+    )
 
 
 def multilabel_soft_margin_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -100,7 +103,9 @@ def rescaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
   return out  # type: ignore[return-value]
 
 
-def rescale_view(images: jax.Array, scale: float = OFFICIAL_SCALE, align_corners: bool = True) -> jax.Array:
+def rescale_view(
+    images: jax.Array, scale: float = OFFICIAL_SCALE, align_corners: bool = True
+) -> jax.Array:
   """The official transform between SEAM's two views: bilinear rescale, align_corners=True.
 
   `F.interpolate(x, scale_factor=scale, mode='bilinear', align_corners=True)`: the output size is
@@ -117,7 +122,9 @@ def rescale_view(images: jax.Array, scale: float = OFFICIAL_SCALE, align_corners
     float32 [B, floor(H scale), floor(W scale), C].
   """
   chex.assert_rank(images, 4)
-  return resize_bilinear(images, rescaled_size(images.shape[1:3], scale), align_corners=align_corners)
+  return resize_bilinear(
+      images, rescaled_size(images.shape[1:3], scale), align_corners=align_corners
+  )
 
 
 def with_background(cam: jax.Array) -> jax.Array:
@@ -199,18 +206,24 @@ def topk_mean(errors: jax.Array, fraction: float = OFFICIAL_ECR_TOPK_FRACTION) -
   return jnp.mean(jax.lax.top_k(errors.reshape(b, -1).astype(jnp.float32), k)[0])
 
 
-def equivariant_cross_regularization(cam1_s: jax.Array, cam2_s: jax.Array, cam_rv1_s: jax.Array,
-                                     cam_rv2_s: jax.Array, *,
-                                     topk_fraction: float = OFFICIAL_ECR_TOPK_FRACTION
-                                     ) -> tuple[jax.Array, jax.Array]:
+def equivariant_cross_regularization(
+    cam1_s: jax.Array,
+    cam2_s: jax.Array,
+    cam_rv1_s: jax.Array,
+    cam_rv2_s: jax.Array,
+    *,
+    topk_fraction: float = OFFICIAL_ECR_TOPK_FRACTION,
+) -> tuple[jax.Array, jax.Array]:
   """ECR both ways: (top-k mean |target(cam2_s) - cam_rv1_s|, top-k mean |target(cam1_s) - cam_rv2_s|).
 
   All inputs [B, h, w, C] in view-2 space, max-normalised and label-masked (see `prepare_views`). The official
   total adds the two (not their mean).
   """
   chex.assert_equal_shape([cam1_s, cam2_s, cam_rv1_s, cam_rv2_s])
-  return (topk_mean(ecr_error_map(cam2_s, cam_rv1_s), topk_fraction),
-          topk_mean(ecr_error_map(cam1_s, cam_rv2_s), topk_fraction))
+  return (
+      topk_mean(ecr_error_map(cam2_s, cam_rv1_s), topk_fraction),
+      topk_mean(ecr_error_map(cam1_s, cam_rv2_s), topk_fraction),
+  )
 
 
 def label_mask(labels: jax.Array) -> jax.Array:
@@ -220,8 +233,12 @@ def label_mask(labels: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.ones_like(labels[:, :1]), labels], axis=-1)[:, None, None, :]
 
 
-def prepare_views(out1: Mapping[str, jax.Array], out2: Mapping[str, jax.Array], labels: jax.Array,
-                  transform: Transform = rescale_view) -> dict[str, jax.Array]:
+def prepare_views(
+    out1: Mapping[str, jax.Array],
+    out2: Mapping[str, jax.Array],
+    labels: jax.Array,
+    transform: Transform = rescale_view,
+) -> dict[str, jax.Array]:
   """The view-2-space maps ER and ECR compare (official names `cam1`, `cam_rv1`, `cam2`, `cam_rv2` after l.123).
 
   Args:
@@ -235,12 +252,16 @@ def prepare_views(out1: Mapping[str, jax.Array], out2: Mapping[str, jax.Array], 
   for name, out in (("out1", out1), ("out2", out2)):
     for key in ("cam", "cam_rv"):
       if key not in out:
-        raise ValueError(f"seam loss: {name} has no {key!r} (keys {sorted(out)}); SEAM needs a model with "
-                         "use_pcm=True (use `cam_classification_loss` for the plain CAM baseline)")
+        raise ValueError(
+            f"seam loss: {name} has no {key!r} (keys {sorted(out)}); SEAM needs a model with "
+            "use_pcm=True (use `cam_classification_loss` for the plain CAM baseline)"
+        )
   _check_labels(labels, out1["cam"].shape[-1] - 1)
   for name, out in (("out1", out1), ("out2", out2)):
     if out["cam"].shape[0] != labels.shape[0]:
-      raise ValueError(f"seam loss: labels batch {labels.shape[0]} != {name} batch {out['cam'].shape[0]}")
+      raise ValueError(
+          f"seam loss: labels batch {labels.shape[0]} != {name} batch {out['cam'].shape[0]}"
+      )
   lbl = label_mask(labels)
   maps = {
       "cam1_s": transform(max_norm(out1["cam"])) * lbl,
@@ -260,9 +281,14 @@ def cam_classification_loss(cam: jax.Array, labels: jax.Array) -> jax.Array:
   return multilabel_soft_margin_loss(global_average_pool(cam)[:, 1:], labels)
 
 
-def seam_loss(out1: Mapping[str, jax.Array], out2: Mapping[str, jax.Array], labels: jax.Array, *,
-              transform: Transform = rescale_view,
-              ecr_topk_fraction: float = OFFICIAL_ECR_TOPK_FRACTION) -> tuple[jax.Array, dict[str, jax.Array]]:
+def seam_loss(
+    out1: Mapping[str, jax.Array],
+    out2: Mapping[str, jax.Array],
+    labels: jax.Array,
+    *,
+    transform: Transform = rescale_view,
+    ecr_topk_fraction: float = OFFICIAL_ECR_TOPK_FRACTION,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The official SEAM objective for one batch (train_SEAM.py l.104-142), all weights 1.
 
   Args:
@@ -287,9 +313,13 @@ def seam_loss(out1: Mapping[str, jax.Array], out2: Mapping[str, jax.Array], labe
       "er": equivariant_regularization(maps["cam1_s"], maps["cam2_s"]),
   }
   terms["ecr1"], terms["ecr2"] = equivariant_cross_regularization(
-      maps["cam1_s"], maps["cam2_s"], maps["cam_rv1_s"], maps["cam_rv2_s"], topk_fraction=ecr_topk_fraction)
+      maps["cam1_s"],
+      maps["cam2_s"],
+      maps["cam_rv1_s"],
+      maps["cam_rv2_s"],
+      topk_fraction=ecr_topk_fraction,
+  )
   terms["ecr"] = terms["ecr1"] + terms["ecr2"]  # QUIRK: summed, while cls and rvmin are averaged
   terms["cls"] = (terms["cls1"] + terms["cls2"]) / 2 + (terms["rvmin1"] + terms["rvmin2"]) / 2
   terms["total"] = terms["cls"] + terms["er"] + terms["ecr"]
   return terms["total"], terms
-

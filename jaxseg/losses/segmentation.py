@@ -1,4 +1,5 @@
 """Pixel-wise losses for dense prediction (pure functions on NHWC arrays)."""
+
 from __future__ import annotations
 
 import chex
@@ -6,9 +7,9 @@ import jax
 import jax.numpy as jnp
 
 
-def softmax_cross_entropy_with_ignore(logits: jax.Array, labels: jax.Array,
-                                      ignore_index: int = 255,
-                                      weights: jax.Array | None = None) -> jax.Array:
+def softmax_cross_entropy_with_ignore(
+    logits: jax.Array, labels: jax.Array, ignore_index: int = 255, weights: jax.Array | None = None
+) -> jax.Array:
   """Mean softmax cross-entropy over non-ignored pixels (PyTorch `CrossEntropyLoss(ignore_index)`).
 
   Args:

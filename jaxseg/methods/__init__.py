@@ -2,6 +2,7 @@
 
 Modules are imported lazily, so a method's dependencies load only when it runs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -48,6 +49,7 @@ def _update(config, values, prefix):
   for key, value in values.items():
     if key not in config and prefix.endswith("optimizer.groups.") and isinstance(value, dict):
       from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
+
       with config.unlocked():
         config[key] = optimizer_group(value.get("params", ""))
     if key not in config:

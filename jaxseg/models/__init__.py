@@ -5,6 +5,7 @@
   ResNet38    SEAM's resnet38d                                           (jaxseg.models.resnet38)
 Converters and checkpoint readers/writers: jaxseg.models.convert.
 """
+
 from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.resnet import ResNet
 from jaxseg.models.resnet38 import ResNet38

@@ -41,6 +41,7 @@ __all__ = [
     "StateDict",
     "Variables",
     "convert_deeplab_v2",
+    "convert_fc_discriminator",
     "convert_resnet38",
     "convert_torchvision_resnet",
     "load_variables",
@@ -336,6 +337,17 @@ def convert_deeplab_v2(
       source=source,
       allow_missing=[r"^layer[56]\."],
   )
+
+
+def convert_fc_discriminator(
+    state_dict: Mapping[str, Any], model, *, source: str = "checkpoint", prefix: str = ""
+) -> Variables:
+  """ADVENT `get_fc_discriminator` state dict ('0.weight' ... '8.bias') -> variables of `model`
+  (a `jaxseg.models.discriminator.FCDiscriminator`). `prefix` is stripped first (e.g. 'd_main.')."""
+  state_dict = strip_prefix(state_dict, prefix) if prefix else dict(state_dict)
+  x = np.zeros((1, 32, 32, model.num_classes), np.float32)
+  template = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  return state_dict_to_variables(state_dict, template, source=source)
 
 
 def convert_resnet38(

@@ -18,10 +18,12 @@ with. `frozen_bn=True` gives the commonly intended alternative (running statisti
 
 Input: BGR, 0-255 scale, ImageNet-mean subtracted (no std division) - see esl.md.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -37,93 +39,125 @@ ASPP_DILATIONS = (6, 12, 18, 24)
 
 
 class ClassifierModule(nn.Module):
-    """Sum of 3x3 convs (bias, dilation = padding = d for d in `dilations`): [B,h,w,C] -> [B,h,w,classes].
+  """Sum of 3x3 convs (bias, dilation = padding = d for d in `dilations`): [B,h,w,C] -> [B,h,w,classes].
 
-    Submodules 'conv2d_list'/'0'..'3' (ADVENT's `layerN.conv2d_list.i`). Kernels ~ N(0, 0.01) as in ADVENT.
-    """
+  Submodules 'conv2d_list'/'0'..'3' (ADVENT's `layerN.conv2d_list.i`). Kernels ~ N(0, 0.01) as in ADVENT.
+  """
 
-    num_classes: int
-    dilations: Sequence[int] = ASPP_DILATIONS
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+  num_classes: int
+  dilations: Sequence[int] = ASPP_DILATIONS
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        out = None
-        convs = _ConvList(self.num_classes, tuple(self.dilations), self.dtype, self.param_dtype,
-                          name="conv2d_list")
-        for branch in convs(x):
-            out = branch if out is None else out + branch
-        return out
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = None
+    convs = _ConvList(
+        self.num_classes, tuple(self.dilations), self.dtype, self.param_dtype, name="conv2d_list"
+    )
+    for branch in convs(x):
+      out = branch if out is None else out + branch
+    return out
 
 
 class _ConvList(nn.Module):
-    """The `nn.ModuleList` of ClassifierModule: one dilated 3x3 conv per dilation, named '0', '1', ..."""
+  """The `nn.ModuleList` of ClassifierModule: one dilated 3x3 conv per dilation, named '0', '1', ..."""
 
-    num_classes: int
-    dilations: tuple[int, ...]
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+  num_classes: int
+  dilations: tuple[int, ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> list[jax.Array]:
-        return [conv2d(self.num_classes, 3, dilation=d, padding=d, use_bias=True, dtype=self.dtype,
-                       param_dtype=self.param_dtype, kernel_init=nn.initializers.normal(0.01), name=str(i))(x)
-                for i, d in enumerate(self.dilations)]
+  @nn.compact
+  def __call__(self, x: jax.Array) -> list[jax.Array]:
+    return [
+        conv2d(
+            self.num_classes,
+            3,
+            dilation=d,
+            padding=d,
+            use_bias=True,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.initializers.normal(0.01),
+            name=str(i),
+        )(x)
+        for i, d in enumerate(self.dilations)
+    ]
 
 
 class DeepLabV2(nn.Module):
-    """ADVENT's DeepLab-v2 ResNet-101 (multi-level). See the module docstring for the BatchNorm flags.
+  """ADVENT's DeepLab-v2 ResNet-101 (multi-level). See the module docstring for the BatchNorm flags.
 
-    Attributes:
-      num_classes: logits per head (19 for GTA5 -> Cityscapes).
-      multi_level: also compute the aux head (layer5) on layer3.
-      width_multiplier: scales every backbone channel count (tiny CPU demos); 1.0 = official.
-      depth_blocks: blocks per stage; (3, 4, 23, 3) is ResNet-101.
-      frozen_bn: True = running statistics even in training (not the official behaviour).
-      bn_affine_trainable: True = trainable BN scale/bias (official: frozen).
-      dtype / param_dtype: compute and parameter dtypes.
+  Attributes:
+    num_classes: logits per head (19 for GTA5 -> Cityscapes).
+    multi_level: also compute the aux head (layer5) on layer3.
+    width_multiplier: scales every backbone channel count (tiny CPU demos); 1.0 = official.
+    depth_blocks: blocks per stage; (3, 4, 23, 3) is ResNet-101.
+    frozen_bn: True = running statistics even in training (not the official behaviour).
+    bn_affine_trainable: True = trainable BN scale/bias (official: frozen).
+    dtype / param_dtype: compute and parameter dtypes.
+  """
+
+  num_classes: int = 19
+  multi_level: bool = True
+  width_multiplier: float = 1.0
+  depth_blocks: Sequence[int] = (3, 4, 23, 3)
+  frozen_bn: bool = False
+  bn_affine_trainable: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
+    """x: [B, H, W, 3] mean-subtracted BGR -> dict of NHWC maps at output stride 8.
+
+    Keys: 'main' [B, h, w, classes] (layer6 on layer4), 'aux' (layer5 on layer3, if `multi_level`),
+    and the backbone features 'stem', 'layer1'..'layer4'. h = ceil(ceil(ceil(H/2)/2)/2) as in ADVENT.
     """
+    chex.assert_rank(x, 4)
+    conv = functools.partial(conv2d, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = functools.partial(
+        BatchNorm,
+        use_running_average=self.frozen_bn or not train,
+        affine_trainable=self.bn_affine_trainable,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        axis_name=self.bn_axis_name,
+    )
+    width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
+    head = functools.partial(
+        ClassifierModule, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype
+    )
 
-    num_classes: int = 19
-    multi_level: bool = True
-    width_multiplier: float = 1.0
-    depth_blocks: Sequence[int] = (3, 4, 23, 3)
-    frozen_bn: bool = False
-    bn_affine_trainable: bool = False
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        """x: [B, H, W, 3] mean-subtracted BGR -> dict of NHWC maps at output stride 8.
-
-        Keys: 'main' [B, h, w, classes] (layer6 on layer4), 'aux' (layer5 on layer3, if `multi_level`),
-        and the backbone features 'stem', 'layer1'..'layer4'. h = ceil(ceil(ceil(H/2)/2)/2) as in ADVENT.
-        """
-        chex.assert_rank(x, 4)
-        conv = functools.partial(conv2d, dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = functools.partial(
-            BatchNorm, use_running_average=self.frozen_bn or not train,
-            affine_trainable=self.bn_affine_trainable, dtype=self.dtype, param_dtype=self.param_dtype,
-            axis_name=self.bn_axis_name)
-        width = functools.partial(scaled_channels, width_multiplier=self.width_multiplier)
-        head = functools.partial(ClassifierModule, self.num_classes, dtype=self.dtype,
-                                 param_dtype=self.param_dtype)
-
-        x = x.astype(self.dtype)
-        x = conv(width(64), 7, stride=2, padding=3, name="conv1")(x)
-        x = nn.relu(norm(name="bn1")(x))
-        x = max_pool_torch(x, 3, 2, 1, ceil_mode=True)
-        out = {"stem": x}
-        stages = (("layer1", 64, 1, 1), ("layer2", 128, 2, 1), ("layer3", 256, 1, 2), ("layer4", 512, 1, 4))
-        for (name, planes, stride, dilation), num_blocks in zip(stages, self.depth_blocks):
-            x = ResLayer(Bottleneck, width(planes), num_blocks, stride=stride, dilation=dilation,
-                         first_dilation=dilation, force_downsample=dilation > 1, stride_on_1x1=True,
-                         conv=conv, norm=norm, name=name)(x)
-            out[name] = x
-        if self.multi_level:
-            out["aux"] = head(name="layer5")(out["layer3"])
-        out["main"] = head(name="layer6")(out["layer4"])
-        return out
+    x = x.astype(self.dtype)
+    x = conv(width(64), 7, stride=2, padding=3, name="conv1")(x)
+    x = nn.relu(norm(name="bn1")(x))
+    x = max_pool_torch(x, 3, 2, 1, ceil_mode=True)
+    out = {"stem": x}
+    stages = (
+        ("layer1", 64, 1, 1),
+        ("layer2", 128, 2, 1),
+        ("layer3", 256, 1, 2),
+        ("layer4", 512, 1, 4),
+    )
+    for (name, planes, stride, dilation), num_blocks in zip(stages, self.depth_blocks):
+      x = ResLayer(
+          Bottleneck,
+          width(planes),
+          num_blocks,
+          stride=stride,
+          dilation=dilation,
+          first_dilation=dilation,
+          force_downsample=dilation > 1,
+          stride_on_1x1=True,
+          conv=conv,
+          norm=norm,
+          name=name,
+      )(x)
+      out[name] = x
+    if self.multi_level:
+      out["aux"] = head(name="layer5")(out["layer3"])
+    out["main"] = head(name="layer6")(out["layer4"])
+    return out

@@ -4,6 +4,7 @@ Used by the `supervised` method (the upper-bound row every weakly or
 self-supervised demo compares against) and for fine-tuning pre-trained
 backbones.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,6 +20,7 @@ from jaxseg.models.resnet import ResNet
 
 class FCNHead(nn.Module):
   """conv3x3 -> BN -> ReLU -> dropout -> conv1x1 (class logits)."""
+
   num_classes: int
   channels: int = 128
   dropout: float = 0.1
@@ -37,6 +39,7 @@ class FCN(nn.Module):
 
   __call__(images [B, H, W, 3] float normalised, train) -> logits float32 [B, H, W, num_classes].
   """
+
   num_classes: int
   depth: int = 18
   width_multiplier: float = 1.0
@@ -47,8 +50,14 @@ class FCN(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    features = ResNet(depth=self.depth, width_multiplier=self.width_multiplier,
-                      output_stride=self.output_stride, dtype=self.dtype, name="backbone")(images, train)
-    logits = FCNHead(self.num_classes, self.head_channels, self.dropout, dtype=self.dtype,
-                     name="head")(features["layer4"], train)
+    features = ResNet(
+        depth=self.depth,
+        width_multiplier=self.width_multiplier,
+        output_stride=self.output_stride,
+        dtype=self.dtype,
+        name="backbone",
+    )(images, train)
+    logits = FCNHead(
+        self.num_classes, self.head_channels, self.dropout, dtype=self.dtype, name="head"
+    )(features["layer4"], train)
     return resize_bilinear(logits, images.shape[1:3], align_corners=False)

@@ -1,14 +1,18 @@
 """Loading converted backbone weights into a freshly initialised model's variables."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
 
-def merge_pretrained(params: Any, model_state: dict, pretrained: dict, *, source: str) -> tuple[Any, dict]:
+def merge_pretrained(
+    params: Any, model_state: dict, pretrained: dict, *, source: str
+) -> tuple[Any, dict]:
   """Overwrites the leaves of (params, model_state) present in `pretrained`.
 
   Args:
@@ -29,14 +33,18 @@ def merge_pretrained(params: Any, model_state: dict, pretrained: dict, *, source
     else:
       flat[key] = np.asarray(value, dtype=np.asarray(flat[key]).dtype)
   if missing or wrong:
-    raise ValueError(f"{source}: pretrained weights do not fit the model; not in the model: "
-                     f"{missing[:20]}{' ...' if len(missing) > 20 else ''}; wrong shape: {wrong[:20]}")
+    raise ValueError(
+        f"{source}: pretrained weights do not fit the model; not in the model: "
+        f"{missing[:20]}{' ...' if len(missing) > 20 else ''}; wrong shape: {wrong[:20]}"
+    )
   merged = traverse_util.unflatten_dict(flat, sep="/")
   params = merged.pop("params")
   return params, merged
 
 
-def weights_loader(path: str, read: Callable[[str], dict]) -> Callable[[Any, dict], tuple[Any, dict]]:
+def weights_loader(
+    path: str, read: Callable[[str], dict]
+) -> Callable[[Any, dict], tuple[Any, dict]]:
   """A `TrainTask.init_weights` that reads `path` with `read` and merges it."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"pretrained weights {path} not found (config.init.weights)")

@@ -7,6 +7,7 @@ equal to `F.interpolate(mode='bilinear')` / `cv2.resize(INTER_LINEAR)` on the sa
 transforms resize images on the host with PIL's antialiased bilinear, and the AffinityNet random walk keeps
 its channel-first `jax.image.resize` upsampling, which is parity-tested against the official code.)
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,5 +53,6 @@ def resize_bilinear(x: jax.Array, size: tuple[int, int], *, align_corners: bool)
   out_h, out_w = int(size[0]), int(size[1])
   rows = jnp.asarray(interpolation_matrix(x.shape[1], out_h, align_corners))
   cols = jnp.asarray(interpolation_matrix(x.shape[2], out_w, align_corners))
-  return jnp.einsum("Hh,bhw...,Ww->bHW...", rows, x.astype(jnp.float32), cols,
-                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum(
+      "Hh,bhw...,Ww->bHW...", rows, x.astype(jnp.float32), cols, precision=jax.lax.Precision.HIGHEST
+  )

@@ -25,10 +25,12 @@ Optimiser groups (`get_parameter_groups` + `not_training` in the official code):
 trained from scratch at 10x the base learning rate (`FROM_SCRATCH_LAYERS`); conv1a, b2, b2_1, b2_2 are frozen
 (`NOT_TRAINING_LAYERS`); every BatchNorm is frozen (kept in 'batch_stats' by the backbone, out of the optimiser).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -44,7 +46,9 @@ Dtype = Any
 NUM_CLASSES = 21  # VOC: channel 0 is the background slot, 1..20 the foreground classes.
 
 # Regexes (re.search) on '/'-joined Flax parameter paths such as 'fc8/kernel' or 'params/b2_1/conv_branch1/kernel'.
-FROM_SCRATCH_LAYERS = r"(^|/)(fc8|f8_3|f8_4|f9)/"   # official `from_scratch_layers`: 10x learning rate
+FROM_SCRATCH_LAYERS = (
+    r"(^|/)(fc8|f8_3|f8_4|f9)/"  # official `from_scratch_layers`: 10x learning rate
+)
 NOT_TRAINING_LAYERS = r"(^|/)(conv1a|b2|b2_1|b2_2)/"  # official `not_training`: requires_grad=False
 FROM_SCRATCH_LR_MULTIPLIER = 10.0
 
@@ -95,8 +99,12 @@ def pcm_propagate(cam: jax.Array, embeddings: jax.Array) -> jax.Array:
   f = f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-5)
   hi = jax.lax.Precision.HIGHEST
   aff = jax.nn.relu(jnp.einsum("bid,bjd->bij", f, f, precision=hi))
-  aff = aff / (jnp.sum(aff, axis=1, keepdims=True) + 1e-5)  # over i (torch dim=1): columns sum to ~1
-  cam_rv = jnp.einsum("bij,bic->bjc", aff, cam.astype(jnp.float32).reshape(b, h * w, c), precision=hi)
+  aff = aff / (
+      jnp.sum(aff, axis=1, keepdims=True) + 1e-5
+  )  # over i (torch dim=1): columns sum to ~1
+  cam_rv = jnp.einsum(
+      "bij,bic->bjc", aff, cam.astype(jnp.float32).reshape(b, h * w, c), precision=hi
+  )
   return cam_rv.reshape(b, h, w, c)
 
 
@@ -125,32 +133,47 @@ class SEAMHead(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, features: Mapping[str, jax.Array], train: bool) -> dict[str, jax.Array]:
+  def __call__(
+      self, images: jax.Array, features: Mapping[str, jax.Array], train: bool
+  ) -> dict[str, jax.Array]:
     """images: [B, H, W, 3] normalised RGB (the network input); features: ResNet38 taps 'conv4', 'conv5',
     'conv6' ([B, h, w, *], h = ceil(H / 8)). Returns the dict described in `SEAMNet.__call__`."""
     chex.assert_rank(images, 4)
     conv6 = features["conv6"]
     chex.assert_rank(conv6, 4)
     out_size = images.shape[1:3]
-    conv = functools.partial(conv2d, kernel=1, padding=0, dtype=self.dtype, param_dtype=self.param_dtype)
+    conv = functools.partial(
+        conv2d, kernel=1, padding=0, dtype=self.dtype, param_dtype=self.param_dtype
+    )
 
     # Dropout2d: whole channels per sample (mask broadcast over H, W).
-    x = nn.Dropout(0.5 if self.dropout else 0.0, broadcast_dims=(1, 2), deterministic=not train)(conv6)
-    cam_lowres = conv(self.num_classes, kernel_init=XAVIER_UNIFORM, name="fc8")(x).astype(jnp.float32)
-    out = {"cam_lowres": cam_lowres,
-           "cam": resize_bilinear(cam_lowres, out_size, align_corners=True)}
+    x = nn.Dropout(0.5 if self.dropout else 0.0, broadcast_dims=(1, 2), deterministic=not train)(
+        conv6
+    )
+    cam_lowres = conv(self.num_classes, kernel_init=XAVIER_UNIFORM, name="fc8")(x).astype(
+        jnp.float32
+    )
+    out = {
+        "cam_lowres": cam_lowres,
+        "cam": resize_bilinear(cam_lowres, out_size, align_corners=True),
+    }
     if not self.use_pcm:
       return out
 
     h, w = cam_lowres.shape[1:3]
     cam_in = pcm_cam_input(cam_lowres)
     # The backbone taps are detached: PCM losses train f8_3, f8_4 and f9 only.
-    f8_3 = nn.relu(conv(64, kernel_init=KAIMING_NORMAL, name="f8_3")(jax.lax.stop_gradient(features["conv4"])))
-    f8_4 = nn.relu(conv(128, kernel_init=KAIMING_NORMAL, name="f8_4")(jax.lax.stop_gradient(features["conv5"])))
+    f8_3 = nn.relu(
+        conv(64, kernel_init=KAIMING_NORMAL, name="f8_3")(jax.lax.stop_gradient(features["conv4"]))
+    )
+    f8_4 = nn.relu(
+        conv(128, kernel_init=KAIMING_NORMAL, name="f8_4")(jax.lax.stop_gradient(features["conv5"]))
+    )
     # Point-sampled (align_corners=True, no antialiasing) normalised image at the feature resolution.
     x_s = resize_bilinear(images, (h, w), align_corners=True)
-    pcm_features = jnp.concatenate([x_s.astype(self.dtype), f8_3.astype(self.dtype), f8_4.astype(self.dtype)],
-                                   axis=-1)
+    pcm_features = jnp.concatenate(
+        [x_s.astype(self.dtype), f8_3.astype(self.dtype), f8_4.astype(self.dtype)], axis=-1
+    )
     embeddings = conv(192, kernel_init=XAVIER_UNIFORM_GAIN4, name="f9")(pcm_features)
     # (Official PCM first resizes the cam to the feature size: a no-op, both are (h, w).)
     cam_rv_lowres = pcm_propagate(cam_in, embeddings)
@@ -210,11 +233,23 @@ class SEAMNet(nn.Module):
     chex.assert_rank(images, 4)
     if images.shape[-1] != 3:
       raise ValueError(f"SEAMNet expects NHWC RGB images [B, H, W, 3], got shape {images.shape}")
-    backbone = ResNet38(width_multiplier=self.width_multiplier, dropout=self.dropout, dtype=self.dtype,
-                        frozen_bn=self.frozen_bn, bn_affine_trainable=not self.frozen_bn,
-                        param_dtype=self.param_dtype, name="backbone")
-    head = SEAMHead(num_classes=self.num_classes, use_pcm=self.use_pcm, dropout=self.dropout,
-                    dtype=self.dtype, param_dtype=self.param_dtype, name="head")
+    backbone = ResNet38(
+        width_multiplier=self.width_multiplier,
+        dropout=self.dropout,
+        dtype=self.dtype,
+        frozen_bn=self.frozen_bn,
+        bn_affine_trainable=not self.frozen_bn,
+        param_dtype=self.param_dtype,
+        name="backbone",
+    )
+    head = SEAMHead(
+        num_classes=self.num_classes,
+        use_pcm=self.use_pcm,
+        dropout=self.dropout,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="head",
+    )
     # Official state-dict names are flat (`b4_3.*`, `fc8.*`): both submodules live in this module's scope.
     nn.share_scope(self, backbone)
     nn.share_scope(self, head)

@@ -10,53 +10,56 @@ Rules by the last name component and the rank of the shape:
   rank >= 2 -> N(0,1) / sqrt(fan_in), fan_in = prod(shape[1:]); anything else -> 0.1 N(0,1).
 Each array uses `np.random.default_rng([seed, crc32(name)])`, independent of the other names.
 """
+
 from __future__ import annotations
 
 import zlib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 
 def seeded_array(name: str, shape: Iterable[int], seed: int) -> np.ndarray | None:
-    """float32 array for state-dict entry `name` of `shape`; None for `num_batches_tracked`."""
-    shape = tuple(int(s) for s in shape)
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "num_batches_tracked":
-        return None
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-    if leaf == "running_mean":
-        values = 0.1 * rng.standard_normal(shape)
-    elif leaf == "running_var":
-        values = rng.uniform(0.5, 1.5, shape)
-    elif leaf == "weight" and len(shape) == 1:
-        values = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif leaf == "bias":
-        values = 0.1 * rng.standard_normal(shape)
-    elif len(shape) >= 2:
-        values = rng.standard_normal(shape) / np.sqrt(float(np.prod(shape[1:])))
-    else:
-        values = 0.1 * rng.standard_normal(shape)
-    return values.astype(np.float32)
+  """float32 array for state-dict entry `name` of `shape`; None for `num_batches_tracked`."""
+  shape = tuple(int(s) for s in shape)
+  leaf = name.rsplit(".", 1)[-1]
+  if leaf == "num_batches_tracked":
+    return None
+  rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+  if leaf == "running_mean":
+    values = 0.1 * rng.standard_normal(shape)
+  elif leaf == "running_var":
+    values = rng.uniform(0.5, 1.5, shape)
+  elif leaf == "weight" and len(shape) == 1:
+    values = 1.0 + 0.1 * rng.standard_normal(shape)
+  elif leaf == "bias":
+    values = 0.1 * rng.standard_normal(shape)
+  elif len(shape) >= 2:
+    values = rng.standard_normal(shape) / np.sqrt(float(np.prod(shape[1:])))
+  else:
+    values = 0.1 * rng.standard_normal(shape)
+  return values.astype(np.float32)
 
 
 def seeded_state_dict(shapes: Mapping[str, Iterable[int]], seed: int) -> dict[str, np.ndarray]:
-    """{name: shape} -> {name: float32 array}, `num_batches_tracked` entries dropped."""
-    out = {}
-    for name, shape in shapes.items():
-        values = seeded_array(name, shape, seed)
-        if values is not None:
-            out[name] = values
-    return out
+  """{name: shape} -> {name: float32 array}, `num_batches_tracked` entries dropped."""
+  out = {}
+  for name, shape in shapes.items():
+    values = seeded_array(name, shape, seed)
+    if values is not None:
+      out[name] = values
+  return out
 
 
 def seeded_variables(template, seed: int):
-    """Seeded weights for a Flax variable tree (arrays or `jax.eval_shape` structs), via the torch names.
+  """Seeded weights for a Flax variable tree (arrays or `jax.eval_shape` structs), via the torch names.
 
-    Cheaper than `model.init` for big nets on CPU (no XLA compilation) and gives exactly the weights a
-    PyTorch reference run with `seeded_state_dict(model.state_dict() shapes, seed)` has.
-    """
-    from jaxseg.models import convert  # pylint: disable=import-outside-toplevel
+  Cheaper than `model.init` for big nets on CPU (no XLA compilation) and gives exactly the weights a
+  PyTorch reference run with `seeded_state_dict(model.state_dict() shapes, seed)` has.
+  """
+  from jaxseg.models import convert  # pylint: disable=import-outside-toplevel
 
-    flat = convert.torch_shapes(template)
-    return convert.state_dict_to_variables(seeded_state_dict(flat, seed), template, source="seeded weights")
+  flat = convert.torch_shapes(template)
+  return convert.state_dict_to_variables(
+      seeded_state_dict(flat, seed), template, source="seeded weights"
+  )

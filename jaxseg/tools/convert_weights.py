@@ -10,6 +10,7 @@ Inputs: `.pth`/`.pt` (PyTorch state dict; needs torch) or `.params` (MXNet NDArr
 mxnet needed). The output holds {'params': ..., 'batch_stats': ...} for the model built with the same flags;
 read it with `jaxseg.models.convert.load_variables`. Any key mismatch aborts with the full list of keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,76 +29,101 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "deeplab_v2", "resnet3
 
 
 def build_model(args: argparse.Namespace):
-    """The Flax module the checkpoint is converted for."""
-    if args.arch.startswith("resnet") and args.arch != "resnet38":
-        return ResNet(int(args.arch[len("resnet"):]), width_multiplier=args.width_multiplier,
-                      output_stride=args.output_stride)
-    if args.arch == "deeplab_v2":
-        return DeepLabV2(num_classes=args.num_classes, multi_level=not args.single_level,
-                         width_multiplier=args.width_multiplier)
-    return ResNet38(width_multiplier=args.width_multiplier)
+  """The Flax module the checkpoint is converted for."""
+  if args.arch.startswith("resnet") and args.arch != "resnet38":
+    return ResNet(
+        int(args.arch[len("resnet") :]),
+        width_multiplier=args.width_multiplier,
+        output_stride=args.output_stride,
+    )
+  if args.arch == "deeplab_v2":
+    return DeepLabV2(
+        num_classes=args.num_classes,
+        multi_level=not args.single_level,
+        width_multiplier=args.width_multiplier,
+    )
+  return ResNet38(width_multiplier=args.width_multiplier)
 
 
 def read_checkpoint(path: str) -> dict[str, np.ndarray]:
-    if path.endswith(".params"):
-        return convert.read_mxnet_params(path)
-    if path.endswith((".pth", ".pt", ".pth.tar")):
-        return convert.read_torch_checkpoint(path)
-    raise ValueError(f"{path}: unknown checkpoint type (expected .pth, .pt, .pth.tar or .params)")
+  if path.endswith(".params"):
+    return convert.read_mxnet_params(path)
+  if path.endswith((".pth", ".pt", ".pth.tar")):
+    return convert.read_torch_checkpoint(path)
+  raise ValueError(f"{path}: unknown checkpoint type (expected .pth, .pt, .pth.tar or .params)")
 
 
 def convert_checkpoint(args: argparse.Namespace) -> dict:
-    model = build_model(args)
-    state_dict = read_checkpoint(args.input)
-    if args.prefix:
-        state_dict = convert.strip_prefix(state_dict, args.prefix)
-    if args.input.endswith(".params"):
-        if args.arch != "resnet38":
-            raise ValueError(f"{args.input}: MXNet .params files are supported for --arch resnet38 only")
-        state_dict = convert.mxnet_resnet38_to_state_dict(state_dict, source=args.input)
-    if args.arch == "deeplab_v2":
-        imagenet = {"auto": None, "yes": True, "no": False}[args.imagenet_init]
-        return convert.convert_deeplab_v2(state_dict, model, imagenet_init=imagenet, source=args.input,
-                                          head_seed=args.seed)
-    if args.arch == "resnet38":
-        return convert.convert_resnet38(state_dict, model, source=args.input, ignore=args.ignore)
-    if args.ignore:
-        state_dict = {k: v for k, v in state_dict.items()
-                      if not any(re.search(p, k) for p in args.ignore)}
-    return convert.convert_torchvision_resnet(state_dict, model, source=args.input)
+  model = build_model(args)
+  state_dict = read_checkpoint(args.input)
+  if args.prefix:
+    state_dict = convert.strip_prefix(state_dict, args.prefix)
+  if args.input.endswith(".params"):
+    if args.arch != "resnet38":
+      raise ValueError(f"{args.input}: MXNet .params files are supported for --arch resnet38 only")
+    state_dict = convert.mxnet_resnet38_to_state_dict(state_dict, source=args.input)
+  if args.arch == "deeplab_v2":
+    imagenet = {"auto": None, "yes": True, "no": False}[args.imagenet_init]
+    return convert.convert_deeplab_v2(
+        state_dict, model, imagenet_init=imagenet, source=args.input, head_seed=args.seed
+    )
+  if args.arch == "resnet38":
+    return convert.convert_resnet38(state_dict, model, source=args.input, ignore=args.ignore)
+  if args.ignore:
+    state_dict = {
+        k: v for k, v in state_dict.items() if not any(re.search(p, k) for p in args.ignore)
+    }
+  return convert.convert_torchvision_resnet(state_dict, model, source=args.input)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, choices=ARCHS)
-    parser.add_argument("--input", required=True, help=".pth / .pt (PyTorch) or .params (MXNet)")
-    parser.add_argument("--output", required=True, help="output file (flax msgpack)")
-    parser.add_argument("--width-multiplier", type=float, default=1.0)
-    parser.add_argument("--output-stride", type=int, default=32, help="ResNet only (does not change weights)")
-    parser.add_argument("--num-classes", type=int, default=19, help="deeplab_v2 only")
-    parser.add_argument("--single-level", action="store_true", help="deeplab_v2 without the aux head")
-    parser.add_argument("--imagenet-init", choices=("auto", "yes", "no"), default="auto",
-                        help="deeplab_v2: ADVENT's prefixed ImageNet init (heads freshly initialised)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of freshly initialised heads")
-    parser.add_argument("--prefix", default="", help="strip this key prefix first (e.g. 'module.')")
-    parser.add_argument("--ignore", action="append", default=[],
-                        help="regex of checkpoint keys to drop (repeatable), e.g. '^(fc8|f8_3|f8_4|f9)\\.'")
-    return parser.parse_args(argv)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument("--arch", required=True, choices=ARCHS)
+  parser.add_argument("--input", required=True, help=".pth / .pt (PyTorch) or .params (MXNet)")
+  parser.add_argument("--output", required=True, help="output file (flax msgpack)")
+  parser.add_argument("--width-multiplier", type=float, default=1.0)
+  parser.add_argument(
+      "--output-stride", type=int, default=32, help="ResNet only (does not change weights)"
+  )
+  parser.add_argument("--num-classes", type=int, default=19, help="deeplab_v2 only")
+  parser.add_argument("--single-level", action="store_true", help="deeplab_v2 without the aux head")
+  parser.add_argument(
+      "--imagenet-init",
+      choices=("auto", "yes", "no"),
+      default="auto",
+      help="deeplab_v2: ADVENT's prefixed ImageNet init (heads freshly initialised)",
+  )
+  parser.add_argument("--seed", type=int, default=0, help="seed of freshly initialised heads")
+  parser.add_argument("--prefix", default="", help="strip this key prefix first (e.g. 'module.')")
+  parser.add_argument(
+      "--ignore",
+      action="append",
+      default=[],
+      help="regex of checkpoint keys to drop (repeatable), e.g. '^(fc8|f8_3|f8_4|f9)\\.'",
+  )
+  return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        variables = convert_checkpoint(args)
-    except (convert.CheckpointMismatchError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    convert.save_variables(args.output, variables)
-    leaves = jax.tree_util.tree_leaves(variables)
-    counts = {c: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(t)) for c, t in variables.items()}
-    print(f"wrote {args.output}: {len(leaves)} arrays, " + ", ".join(f"{c} {n:,} values" for c, n in counts.items()))
-    return 0
+  args = parse_args(argv)
+  try:
+    variables = convert_checkpoint(args)
+  except (convert.CheckpointMismatchError, ValueError, ImportError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  convert.save_variables(args.output, variables)
+  leaves = jax.tree_util.tree_leaves(variables)
+  counts = {
+      c: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(t)) for c, t in variables.items()
+  }
+  print(
+      f"wrote {args.output}: {len(leaves)} arrays, "
+      + ", ".join(f"{c} {n:,} values" for c, n in counts.items())
+  )
+  return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

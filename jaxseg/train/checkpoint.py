@@ -10,6 +10,7 @@ Orbax writes each step into a temporary folder and renames it only when the
 save is complete, so a crash mid-save leaves the previous checkpoint as the
 latest usable one.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,16 +51,22 @@ class Checkpointer:
         self.directory,
         item_names=("state", "data"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save),
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        ),
     )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, iterator_state: bytes) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(IteratorState(iterator_state))), force=True)
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(IteratorState(iterator_state)),
+        ),
+        force=True,
+    )
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, bytes]:
     """Restores step `step` into `abstract_state`'s shapes, dtypes and shardings.
@@ -69,14 +76,19 @@ class Checkpointer:
     Returns:
       (state, iterator_state_bytes).
     """
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(IteratorState())))
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(IteratorState()),
+        ),
+    )
     return restored["state"], restored["data"].get_state()
 
   def restore_state_only(self, step: int, abstract_state: Any) -> Any:
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
     return restored["state"]
 
   def wait(self) -> None:
@@ -101,10 +113,17 @@ class BestCheckpointer:
     self.metric = metric
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints_best"))
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=("state",),
+        self.directory,
+        item_names=("state",),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=self._score, best_mode=mode,
-            keep_checkpoints_without_metrics=False, enable_async_checkpointing=False))
+            max_to_keep=1,
+            create=True,
+            best_fn=self._score,
+            best_mode=mode,
+            keep_checkpoints_without_metrics=False,
+            enable_async_checkpointing=False,
+        ),
+    )
 
   def _score(self, metrics: dict) -> float:
     if self.metric not in metrics:
@@ -113,15 +132,20 @@ class BestCheckpointer:
 
   def save(self, step: int, state: Any, metrics: dict) -> None:
     self._score(metrics)  # A missing metric is an error now, not at orbax's cleanup.
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                       metrics={k: float(v) for k, v in metrics.items()}, force=True)
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+        metrics={k: float(v) for k, v in metrics.items()},
+        force=True,
+    )
 
   def best_step(self) -> int | None:
     return self._manager.best_step()
 
   def restore_state_only(self, step: int, abstract_state: Any) -> Any:
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
     return restored["state"]
 
   def close(self) -> None:
@@ -131,5 +155,4 @@ class BestCheckpointer:
 
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of jax arrays."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -1,4 +1,5 @@
 """Trainer keys shared by every method's `default_config()`."""
+
 import ml_collections
 
 from jaxseg.train.optimizer import optimizer_fields
@@ -63,7 +64,9 @@ def trainer_config() -> ml_collections.ConfigDict:
   return c
 
 
-def stage_trainer_config(config: ml_collections.ConfigDict, section: str | None) -> ml_collections.ConfigDict:
+def stage_trainer_config(
+    config: ml_collections.ConfigDict, section: str | None
+) -> ml_collections.ConfigDict:
   """The complete trainer config of one training stage.
 
   Args:

@@ -6,34 +6,44 @@ this module does the rest: mesh, sharded state and optimiser groups
 metrics, the per-step NaN/inf check, checkpoints, exact resume, evaluation
 during training with a best checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.config import ConfigError
 from jaxseg.data import pipeline
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import metrics as metrics_lib
 from jaxseg.train import sharding as shd
-from jaxseg.train.step import NonFiniteLossError  # noqa: F401  (re-exported)
-from jaxseg.train.step import TrainSetup  # noqa: F401
-from jaxseg.train.step import make_train_step
-from jaxseg.train.step import raise_nonfinite
-from jaxseg.train.step import setup
-from jaxseg.train.step import split_variables  # noqa: F401
-from jaxseg.train.task import Batch  # noqa: F401
-from jaxseg.train.task import DataSource  # noqa: F401
-from jaxseg.train.task import LossFn  # noqa: F401
-from jaxseg.train.task import TrainTask
+from jaxseg.train.step import (
+    NonFiniteLossError,  # noqa: F401  (re-exported)
+    TrainSetup,  # noqa: F401
+    make_train_step,
+    raise_nonfinite,
+    setup,
+    split_variables,  # noqa: F401
+)
+from jaxseg.train.task import (
+    Batch,  # noqa: F401
+    DataSource,  # noqa: F401
+    LossFn,  # noqa: F401
+    TrainTask,
+)
 
 
-def restore_or_init(ts: TrainSetup, checkpointer: ckpt_lib.Checkpointer | None, init_weights=None,
-                    init_extra: bool = True):
+def restore_or_init(
+    ts: TrainSetup,
+    checkpointer: ckpt_lib.Checkpointer | None,
+    init_weights=None,
+    init_extra: bool = True,
+):
   """Latest checkpoint in the workdir if any, else a fresh state. Returns (state, iterator_state)."""
   if checkpointer is not None:
     step = checkpointer.latest_step()
@@ -43,9 +53,12 @@ def restore_or_init(ts: TrainSetup, checkpointer: ckpt_lib.Checkpointer | None, 
   state = ts.init_state()
   if init_weights is not None:
     # Host round trip that also works when parameters are sharded across hosts (FSDP over processes).
-    params, model_state = init_weights(shd.host_copy(state["params"]), shd.host_copy(state["model_state"]))
-    loaded = shd.put_global((params, model_state),
-                            (ts.state_shardings["params"], ts.state_shardings["model_state"]))
+    params, model_state = init_weights(
+        shd.host_copy(state["params"]), shd.host_copy(state["model_state"])
+    )
+    loaded = shd.put_global(
+        (params, model_state), (ts.state_shardings["params"], ts.state_shardings["model_state"])
+    )
     # Optimiser state was built for zero-init buffers; it does not depend on values.
     state = dict(state, params=loaded[0], model_state=loaded[1])
     if init_extra and ts.init_extra is not None:
@@ -60,8 +73,13 @@ def _datasets(config, task: TrainTask):
 
   def build(src, name=None):
     size = int(src.batch_size or tcfg.batch_size)
-    ds = pipeline.train_dataset(src.source, src.augment, seed=pipeline.source_seed(seed, name),
-                                global_batch_size=size, keys=src.keys)
+    ds = pipeline.train_dataset(
+        src.source,
+        src.augment,
+        seed=pipeline.source_seed(seed, name),
+        global_batch_size=size,
+        keys=src.keys,
+    )
     example = jax.tree.map(lambda x: np.zeros((size,) + x.shape[1:], x.dtype), ds[0])
     return ds, example
 
@@ -72,7 +90,9 @@ def _datasets(config, task: TrainTask):
   return {n: b[0] for n, b in built.items()}, {n: b[1] for n, b in built.items()}
 
 
-def train(config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], None] | None = None) -> dict:
+def train(
+    config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], None] | None = None
+) -> dict:
   """Runs (or resumes) training to `config.train.total_steps`. Returns the final state.
 
   Raises:
@@ -83,8 +103,10 @@ def train(config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], N
   total = int(tcfg.total_steps)
   data_ds, example = _datasets(config, task)
   ts = setup(config, task, example)
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(tcfg.keep_checkpoints),
-                                       async_save=bool(tcfg.async_checkpoint))
+  _check_batch_sizes(example if isinstance(data_ds, dict) else {None: example}, ts.mesh)
+  checkpointer = ckpt_lib.Checkpointer(
+      workdir, keep=int(tcfg.keep_checkpoints), async_save=bool(tcfg.async_checkpoint)
+  )
   eval_every = int(tcfg.eval_every)
   evaluator = task.make_evaluator(ts) if (eval_every and task.make_evaluator is not None) else None
   if eval_every and task.make_evaluator is None:
@@ -93,20 +115,24 @@ def train(config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], N
   if tcfg.best_metric:
     if evaluator is None:
       raise ValueError(f"train.best_metric={tcfg.best_metric!r} needs train.eval_every > 0")
-    best = ckpt_lib.BestCheckpointer(workdir, metric=str(tcfg.best_metric), mode=str(tcfg.best_mode))
+    best = ckpt_lib.BestCheckpointer(
+        workdir, metric=str(tcfg.best_metric), mode=str(tcfg.best_mode)
+    )
   writer = metrics_lib.MetricWriter(workdir)
   state, iterator_state = restore_or_init(ts, checkpointer, task.init_weights)
   first_step = int(jax.device_get(state["step"]))
   num_workers = int(tcfg.num_workers)
   if isinstance(data_ds, dict):
     iterator = pipeline.MultiSourceIterator(
-        {n: pipeline.make_iterator(ds, num_workers) for n, ds in data_ds.items()})
+        {n: pipeline.make_iterator(ds, num_workers) for n, ds in data_ds.items()}
+    )
   else:
     iterator = pipeline.make_iterator(data_ds, num_workers)
   if iterator_state is not None:
     pipeline.decode_state(iterator, iterator_state)
   prefetcher = pipeline.DevicePrefetcher(
-      iterator, lambda b: shd.global_batch(b, ts.batch_sharding), depth=int(tcfg.prefetch_batches))
+      iterator, lambda b: shd.global_batch(b, ts.batch_sharding), depth=int(tcfg.prefetch_batches)
+  )
   step_fn = make_train_step(task, ts)
   progress = metrics_lib.Progress(total, first_step, enabled=bool(tcfg.progress_bar))
   log_every, ckpt_every = max(int(tcfg.log_every), 1), int(tcfg.checkpoint_every)
@@ -134,7 +160,9 @@ def train(config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], N
           on_log(done, scalars)
         window, window_len = None, 0
         if tcfg.check_recompile and step_fn._cache_size() != compiled:  # pylint: disable=protected-access
-          raise RuntimeError(f"train step recompiled at step {done}: batch shapes or dtypes changed")
+          raise RuntimeError(
+              f"train step recompiled at step {done}: batch shapes or dtypes changed"
+          )
       if (ckpt_every and done % ckpt_every == 0) or is_last:
         _check_finite(state, flags)  # Never write a checkpoint past a NaN.
         checkpointer.save(done, state, iterator_state)
@@ -155,6 +183,23 @@ def train(config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], N
   return state
 
 
+def _check_batch_sizes(examples: dict, mesh) -> None:
+  """Every global batch splits evenly over the mesh's 'data' axis (else a clear config error).
+
+  Args:
+    examples: {source name (None for the single-source form): one global example batch}.
+  """
+  ways = int(mesh.shape["data"])
+  for name, batch in examples.items():
+    size = int(jax.tree.leaves(batch)[0].shape[0])
+    if size % ways:
+      key = "train.batch_size" if name is None else f"the batch size of source {name!r}"
+      raise ConfigError(
+          f"{key}={size} does not split over the {ways} devices of the mesh's 'data' axis; "
+          f"use a multiple of {ways} (or set mesh.data)"
+      )
+
+
 def _any_flag(flags: dict) -> bool:
   return any(bool(v) for v in jax.device_get(flags).values())
 
@@ -167,7 +212,9 @@ def _check_finite(state, flags) -> None:
     raise_nonfinite(bad, jax.device_get(flags))
 
 
-def load_state(config, workdir: str, task: TrainTask, example_batch: dict, *, which: str = "latest"):
+def load_state(
+    config, workdir: str, task: TrainTask, example_batch: dict, *, which: str = "latest"
+):
   """Restores a checkpoint's train state for evaluation / inference.
 
   Args:
@@ -177,16 +224,21 @@ def load_state(config, workdir: str, task: TrainTask, example_batch: dict, *, wh
   """
   ts = setup(config, task, example_batch)
   if which == "best":
-    checkpointer = ckpt_lib.BestCheckpointer(workdir, metric=str(config.train.best_metric or "unused"),
-                                             mode=str(config.train.best_mode))
+    checkpointer = ckpt_lib.BestCheckpointer(
+        workdir, metric=str(config.train.best_metric or "unused"), mode=str(config.train.best_mode)
+    )
   elif which == "latest":
-    checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir, keep=int(config.train.keep_checkpoints), async_save=False
+    )
   else:
     raise ValueError(f"which={which!r}: expected 'latest' or 'best'")
   try:
     step = checkpointer.latest_step() if which == "latest" else checkpointer.best_step()
     if step is None:
-      raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: run the 'train' stage first")
+      raise FileNotFoundError(
+          f"no checkpoint in {checkpointer.directory}: run the 'train' stage first"
+      )
     return checkpointer.restore_state_only(step, ts.abstract_state), ts
   finally:
     checkpointer.close()

@@ -2,6 +2,7 @@
 
 Only process 0 writes; the others get no-op writers, so callers need not check.
 """
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import math
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -27,6 +28,7 @@ class MetricWriter:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:  # TensorBoard output is optional.
         self._tb = None
@@ -88,8 +90,10 @@ class Progress:
     filled = int(width * step / max(self.total, 1))
     shown = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
     eta_s = "?" if math.isinf(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
-    self.stream.write(f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
-                      f"{rate:.2f} step/s ETA {eta_s} {shown}\n")
+    self.stream.write(
+        f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
+        f"{rate:.2f} step/s ETA {eta_s} {shown}\n"
+    )
     self.stream.flush()
 
 

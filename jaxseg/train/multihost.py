@@ -1,4 +1,5 @@
 """Small multi-host helpers for host-side stages (inference passes, evaluation summaries)."""
+
 from __future__ import annotations
 
 import jax

@@ -12,11 +12,13 @@ DeepLab do) and `frozen` stay as sugar: one `optax.multi_transform` slot per
 (group, multiplier); frozen parameters get `optax.set_to_zero`. The default
 group's `frozen` freezes matching parameters of every group.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +108,9 @@ def group_configs(cfg) -> dict[str, Any]:
     if name in (DEFAULT_GROUP, FROZEN) or "/" in name:
       raise ConfigError(f"optimizer.groups.{name}: reserved or invalid group name")
     if not group.get("params"):
-      raise ConfigError(f"optimizer.groups.{name}.params: empty; set the regex of the parameters it takes")
+      raise ConfigError(
+          f"optimizer.groups.{name}.params: empty; set the regex of the parameters it takes"
+      )
     groups[name] = group
   return groups
 
@@ -138,7 +142,9 @@ def group_labels(cfg, params: Any) -> Any:
 
   def label(path: str, group: str) -> str:
     g = configs[group]
-    if (global_frozen is not None and global_frozen.search(path)) or (g.frozen and re.search(g.frozen, path)):
+    if (global_frozen is not None and global_frozen.search(path)) or (
+        g.frozen and re.search(g.frozen, path)
+    ):
       return FROZEN
     multipliers = tuple(tuple(m) for m in g.lr_multipliers)
     return f"{group}/x{_multiplier_for(path, multipliers):g}"
@@ -157,6 +163,7 @@ class Optimizer:
     groups: params-shaped tree of group names (frozen parameters keep their group's name).
     frozen: params-shaped tree of bools (True = not trained), or None if nothing is frozen.
   """
+
   tx: optax.GradientTransformation
   schedules: dict[str, optax.Schedule]
   groups: Any
@@ -180,8 +187,9 @@ def build_optimizer(cfg, params: Any, total_steps: int) -> Optimizer:
     exclude = re.compile(g.weight_decay_exclude) if g.weight_decay_exclude else None
     wd_mask = _path_labels(params, lambda p, e=exclude: not (e and e.search(p)))
     lr = lambda step, s=schedules[group], m=float(mult[1:]): s(step) * m  # noqa: E731
-    transforms[label] = _base_optimizer(g, lr, wd_mask, where=f"optimizer.groups.{group}"
-                                        if group != DEFAULT_GROUP else "optimizer")
+    transforms[label] = _base_optimizer(
+        g, lr, wd_mask, where=f"optimizer.groups.{group}" if group != DEFAULT_GROUP else "optimizer"
+    )
   chain = []
   if cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
@@ -192,7 +200,9 @@ def build_optimizer(cfg, params: Any, total_steps: int) -> Optimizer:
   return Optimizer(tx=optax.chain(*chain), schedules=schedules, groups=groups, frozen=frozen)
 
 
-def make_optimizer(cfg, params: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    cfg, params: Any, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(tx, schedule of the default group) for `params`; see `build_optimizer`."""
   opt = build_optimizer(cfg, params, total_steps)
   schedule = opt.schedules.get(DEFAULT_GROUP) or make_schedule(cfg, total_steps)
@@ -213,8 +223,9 @@ def _base_optimizer(cfg, lr: optax.Schedule, wd_mask, where: str) -> optax.Gradi
     parts.append(optax.adam(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
     return optax.chain(*parts)
   if cfg.name == "adamw":
-    return optax.adamw(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps), weight_decay=wd,
-                       mask=wd_mask)
+    return optax.adamw(
+        lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps), weight_decay=wd, mask=wd_mask
+    )
   raise ConfigError(f"{where}.name={cfg.name!r}: expected sgd, momentum, adam or adamw")
 
 

@@ -4,15 +4,18 @@ The mesh has axes ('data', 'model'). Batches are sharded on 'data'. Every leaf
 of the train state gets a `PartitionSpec` from the config's rule list (regex
 on the leaf path -> spec); unmatched leaves are replicated.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxseg.config import ConfigError
 
@@ -31,8 +34,9 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
       raise ConfigError(f"mesh: {len(devices)} devices not divisible by {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ConfigError(f"mesh: data*model = {sizes[0]}*{sizes[1]} must equal the "
-                      f"{len(devices)} devices in use")
+    raise ConfigError(
+        f"mesh: data*model = {sizes[0]}*{sizes[1]} must equal the " f"{len(devices)} devices in use"
+    )
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -58,8 +62,9 @@ def leaf_path(path) -> str:
   return "/".join(parts)
 
 
-def partition_specs(tree: Any, rules: Sequence[tuple[str, Any]], mesh: Mesh,
-                    fsdp_min_size: int = 2**14) -> Any:
+def partition_specs(
+    tree: Any, rules: Sequence[tuple[str, Any]], mesh: Mesh, fsdp_min_size: int = 2**14
+) -> Any:
   """Returns a tree of `PartitionSpec` for `tree` (arrays or ShapeDtypeStructs).
 
   Args:
@@ -98,24 +103,29 @@ def _resolve(name, shape, spec, mesh, fsdp_min_size) -> P:
     return P()
   spec = tuple(spec)
   if len(spec) != len(shape):
-    raise ConfigError(f"sharding rule for {name}: spec {spec} has {len(spec)} dims, "
-                      f"the leaf has shape {shape}")
+    raise ConfigError(
+        f"sharding rule for {name}: spec {spec} has {len(spec)} dims, "
+        f"the leaf has shape {shape}"
+    )
   for dim, axis in zip(shape, spec):
     if axis is None:
       continue
     size = int(np.prod([mesh.shape[a] for a in (axis if isinstance(axis, tuple) else (axis,))]))
     if dim % size:
-      raise ConfigError(f"sharding rule for {name}: dimension {dim} of shape {shape} "
-                        f"is not divisible by mesh axis {axis!r} of size {size}")
+      raise ConfigError(
+          f"sharding rule for {name}: dimension {dim} of shape {shape} "
+          f"is not divisible by mesh axis {axis!r} of size {size}"
+      )
   return P(*spec)
 
 
 def named_shardings(specs: Any, mesh: Mesh) -> Any:
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+def global_batch(
+    local_batch: dict[str, np.ndarray], sharding: NamedSharding
+) -> dict[str, jax.Array]:
   """Assembles the global batch from this process's slice (multi-host aware).
 
   Each process passes its own `[global_batch / process_count, ...]` numpy
@@ -145,10 +155,12 @@ def host_copy(tree: Any) -> Any:
   across hosts (e.g. FSDP over a 'model' axis that spans processes) are all-gathered first. Every process
   must call this (it is a collective for the sharded leaves).
   """
+
   def fetch(x):
     if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
+
   return jax.tree.map(fetch, tree)
 
 
@@ -158,7 +170,9 @@ def put_global(tree: Any, shardings: Any) -> Any:
   Each device receives only its slice (`jax.make_array_from_callback`), so no process needs the devices
   of another and nothing crosses hosts.
   """
+
   def put(x, sharding):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
   return jax.tree.map(put, tree, shardings)

@@ -10,16 +10,17 @@ A training stage gets its complete trainer config from `train_stage`: the
 shared keys (seed, mesh, sharding rules) plus the stage's own `train` and
 `optimizer` sections, saved as `<stage workdir>/trainer_config.json`.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from jaxseg.evaluation.outputs import write_json
-from jaxseg.train import loop
-from jaxseg.train import multihost
+from jaxseg.train import loop, multihost
 from jaxseg.train.config import stage_trainer_config
 
 StageFn = Callable[[Any, str], Any]
@@ -32,10 +33,14 @@ def marker_path(workdir: str, stage: str) -> str:
 def check_stages(config, known: Mapping[str, StageFn], method: str) -> None:
   for stage in config.stages:
     if stage not in known:
-      raise ValueError(f"config.stages: unknown stage {stage!r} for {method!r}; known: {tuple(known)}")
+      raise ValueError(
+          f"config.stages: unknown stage {stage!r} for {method!r}; known: {tuple(known)}"
+      )
 
 
-def run_stages(config, workdir: str, stages: Mapping[str, StageFn], *, method: str) -> dict[str, Any]:
+def run_stages(
+    config, workdir: str, stages: Mapping[str, StageFn], *, method: str
+) -> dict[str, Any]:
   """Runs `config.stages` in order, skipping those finished by an earlier launch.
 
   Args:
@@ -48,23 +53,38 @@ def run_stages(config, workdir: str, stages: Mapping[str, StageFn], *, method: s
   for stage in config.stages:
     marker = marker_path(workdir, stage)
     if os.path.exists(marker):
-      print(f"stage {stage}: finished earlier ({marker}); skipped (delete that file to run it again)",
-            flush=True)
+      print(
+          f"stage {stage}: finished earlier ({marker}); skipped (delete that file to run it again)",
+          flush=True,
+      )
       continue
     logging.info("stage %s: starting", stage)
     start = time.time()
     result = stages[stage](config, workdir)
     multihost.sync(f"jaxseg_stage_{stage}")
     if multihost.is_main_process():
-      write_json(marker, dict(stage=stage, seconds=round(time.time() - start, 1),
-                              finished=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=_jsonable(result)))
+      write_json(
+          marker,
+          dict(
+              stage=stage,
+              seconds=round(time.time() - start, 1),
+              finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+              summary=_jsonable(result),
+          ),
+      )
     multihost.sync(f"jaxseg_stage_{stage}_marked")
     results[stage] = result
   return results
 
 
-def train_stage(config, workdir: str, task: loop.TrainTask, *, section: str | None = None,
-                subdir: str | None = None) -> dict:
+def train_stage(
+    config,
+    workdir: str,
+    task: loop.TrainTask,
+    *,
+    section: str | None = None,
+    subdir: str | None = None,
+) -> dict:
   """Trains one stage with its complete trainer config; returns the final train state.
 
   Args:
@@ -87,6 +107,7 @@ def _jsonable(value: Any) -> Any:
     return value
   try:
     import numpy as np  # pylint: disable=g-import-not-at-top
+
     arr = np.asarray(value)
     if arr.dtype.kind in "biuf" and arr.size <= 64:
       return arr.tolist()

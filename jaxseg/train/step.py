@@ -9,10 +9,12 @@ Train state: a plain dict pytree
   rng            uint32 [2]          base key; step key = fold_in(rng, step)
   nonfinite_step int32 []            first step with a non-finite loss term or gradient, -1 if none
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,7 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
 @dataclasses.dataclass
 class TrainSetup:
   """Everything derived from the config to build, shard and restore a train state."""
+
   mesh: jax.sharding.Mesh
   optimizer: optim.Optimizer
   abstract_state: Any  # ShapeDtypeStructs with shardings
@@ -58,7 +61,9 @@ class TrainSetup:
     return self.optimizer.frozen
 
 
-def setup(config, task: TrainTask, example_batch: dict, mesh: jax.sharding.Mesh | None = None) -> TrainSetup:
+def setup(
+    config, task: TrainTask, example_batch: dict, mesh: jax.sharding.Mesh | None = None
+) -> TrainSetup:
   """Builds mesh, optimiser and the sharded (abstract) train state.
 
   Args:
@@ -78,9 +83,15 @@ def setup(config, task: TrainTask, example_batch: dict, mesh: jax.sharding.Mesh 
   def init_state_fn(rng):
     init_rng, state_rng = jax.random.split(rng)
     params, model_state = variables_fn(init_rng)
-    return dict(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                opt_state=opt.tx.init(params), extra=extra_fn(params, model_state), rng=state_rng,
-                nonfinite_step=jnp.full((), -1, jnp.int32))
+    return dict(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=model_state,
+        opt_state=opt.tx.init(params),
+        extra=extra_fn(params, model_state),
+        rng=state_rng,
+        nonfinite_step=jnp.full((), -1, jnp.int32),
+    )
 
   rng = jax.random.PRNGKey(int(config.seed))
   params_shape = jax.eval_shape(lambda r: variables_fn(r)[0], rng)
@@ -88,15 +99,24 @@ def setup(config, task: TrainTask, example_batch: dict, mesh: jax.sharding.Mesh 
   state_shape = jax.eval_shape(init_state_fn, rng)
   specs = shd.partition_specs(state_shape, config.sharding_rules, mesh, config.fsdp_min_size)
   state_shardings = shd.named_shardings(specs, mesh)
-  abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                state_shape, state_shardings)
+  abstract_state = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      state_shape,
+      state_shardings,
+  )
   init_jit = jax.jit(init_state_fn, out_shardings=state_shardings)
   extra_jit = None
   if task.init_extra is not None:
     extra_jit = jax.jit(extra_fn, out_shardings=state_shardings["extra"])
-  return TrainSetup(mesh=mesh, optimizer=opt, abstract_state=abstract_state,
-                    state_shardings=state_shardings, init_state=lambda: init_jit(rng),
-                    batch_sharding=batch_sharding, init_extra=extra_jit)
+  return TrainSetup(
+      mesh=mesh,
+      optimizer=opt,
+      abstract_state=abstract_state,
+      state_shardings=state_shardings,
+      init_state=lambda: init_jit(rng),
+      batch_sharding=batch_sharding,
+      init_extra=extra_jit,
+  )
 
 
 def _zeros_like(shapes):
@@ -138,9 +158,17 @@ def make_train_step(task: TrainTask, ts: TrainSetup):
     flags = {n: ~jnp.all(jnp.isfinite(v)) for n, v in terms.items()}
     flags.update({f"grad/{g}": ~jnp.isfinite(v) for g, v in norms.items()})
     bad = jnp.any(jnp.stack(list(flags.values())))
-    nonfinite_step = jnp.where((state["nonfinite_step"] < 0) & bad, state["step"], state["nonfinite_step"])
-    new_state = dict(state, step=state["step"] + 1, params=params, model_state=model_state,
-                     opt_state=opt_state, nonfinite_step=nonfinite_step)
+    nonfinite_step = jnp.where(
+        (state["nonfinite_step"] < 0) & bad, state["step"], state["nonfinite_step"]
+    )
+    new_state = dict(
+        state,
+        step=state["step"] + 1,
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+        nonfinite_step=nonfinite_step,
+    )
     if task.post_update is not None:
       new_state = task.post_update(new_state)
     measurements = dict(terms)
@@ -161,8 +189,9 @@ def raise_nonfinite(step: int, flags: dict[str, Any]) -> None:
   """Raises `NonFiniteLossError` naming the step, the loss terms and the groups whose gradient is bad."""
   bad = [n for n, v in flags.items() if bool(np.asarray(v))]
   terms = [n for n in bad if not n.startswith("grad/")]
-  groups = [n[len("grad/"):] for n in bad if n.startswith("grad/")]
+  groups = [n[len("grad/") :] for n in bad if n.startswith("grad/")]
   raise NonFiniteLossError(
       f"non-finite values at step {step + 1} (optimiser step {step}): loss terms {terms or 'none'}, "
       f"gradients of optimiser groups {groups or 'none'}; training stopped and no checkpoint was "
-      "written after it. Lower the learning rate or check the data.")
+      "written after it. Lower the learning rate or check the data."
+  )

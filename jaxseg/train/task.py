@@ -3,10 +3,12 @@
 A method describes *what* to train; `jaxseg.train.loop` does the rest (mesh,
 sharded state, optimiser, the jitted step, data, checkpoints, evaluation).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 
@@ -26,6 +28,7 @@ class DataSource:
     keys: example keys the loss reads (None = all); only these are batched.
     batch_size: this source's global batch size (None = `config.train.batch_size`).
   """
+
   source: Any
   augment: Any
   keys: tuple[str, ...] | None = None
@@ -61,6 +64,7 @@ class TrainTask:
       per run and called every `train.eval_every` steps (keep its jitted
       functions in the closure, so evaluation never recompiles).
   """
+
   init_fn: Callable[[jax.Array, Batch], dict]
   loss_fn: LossFn
   train_source: Any = None

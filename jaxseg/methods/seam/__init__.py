@@ -5,9 +5,8 @@ Modules, each importing only the ones before it (no cycles):
   stages.py          'infer' (multi-scale CAMs, pseudo masks, threshold sweep) and 'evaluate'
   affinity_stage.py  'affinity' (CRF labels, AffinityNet with its own trainer section, random walk)
 """
-from jaxseg.methods.seam import affinity_stage
-from jaxseg.methods.seam import method
-from jaxseg.methods.seam import stages
+
+from jaxseg.methods.seam import affinity_stage, method, stages
 from jaxseg.methods.seam.method import STAGES, default_config, load_inference_model
 from jaxseg.train.stages import run_stages
 

@@ -7,6 +7,7 @@ joint crop 448, flip, 8x8 block mean, radius 5); random walk with alpha 6, beta 
 eval split's CAMs. Here the CAMs of the training images are computed in this stage (official: a
 separate `infer_SEAM.py` run over train_aug), capped at `affinity.num_images`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,15 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.data import datasets, transforms
-from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.evaluation.miou import confusion_matrix
+from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.losses.affinity import affinity_loss
 from jaxseg.methods.seam import affinity as aff
-from jaxseg.methods.seam import cam_inference
-from jaxseg.methods.seam import method
+from jaxseg.methods.seam import cam_inference, method
 from jaxseg.models import affinitynet
-from jaxseg.train import loop
-from jaxseg.train import multihost
+from jaxseg.train import loop, multihost
 from jaxseg.train.stages import train_stage
 
 
@@ -42,14 +41,18 @@ class CrfScoreSource:
 
   def __getitem__(self, index):
     with np.load(self.paths[index]) as data:
-      return {"image": data["image"], "la": np.moveaxis(data["la"], 0, -1),
-              "ha": np.moveaxis(data["ha"], 0, -1)}
+      return {
+          "image": data["image"],
+          "la": np.moveaxis(data["la"], 0, -1),
+          "ha": np.moveaxis(data["ha"], 0, -1),
+      }
 
 
 @dataclasses.dataclass(frozen=True)
 class AffinityAugment(grain.transforms.RandomMap):
   """Official VOC12AffDataset order: colour jitter -> joint crop (scores pad with 0 = no score) ->
   normalise -> joint flip -> pair labels at the feature stride."""
+
   crop_size: tuple[int, int]
   color_jitter: tuple[float, float, float, float] | None
   mean: tuple[float, float, float]
@@ -65,9 +68,15 @@ class AffinityAugment(grain.transforms.RandomMap):
     # Image padding 0 after normalising = the mean colour (official zero container).
     ex = transforms.random_crop(ex, rng, self.crop_size, fill=0.0, spatial_keys=keys)
     ex = transforms.random_flip(ex, rng, 0.5, spatial_keys=keys)
-    targets = aff.affinity_targets(ex["la"], ex["ha"], stride=aff.FEATURE_STRIDE, radius=self.radius)
-    return {"image": ex["image"].astype(np.float32), "bg_pos": targets["aff_bg_pos"],
-            "fg_pos": targets["aff_fg_pos"], "neg": targets["aff_neg"]}
+    targets = aff.affinity_targets(
+        ex["la"], ex["ha"], stride=aff.FEATURE_STRIDE, radius=self.radius
+    )
+    return {
+        "image": ex["image"].astype(np.float32),
+        "bg_pos": targets["aff_bg_pos"],
+        "fg_pos": targets["aff_fg_pos"],
+        "neg": targets["aff_neg"],
+    }
 
   def __call__(self, element, rng):
     return self.random_map(element, rng)
@@ -75,9 +84,11 @@ class AffinityAugment(grain.transforms.RandomMap):
 
 def build_model(config) -> affinitynet.AffinityNet:
   """AffinityNet with SEAM's backbone settings, computing in the affinity stage's dtype."""
-  return affinitynet.AffinityNet(width_multiplier=config.model.width_multiplier,
-                                 frozen_bn=config.model.frozen_bn,
-                                 dtype=jnp.dtype(config.affinity.train.compute_dtype))
+  return affinitynet.AffinityNet(
+      width_multiplier=config.model.width_multiplier,
+      frozen_bn=config.model.frozen_bn,
+      dtype=jnp.dtype(config.affinity.train.compute_dtype),
+  )
 
 
 def make_task(config, score_paths: list[str]) -> loop.TrainTask:
@@ -92,20 +103,32 @@ def make_task(config, score_paths: list[str]) -> loop.TrainTask:
     if model.frozen_bn:
       features = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
     else:
-      features, model_state = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng},
-                                          mutable=["batch_stats"])
+      features, model_state = model.apply(
+          variables, batch["image"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+      )
     affinities = affinitynet.pairwise_affinities(features, radius)
     loss, terms = affinity_loss(affinities, batch["bg_pos"], batch["fg_pos"], batch["neg"])
-    return loss, ({k: terms[k] for k in ("bg_loss", "fg_loss", "neg_loss") if k in terms}, model_state)
+    return loss, (
+        {k: terms[k] for k in ("bg_loss", "fg_loss", "neg_loss") if k in terms},
+        model_state,
+    )
 
   a = config.affinity
   augment = AffinityAugment(
-      crop_size=tuple(a.crop_size), color_jitter=tuple(config.augment.color_jitter)
-      if config.augment.color_jitter else None, mean=tuple(config.normalize.mean),
-      std=tuple(config.normalize.std), radius=radius)
-  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn, train_source=CrfScoreSource(score_paths),
-                        augment=augment, keys=("image", "bg_pos", "fg_pos", "neg"),
-                        init_weights=method.backbone_init(config))
+      crop_size=tuple(a.crop_size),
+      color_jitter=tuple(config.augment.color_jitter) if config.augment.color_jitter else None,
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      radius=radius,
+  )
+  return loop.TrainTask(
+      init_fn=init_fn,
+      loss_fn=loss_fn,
+      train_source=CrfScoreSource(score_paths),
+      augment=augment,
+      keys=("image", "bg_pos", "fg_pos", "neg"),
+      init_weights=method.backbone_init(config),
+  )
 
 
 def full_cams(cam_dict: dict, num_fg: int, shape: tuple[int, int]) -> np.ndarray:
@@ -130,16 +153,24 @@ def make_crf_scores(config, workdir: str, cam_apply, cam_variables) -> list[str]
       continue
     example = source[i]
     labels = example["labels"]
-    cams = cam_inference.multiscale_cams(cam_apply, cam_variables, example["image"], labels,
-                                         scales=tuple(config.infer.scales), flip=bool(config.infer.flip),
-                                         output=output)
+    cams = cam_inference.multiscale_cams(
+        cam_apply,
+        cam_variables,
+        example["image"],
+        labels,
+        scales=tuple(config.infer.scales),
+        flip=bool(config.infer.flip),
+        output=output,
+    )
     present = cam_inference.present_classes(labels)
     if present.size == 0:
       present_cams = np.zeros((1, *example["image"].shape[:2]), np.float32)  # bg only
     else:
       present_cams = cams[present]
-    la, ha = (aff.crf_scores(example["image"], present_cams, alpha, iterations=iters)
-              for alpha in config.affinity.crf_alphas)
+    la, ha = (
+        aff.crf_scores(example["image"], present_cams, alpha, iterations=iters)
+        for alpha in config.affinity.crf_alphas
+    )
     tmp = paths[i] + ".tmp.npz"
     np.savez(tmp, image=example["image"], la=la.astype(np.float32), ha=ha.astype(np.float32))
     os.replace(tmp, paths[i])
@@ -152,7 +183,9 @@ def run(config, workdir: str) -> dict:
   cam_apply, cam_variables = method.load_cam_model(config, workdir)
   score_paths = make_crf_scores(config, workdir, cam_apply, cam_variables)
   # AffinityNet trains with its own complete trainer section (config.affinity.train / .optimizer).
-  state = train_stage(config, workdir, make_task(config, score_paths), section="affinity", subdir="affinity")
+  state = train_stage(
+      config, workdir, make_task(config, score_paths), section="affinity", subdir="affinity"
+  )
   return random_walk_eval(config, workdir, loop.variables_of(state))
 
 
@@ -161,8 +194,15 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
   model = build_model(config)
   a = config.affinity
   features_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  refine = jax.jit(functools.partial(aff.refine_cams, alpha=float(a.rw_alpha), beta=float(a.beta),
-                                     logt=int(a.logt), radius=int(a.radius)))
+  refine = jax.jit(
+      functools.partial(
+          aff.refine_cams,
+          alpha=float(a.rw_alpha),
+          beta=float(a.beta),
+          logt=int(a.logt),
+          radius=int(a.radius),
+      )
+  )
   source = datasets.build_source(config.data, "eval", with_labels=True)
   num_classes = config.data.num_classes
   mask_dir = os.path.join(workdir, "affinity", "masks")
@@ -173,15 +213,23 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
     name = str(example.get("id", f"{i:06d}"))
     cam_path = os.path.join(workdir, "infer", "cams", f"{name}.npy")
     if not os.path.exists(cam_path):
-      raise FileNotFoundError(f"{cam_path} not found: run the 'infer' stage (with infer.save_cams) first")
-    cams = full_cams(np.load(cam_path, allow_pickle=True).item(), num_classes - 1, example["image"].shape[:2])
+      raise FileNotFoundError(
+          f"{cam_path} not found: run the 'infer' stage (with infer.save_cams) first"
+      )
+    cams = full_cams(
+        np.load(cam_path, allow_pickle=True).item(), num_classes - 1, example["image"].shape[:2]
+    )
     image = cam_inference.normalize_image(example["image"])
     padded = aff.pad_images(jnp.asarray(image)[None])
     features = features_fn(variables, padded)[0]
     refined = refine(jnp.asarray(cams), features)
     mask = np.asarray(jnp.argmax(refined, axis=0)).astype(np.uint8)
-    confusion += np.asarray(confusion_matrix(jnp.asarray(example["mask"]), jnp.asarray(mask),
-                                             num_classes, config.data.ignore_index), np.int64)
+    confusion += np.asarray(
+        confusion_matrix(
+            jnp.asarray(example["mask"]), jnp.asarray(mask), num_classes, config.data.ignore_index
+        ),
+        np.int64,
+    )
     write_palette_png(os.path.join(mask_dir, f"{name}.png"), mask)
   confusion = multihost.sum_over_processes(confusion)
   iou, miou = cam_inference.official_miou(confusion)

@@ -20,10 +20,12 @@ Follows the official `infer_SEAM.py` / `evaluation.py` (YudeWang/SEAM @ 3212261)
 Batching: each scale's image and its flip run as one batch of 2 through `apply_fn` (eval mode makes the
 samples independent), so a jitted `apply_fn` compiles once per input size.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import chex
 import jax
@@ -47,7 +49,9 @@ def normalize_image(image: np.ndarray) -> np.ndarray:
   """uint8 RGB [H, W, 3] -> float32 [H, W, 3]: (x / 255 - mean) / std per channel (official `Normalize`)."""
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(f"normalize_image expects a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+    raise ValueError(
+        f"normalize_image expects a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}"
+    )
   out = np.empty(image.shape, np.float32)
   for c in range(3):
     out[..., c] = (image[..., c] / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
@@ -67,12 +71,20 @@ def _resize_bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   h, w = size
   if image.dtype == np.uint8:
     return np.asarray(Image.fromarray(image).resize((w, h), resample=Image.BICUBIC))
-  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32), mode="F")
-                         .resize((w, h), resample=Image.BICUBIC)) for c in range(image.shape[-1])]
+  channels = [
+      np.asarray(
+          Image.fromarray(np.ascontiguousarray(image[..., c], np.float32), mode="F").resize(
+              (w, h), resample=Image.BICUBIC
+          )
+      )
+      for c in range(image.shape[-1])
+  ]
   return np.stack(channels, axis=-1)
 
 
-def multiscale_inputs(image: np.ndarray, scales: Sequence[float] = OFFICIAL_SCALES) -> list[np.ndarray]:
+def multiscale_inputs(
+    image: np.ndarray, scales: Sequence[float] = OFFICIAL_SCALES
+) -> list[np.ndarray]:
   """Network inputs of the official multi-scale inference (no flips; `multiscale_cams` adds them).
 
   Args:
@@ -87,7 +99,9 @@ def multiscale_inputs(image: np.ndarray, scales: Sequence[float] = OFFICIAL_SCAL
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f"multiscale_inputs expects an RGB image [H, W, 3], got shape {image.shape}")
   if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
-    raise ValueError(f"multiscale_inputs expects uint8 or normalised float pixels, got {image.dtype}")
+    raise ValueError(
+        f"multiscale_inputs expects uint8 or normalised float pixels, got {image.dtype}"
+    )
   out = []
   for s in scales:
     resized = _resize_bicubic(image, scaled_size(*image.shape[:2], s))
@@ -102,8 +116,16 @@ def _upsample_fg(cams: jax.Array, labels: jax.Array, out_size: tuple[int, int]) 
   return jnp.transpose(up, (0, 3, 1, 2))
 
 
-def pass_cams(apply_fn: ApplyFn, variables: Any, inputs: Iterable[np.ndarray], labels: np.ndarray,
-              out_size: tuple[int, int], *, flip: bool = True, output: str = "cam_rv") -> np.ndarray:
+def pass_cams(
+    apply_fn: ApplyFn,
+    variables: Any,
+    inputs: Iterable[np.ndarray],
+    labels: np.ndarray,
+    out_size: tuple[int, int],
+    *,
+    flip: bool = True,
+    output: str = "cam_rv",
+) -> np.ndarray:
   """The per-pass CAMs of the official inference, in pass order (scale 0, its flip, scale 1, ...).
 
   Args:
@@ -121,8 +143,10 @@ def pass_cams(apply_fn: ApplyFn, variables: Any, inputs: Iterable[np.ndarray], l
   """
   labels = np.asarray(labels, np.float32)
   if labels.ndim != 1 or labels.shape[0] < 1:
-    raise ValueError(f"labels must be a [K] foreground multi-hot vector (K = 20 for VOC), "
-                     f"got shape {labels.shape}")
+    raise ValueError(
+        f"labels must be a [K] foreground multi-hot vector (K = 20 for VOC), "
+        f"got shape {labels.shape}"
+    )
   out_size = (int(out_size[0]), int(out_size[1]))
   passes = []
   for x in inputs:
@@ -139,12 +163,16 @@ def pass_cams(apply_fn: ApplyFn, variables: Any, inputs: Iterable[np.ndarray], l
       cams = outputs
     expected = (batch.shape[0], *x.shape[:2], labels.shape[0] + 1)
     if cams.shape != expected:
-      raise ValueError(f"model output {output!r} has shape {cams.shape}; expected {expected} "
-                       "(input size, bg slot + one channel per label entry)")
+      raise ValueError(
+          f"model output {output!r} has shape {cams.shape}; expected {expected} "
+          "(input size, bg slot + one channel per label entry)"
+      )
     per_pass = np.asarray(_upsample_fg(cams, jnp.asarray(labels), out_size))
     passes.append(per_pass[0])
     if flip:
-      passes.append(per_pass[1][..., ::-1])  # the second pass saw the mirrored image: mirror it back
+      passes.append(
+          per_pass[1][..., ::-1]
+      )  # the second pass saw the mirrored image: mirror it back
   return np.stack(passes).astype(np.float32)
 
 
@@ -168,9 +196,16 @@ def fuse_cams(passes: np.ndarray) -> np.ndarray:
   return ((total - lo - 1e-5) / (hi - lo + 1e-5)).astype(np.float32)
 
 
-def multiscale_cams(apply_fn: ApplyFn, variables: Any, image: np.ndarray, labels: np.ndarray, *,
-                    scales: Sequence[float] = OFFICIAL_SCALES, flip: bool = True,
-                    output: str = "cam_rv") -> np.ndarray:
+def multiscale_cams(
+    apply_fn: ApplyFn,
+    variables: Any,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    scales: Sequence[float] = OFFICIAL_SCALES,
+    flip: bool = True,
+    output: str = "cam_rv",
+) -> np.ndarray:
   """Official multi-scale + flip SEAM CAM for one image.
 
   Args:
@@ -183,7 +218,9 @@ def multiscale_cams(apply_fn: ApplyFn, variables: Any, image: np.ndarray, labels
   """
   image = np.asarray(image)
   inputs = multiscale_inputs(image, scales)
-  return fuse_cams(pass_cams(apply_fn, variables, inputs, labels, image.shape[:2], flip=flip, output=output))
+  return fuse_cams(
+      pass_cams(apply_fn, variables, inputs, labels, image.shape[:2], flip=flip, output=output)
+  )
 
 
 def present_classes(labels: np.ndarray) -> np.ndarray:
@@ -191,8 +228,11 @@ def present_classes(labels: np.ndarray) -> np.ndarray:
   return np.nonzero(np.asarray(labels) > 1e-5)[0]
 
 
-def pseudo_label(cams: np.ndarray | jax.Array, labels: np.ndarray | jax.Array,
-                 bg_threshold: float = OFFICIAL_BG_THRESHOLD) -> np.ndarray:
+def pseudo_label(
+    cams: np.ndarray | jax.Array,
+    labels: np.ndarray | jax.Array,
+    bg_threshold: float = OFFICIAL_BG_THRESHOLD,
+) -> np.ndarray:
   """Hard pseudo label: argmax over [bg_threshold, CAM of each present class].
 
   Args:
@@ -204,8 +244,10 @@ def pseudo_label(cams: np.ndarray | jax.Array, labels: np.ndarray | jax.Array,
     uint8 [H, W]: 0 = background, c + 1 = foreground class c (strictly above the bg score to win).
   """
   if bg_threshold < 0:
-    raise ValueError(f"bg_threshold must be >= 0 (the official .npy evaluation differs below 0), "
-                     f"got {bg_threshold}")
+    raise ValueError(
+        f"bg_threshold must be >= 0 (the official .npy evaluation differs below 0), "
+        f"got {bg_threshold}"
+    )
   cams = jnp.asarray(cams, jnp.float32)
   labels = jnp.asarray(labels)
   chex.assert_rank(cams, 3)
@@ -227,8 +269,15 @@ def _pseudo_labels(cams: jax.Array, labels: jax.Array, thresholds: jax.Array) ->
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "ignore_index"))
-def _sweep_confusions(cams: jax.Array, labels: jax.Array, gt: jax.Array, thresholds: jax.Array, *,
-                      num_classes: int, ignore_index: int) -> jax.Array:
+def _sweep_confusions(
+    cams: jax.Array,
+    labels: jax.Array,
+    gt: jax.Array,
+    thresholds: jax.Array,
+    *,
+    num_classes: int,
+    ignore_index: int,
+) -> jax.Array:
   """int32 [T, C, C] confusion matrices of one image's pseudo labels, one per threshold."""
   preds = _pseudo_labels(cams, labels, thresholds)
   return jax.vmap(lambda pred: confusion_matrix(gt, pred, num_classes, ignore_index))(preds)
@@ -252,9 +301,16 @@ def official_miou(confusion: np.ndarray) -> tuple[np.ndarray, float]:
   return iou, float(np.mean(iou))
 
 
-def threshold_sweep(cams: Iterable[np.ndarray], labels: Iterable[np.ndarray], ground_truths: Iterable[np.ndarray],
-                    thresholds: Sequence[float] = OFFICIAL_THRESHOLD_SWEEP, *, num_classes: int | None = None,
-                    ignore_index: int = 255, pad_multiple: int = 64) -> dict[str, Any]:
+def threshold_sweep(
+    cams: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    ground_truths: Iterable[np.ndarray],
+    thresholds: Sequence[float] = OFFICIAL_THRESHOLD_SWEEP,
+    *,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+    pad_multiple: int = 64,
+) -> dict[str, Any]:
   """mIoU of the CAM pseudo labels for each background threshold (official `evaluation.py --curve`).
 
   Args:
@@ -277,15 +333,24 @@ def threshold_sweep(cams: Iterable[np.ndarray], labels: Iterable[np.ndarray], gr
   for index, (cam, label, gt) in enumerate(zip(cams, labels, ground_truths, strict=True)):
     cam, label, gt = np.asarray(cam, np.float32), np.asarray(label, np.float32), np.asarray(gt)
     if cam.ndim != 3 or gt.shape != cam.shape[1:] or label.shape != cam.shape[:1]:
-      raise ValueError(f"image {index}: cams {cam.shape}, label {label.shape} and ground truth {gt.shape} do "
-                       "not match (expected [K, H, W], [K] and [H, W])")
+      raise ValueError(
+          f"image {index}: cams {cam.shape}, label {label.shape} and ground truth {gt.shape} do "
+          "not match (expected [K, H, W], [K] and [H, W])"
+      )
     if num_classes is None:
       num_classes = cam.shape[0] + 1
     if cam.shape[0] + 1 != num_classes:
-      raise ValueError(f"image {index}: {cam.shape[0]} CAM channels, expected num_classes - 1 = {num_classes - 1}")
-    counts = _sweep_confusions(jnp.asarray(_pad_to(cam, pad_multiple, 0.0)), jnp.asarray(label),
-                               jnp.asarray(_pad_to(gt.astype(np.int32), pad_multiple, ignore_index)),
-                               jnp.asarray(thr), num_classes=num_classes, ignore_index=ignore_index)
+      raise ValueError(
+          f"image {index}: {cam.shape[0]} CAM channels, expected num_classes - 1 = {num_classes - 1}"
+      )
+    counts = _sweep_confusions(
+        jnp.asarray(_pad_to(cam, pad_multiple, 0.0)),
+        jnp.asarray(label),
+        jnp.asarray(_pad_to(gt.astype(np.int32), pad_multiple, ignore_index)),
+        jnp.asarray(thr),
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+    )
     counts = np.asarray(counts, np.int64)
     total = counts if total is None else total + counts
   if total is None:
@@ -293,6 +358,11 @@ def threshold_sweep(cams: Iterable[np.ndarray], labels: Iterable[np.ndarray], gr
   ious, mious = zip(*(official_miou(c) for c in total))
   mious = np.asarray(mious)
   best = int(np.argmax(mious))
-  return {"thresholds": np.asarray(thresholds, np.float64), "miou": mious, "iou": np.stack(ious),
-          "confusion": total, "best_threshold": float(np.asarray(thresholds)[best]),
-          "best_miou": float(mious[best])}
+  return {
+      "thresholds": np.asarray(thresholds, np.float64),
+      "miou": mious,
+      "iou": np.stack(ious),
+      "confusion": total,
+      "best_threshold": float(np.asarray(thresholds)[best]),
+      "best_miou": float(mious[best]),
+  }

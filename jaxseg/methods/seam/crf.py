@@ -35,6 +35,7 @@ Backends (`method=`):
                10 iterations on one CPU core for uniform-noise colours, vs ~5 s for pydensecrf).
   'auto'       pydensecrf when importable, else 'exact' when H*W <= `max_exact_pixels`, else 'grid'.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,32 +57,34 @@ _METHODS = ("auto", "pydensecrf", "exact", "grid")
 
 
 def unary_from_probs(probs: np.ndarray) -> np.ndarray:
-    """float32 [C, H, W] -> float32 [C, N]: -log(clip(probs, 1e-5, 1)) (pydensecrf `unary_from_softmax`)."""
-    c = probs.shape[0]
-    return -np.log(np.clip(probs, UNARY_CLIP, 1.0)).reshape(c, -1).astype(np.float32)
+  """float32 [C, H, W] -> float32 [C, N]: -log(clip(probs, 1e-5, 1)) (pydensecrf `unary_from_softmax`)."""
+  c = probs.shape[0]
+  return -np.log(np.clip(probs, UNARY_CLIP, 1.0)).reshape(c, -1).astype(np.float32)
 
 
 def _softmax_labels(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0 of [C, N] (densecrf's `expAndNormalize`)."""
-    z = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return z / z.sum(axis=0, keepdims=True)
+  """Softmax over axis 0 of [C, N] (densecrf's `expAndNormalize`)."""
+  z = np.exp(logits - logits.max(axis=0, keepdims=True))
+  return z / z.sum(axis=0, keepdims=True)
 
 
 def _positions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-major pixel coordinates (x = column, y = row), each float64 [N]."""
-    y, x = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
-    return x.reshape(-1), y.reshape(-1)
+  """Row-major pixel coordinates (x = column, y = row), each float64 [N]."""
+  y, x = np.meshgrid(
+      np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij"
+  )
+  return x.reshape(-1), y.reshape(-1)
 
 
 def _features(image: np.ndarray, sxy: float, srgb: float | None) -> np.ndarray:
-    """float64 [N, D] kernel features: (x, y) / sxy, plus (r, g, b) / srgb for the bilateral kernel."""
-    h, w = image.shape[:2]
-    x, y = _positions(h, w)
-    feats = [x / sxy, y / sxy]
-    if srgb is not None:
-        rgb = image.reshape(-1, 3).astype(np.float64) / srgb
-        feats += [rgb[:, 0], rgb[:, 1], rgb[:, 2]]
-    return np.stack(feats, axis=1)
+  """float64 [N, D] kernel features: (x, y) / sxy, plus (r, g, b) / srgb for the bilateral kernel."""
+  h, w = image.shape[:2]
+  x, y = _positions(h, w)
+  feats = [x / sxy, y / sxy]
+  if srgb is not None:
+    rgb = image.reshape(-1, 3).astype(np.float64) / srgb
+    feats += [rgb[:, 0], rgb[:, 1], rgb[:, 2]]
+  return np.stack(feats, axis=1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -89,23 +92,23 @@ def _features(image: np.ndarray, sxy: float, srgb: float | None) -> np.ndarray:
 
 
 class _DenseFilter:
-    """out = K @ q with K[i, j] = exp(-|f_i - f_j|^2 / 2) held as a dense float32 [N, N] matrix."""
+  """out = K @ q with K[i, j] = exp(-|f_i - f_j|^2 / 2) held as a dense float32 [N, N] matrix."""
 
-    def __init__(self, features: np.ndarray):
-        sq = np.sum(features * features, axis=1)
-        # In place: one float64 [N, N] buffer (128 MB at 64 x 64 pixels) plus the float32 result.
-        d2 = features @ features.T
-        d2 *= -2.0
-        d2 += sq[:, None]
-        d2 += sq[None, :]
-        np.maximum(d2, 0.0, out=d2)
-        d2 *= -0.5
-        np.exp(d2, out=d2)
-        self.kernel = d2.astype(np.float32)
+  def __init__(self, features: np.ndarray):
+    sq = np.sum(features * features, axis=1)
+    # In place: one float64 [N, N] buffer (128 MB at 64 x 64 pixels) plus the float32 result.
+    d2 = features @ features.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    d2 *= -0.5
+    np.exp(d2, out=d2)
+    self.kernel = d2.astype(np.float32)
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        """values: [N, C] -> [N, C]."""
-        return self.kernel @ values
+  def __call__(self, values: np.ndarray) -> np.ndarray:
+    """values: [N, C] -> [N, C]."""
+    return self.kernel @ values
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -113,62 +116,63 @@ class _DenseFilter:
 
 
 def _gaussian_taps(sigma: float, tail: float = 1e-7) -> np.ndarray:
-    """Unnormalised taps exp(-d^2 / (2 sigma^2)) for |d| <= radius, radius where the tap drops below `tail`."""
-    radius = max(1, int(math.ceil(sigma * math.sqrt(-2.0 * math.log(tail)))))
-    d = np.arange(-radius, radius + 1, dtype=np.float64)
-    return np.exp(-0.5 * (d / sigma) ** 2)
+  """Unnormalised taps exp(-d^2 / (2 sigma^2)) for |d| <= radius, radius where the tap drops below `tail`."""
+  radius = max(1, int(math.ceil(sigma * math.sqrt(-2.0 * math.log(tail)))))
+  d = np.arange(-radius, radius + 1, dtype=np.float64)
+  return np.exp(-0.5 * (d / sigma) ** 2)
 
 
 class _SeparableGaussianFilter:
-    """Positional Gaussian kernel as two 1-D convolutions over the image (exact up to the tap truncation)."""
+  """Positional Gaussian kernel as two 1-D convolutions over the image (exact up to the tap truncation)."""
 
-    def __init__(self, height: int, width: int, sxy: float):
-        self.shape = (height, width)
-        self.taps = _gaussian_taps(sxy)
+  def __init__(self, height: int, width: int, sxy: float):
+    self.shape = (height, width)
+    self.taps = _gaussian_taps(sxy)
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        c = values.shape[1]
-        grid = values.reshape(*self.shape, c)
-        for axis in (0, 1):
-            grid = scipy.ndimage.correlate1d(grid, self.taps, axis=axis, mode="constant", cval=0.0)
-        return grid.reshape(-1, c)
+  def __call__(self, values: np.ndarray) -> np.ndarray:
+    c = values.shape[1]
+    grid = values.reshape(*self.shape, c)
+    for axis in (0, 1):
+      grid = scipy.ndimage.correlate1d(grid, self.taps, axis=axis, mode="constant", cval=0.0)
+    return grid.reshape(-1, c)
 
 
 class _BilateralGridFilter:
-    """Approximates K @ q for a Gaussian kernel in feature space with a regular grid (see module docstring)."""
+  """Approximates K @ q for a Gaussian kernel in feature space with a regular grid (see module docstring)."""
 
-    def __init__(self, features: np.ndarray, cell: float):
-        if not 0.0 < cell < math.sqrt(3.0):
-            raise ValueError(f"grid_cell must be in (0, sqrt(3)) kernel standard deviations, got {cell}")
-        n, d = features.shape
-        coords = (features - features.min(axis=0)) / cell
-        base = np.floor(coords).astype(np.int64)
-        frac = coords - base
-        self.grid_shape = tuple(int(s) for s in base.max(axis=0) + 2)
-        strides = np.cumprod((1,) + self.grid_shape[:0:-1])[::-1]
-        rows, cols, weights = [], [], []
-        for corner in range(2 ** d):
-            bits = np.array([(corner >> k) & 1 for k in range(d)], np.int64)
-            rows.append((base + bits) @ strides)
-            weights.append(np.prod(np.where(bits == 1, frac, 1.0 - frac), axis=1))
-            cols.append(np.arange(n))
-        size = int(np.prod(self.grid_shape))
-        # Splat matrix [cells, N]; slicing is its transpose.
-        self.splat = scipy.sparse.csr_matrix(
-            (np.concatenate(weights).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(size, n))
-        self.slice = self.splat.T.tocsr()
-        blur_sigma = math.sqrt(1.0 / cell ** 2 - 1.0 / 3.0)
-        # Splat, blur and slice each have unit mass; the product kernel then has the right std but a peak of
-        # (blur_sigma * cell) per dimension instead of 1: rescale the taps so that K(f, f) ~ 1 as in 'exact'.
-        self.taps = _gaussian_taps(blur_sigma, tail=1e-4) / (blur_sigma * cell)
+  def __init__(self, features: np.ndarray, cell: float):
+    if not 0.0 < cell < math.sqrt(3.0):
+      raise ValueError(f"grid_cell must be in (0, sqrt(3)) kernel standard deviations, got {cell}")
+    n, d = features.shape
+    coords = (features - features.min(axis=0)) / cell
+    base = np.floor(coords).astype(np.int64)
+    frac = coords - base
+    self.grid_shape = tuple(int(s) for s in base.max(axis=0) + 2)
+    strides = np.cumprod((1,) + self.grid_shape[:0:-1])[::-1]
+    rows, cols, weights = [], [], []
+    for corner in range(2**d):
+      bits = np.array([(corner >> k) & 1 for k in range(d)], np.int64)
+      rows.append((base + bits) @ strides)
+      weights.append(np.prod(np.where(bits == 1, frac, 1.0 - frac), axis=1))
+      cols.append(np.arange(n))
+    size = int(np.prod(self.grid_shape))
+    # Splat matrix [cells, N]; slicing is its transpose.
+    self.splat = scipy.sparse.csr_matrix(
+        (np.concatenate(weights).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(size, n),
+    )
+    self.slice = self.splat.T.tocsr()
+    blur_sigma = math.sqrt(1.0 / cell**2 - 1.0 / 3.0)
+    # Splat, blur and slice each have unit mass; the product kernel then has the right std but a peak of
+    # (blur_sigma * cell) per dimension instead of 1: rescale the taps so that K(f, f) ~ 1 as in 'exact'.
+    self.taps = _gaussian_taps(blur_sigma, tail=1e-4) / (blur_sigma * cell)
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        c = values.shape[1]
-        grid = np.asarray(self.splat @ values).reshape(*self.grid_shape, c)
-        for axis in range(len(self.grid_shape)):
-            grid = scipy.ndimage.correlate1d(grid, self.taps, axis=axis, mode="constant", cval=0.0)
-        return np.asarray(self.slice @ grid.reshape(-1, c))
+  def __call__(self, values: np.ndarray) -> np.ndarray:
+    c = values.shape[1]
+    grid = np.asarray(self.splat @ values).reshape(*self.grid_shape, c)
+    for axis in range(len(self.grid_shape)):
+      grid = scipy.ndimage.correlate1d(grid, self.taps, axis=axis, mode="constant", cval=0.0)
+    return np.asarray(self.slice @ grid.reshape(-1, c))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,43 +180,57 @@ class _BilateralGridFilter:
 
 
 def _check_inputs(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    image = np.asarray(image)
-    probs = np.asarray(probs)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"dense_crf: image must be [H, W, 3] RGB, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"dense_crf: image must be uint8 (0..255 RGB), got dtype {image.dtype}")
-    if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
-        raise ValueError(f"dense_crf: probs must be [C, H, W] with (H, W) = {image.shape[:2]}, "
-                         f"got shape {probs.shape}")
-    if probs.shape[0] < 1:
-        raise ValueError("dense_crf: probs has no label channel")
-    if not np.issubdtype(probs.dtype, np.floating):
-        raise ValueError(f"dense_crf: probs must be floating point, got dtype {probs.dtype}")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError("dense_crf: probs contains NaN or inf")
-    return image, probs.astype(np.float32)
+  image = np.asarray(image)
+  probs = np.asarray(probs)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"dense_crf: image must be [H, W, 3] RGB, got shape {image.shape}")
+  if image.dtype != np.uint8:
+    raise ValueError(f"dense_crf: image must be uint8 (0..255 RGB), got dtype {image.dtype}")
+  if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
+    raise ValueError(
+        f"dense_crf: probs must be [C, H, W] with (H, W) = {image.shape[:2]}, "
+        f"got shape {probs.shape}"
+    )
+  if probs.shape[0] < 1:
+    raise ValueError("dense_crf: probs has no label channel")
+  if not np.issubdtype(probs.dtype, np.floating):
+    raise ValueError(f"dense_crf: probs must be floating point, got dtype {probs.dtype}")
+  if not np.all(np.isfinite(probs)):
+    raise ValueError("dense_crf: probs contains NaN or inf")
+  return image, probs.astype(np.float32)
 
 
 def _pydensecrf_available() -> bool:
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+  try:
+    import pydensecrf.densecrf  # noqa: F401
+  except ImportError:
+    return False
+  return True
 
 
-def _dense_crf_pydensecrf(image, probs, iterations, sxy_gaussian, compat_gaussian, sxy_bilateral,
-                          srgb_bilateral, compat_bilateral) -> np.ndarray:
-    import pydensecrf.densecrf as dcrf  # lazy: optional dependency
+def _dense_crf_pydensecrf(
+    image,
+    probs,
+    iterations,
+    sxy_gaussian,
+    compat_gaussian,
+    sxy_bilateral,
+    srgb_bilateral,
+    compat_bilateral,
+) -> np.ndarray:
+  import pydensecrf.densecrf as dcrf  # lazy: optional dependency
 
-    c, h, w = probs.shape
-    crf = dcrf.DenseCRF2D(w, h, c)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_probs(probs)))
-    crf.addPairwiseGaussian(sxy=sxy_gaussian, compat=compat_gaussian)
-    crf.addPairwiseBilateral(sxy=sxy_bilateral, srgb=srgb_bilateral, rgbim=np.ascontiguousarray(image),
-                             compat=compat_bilateral)
-    return np.asarray(crf.inference(iterations), np.float32).reshape(c, h, w)
+  c, h, w = probs.shape
+  crf = dcrf.DenseCRF2D(w, h, c)
+  crf.setUnaryEnergy(np.ascontiguousarray(unary_from_probs(probs)))
+  crf.addPairwiseGaussian(sxy=sxy_gaussian, compat=compat_gaussian)
+  crf.addPairwiseBilateral(
+      sxy=sxy_bilateral,
+      srgb=srgb_bilateral,
+      rgbim=np.ascontiguousarray(image),
+      compat=compat_bilateral,
+  )
+  return np.asarray(crf.inference(iterations), np.float32).reshape(c, h, w)
 
 
 def dense_crf(
@@ -229,63 +247,74 @@ def dense_crf(
     max_exact_pixels: int = 64 * 64,
     grid_cell: float = 1.0,
 ) -> np.ndarray:
-    """Mean-field inference of a dense CRF (official `imutils.crf_inference` defaults).
+  """Mean-field inference of a dense CRF (official `imutils.crf_inference` defaults).
 
-    Args:
-      image: uint8 [H, W, 3] RGB (the original, un-normalised image).
-      probs: float [C, H, W] per-label scores, label axis FIRST (pydensecrf / official layout). They are used as
-        probabilities for the unary (-log(clip(p, 1e-5, 1))) and need not sum to 1 (official: [bg, cams]).
-      iterations: mean-field steps (official t=10).
-      sxy_gaussian, compat_gaussian: positional kernel std (pixels) and Potts weight.
-      sxy_bilateral, srgb_bilateral, compat_bilateral: bilateral kernel position std (pixels), colour std
-        (0..255 units) and Potts weight.
-      method: 'auto', 'pydensecrf', 'exact' or 'grid' (module docstring).
-      max_exact_pixels: 'auto' uses 'exact' up to this many pixels when pydensecrf is missing.
-      grid_cell: bilateral-grid cell size in kernel standard deviations ('grid' only).
-    Returns:
-      float32 [C, H, W] marginals Q (sum to 1 over C at every pixel).
-    Raises:
-      ValueError: bad shapes/dtypes/parameters; ImportError: method='pydensecrf' without the package.
-    """
-    image, probs = _check_inputs(image, probs)
-    if method not in _METHODS:
-        raise ValueError(f"dense_crf: method must be one of {_METHODS}, got {method!r}")
-    if iterations < 0:
-        raise ValueError(f"dense_crf: iterations must be >= 0, got {iterations}")
-    for name, value in (("sxy_gaussian", sxy_gaussian), ("sxy_bilateral", sxy_bilateral),
-                        ("srgb_bilateral", srgb_bilateral)):
-        if not value > 0:
-            raise ValueError(f"dense_crf: {name} must be > 0, got {value}")
-    c, h, w = probs.shape
-    if method == "auto":
-        if _pydensecrf_available():
-            method = "pydensecrf"
-        else:
-            method = "exact" if h * w <= max_exact_pixels else "grid"
-    if method == "pydensecrf":
-        return _dense_crf_pydensecrf(image, probs, iterations, sxy_gaussian, compat_gaussian, sxy_bilateral,
-                                     srgb_bilateral, compat_bilateral)
-
-    if method == "exact":
-        gaussian = _DenseFilter(_features(image, sxy_gaussian, None))
-        bilateral = _DenseFilter(_features(image, sxy_bilateral, srgb_bilateral))
+  Args:
+    image: uint8 [H, W, 3] RGB (the original, un-normalised image).
+    probs: float [C, H, W] per-label scores, label axis FIRST (pydensecrf / official layout). They are used as
+      probabilities for the unary (-log(clip(p, 1e-5, 1))) and need not sum to 1 (official: [bg, cams]).
+    iterations: mean-field steps (official t=10).
+    sxy_gaussian, compat_gaussian: positional kernel std (pixels) and Potts weight.
+    sxy_bilateral, srgb_bilateral, compat_bilateral: bilateral kernel position std (pixels), colour std
+      (0..255 units) and Potts weight.
+    method: 'auto', 'pydensecrf', 'exact' or 'grid' (module docstring).
+    max_exact_pixels: 'auto' uses 'exact' up to this many pixels when pydensecrf is missing.
+    grid_cell: bilateral-grid cell size in kernel standard deviations ('grid' only).
+  Returns:
+    float32 [C, H, W] marginals Q (sum to 1 over C at every pixel).
+  Raises:
+    ValueError: bad shapes/dtypes/parameters; ImportError: method='pydensecrf' without the package.
+  """
+  image, probs = _check_inputs(image, probs)
+  if method not in _METHODS:
+    raise ValueError(f"dense_crf: method must be one of {_METHODS}, got {method!r}")
+  if iterations < 0:
+    raise ValueError(f"dense_crf: iterations must be >= 0, got {iterations}")
+  for name, value in (
+      ("sxy_gaussian", sxy_gaussian),
+      ("sxy_bilateral", sxy_bilateral),
+      ("srgb_bilateral", srgb_bilateral),
+  ):
+    if not value > 0:
+      raise ValueError(f"dense_crf: {name} must be > 0, got {value}")
+  c, h, w = probs.shape
+  if method == "auto":
+    if _pydensecrf_available():
+      method = "pydensecrf"
     else:
-        gaussian = _SeparableGaussianFilter(h, w, sxy_gaussian)
-        bilateral = _BilateralGridFilter(_features(image, sxy_bilateral, srgb_bilateral), grid_cell)
+      method = "exact" if h * w <= max_exact_pixels else "grid"
+  if method == "pydensecrf":
+    return _dense_crf_pydensecrf(
+        image,
+        probs,
+        iterations,
+        sxy_gaussian,
+        compat_gaussian,
+        sxy_bilateral,
+        srgb_bilateral,
+        compat_bilateral,
+    )
 
-    kernels = []
-    for filt, compat in ((gaussian, compat_gaussian), (bilateral, compat_bilateral)):
-        # Symmetric normalisation (pydensecrf NORMALIZE_SYMMETRIC): D^-1/2 K D^-1/2, D = K 1, computed with
-        # the same (possibly approximate) filter, as densecrf does.
-        norm = 1.0 / np.sqrt(filt(np.ones((h * w, 1), np.float32))[:, 0] + 1e-20)
-        kernels.append((filt, compat, norm.astype(np.float32)[:, None]))
+  if method == "exact":
+    gaussian = _DenseFilter(_features(image, sxy_gaussian, None))
+    bilateral = _DenseFilter(_features(image, sxy_bilateral, srgb_bilateral))
+  else:
+    gaussian = _SeparableGaussianFilter(h, w, sxy_gaussian)
+    bilateral = _BilateralGridFilter(_features(image, sxy_bilateral, srgb_bilateral), grid_cell)
 
-    unary = unary_from_probs(probs).T  # [N, C]
-    q = _softmax_labels(-unary.T).T
-    for _ in range(iterations):
-        logits = -unary
-        for filt, compat, norm in kernels:
-            # Potts: densecrf's PottsCompatibility gives -w * (filtered Q), subtracted from the logits.
-            logits = logits + compat * norm * filt(norm * q)
-        q = _softmax_labels(logits.T).T
-    return np.ascontiguousarray(q.T.reshape(c, h, w), dtype=np.float32)
+  kernels = []
+  for filt, compat in ((gaussian, compat_gaussian), (bilateral, compat_bilateral)):
+    # Symmetric normalisation (pydensecrf NORMALIZE_SYMMETRIC): D^-1/2 K D^-1/2, D = K 1, computed with
+    # the same (possibly approximate) filter, as densecrf does.
+    norm = 1.0 / np.sqrt(filt(np.ones((h * w, 1), np.float32))[:, 0] + 1e-20)
+    kernels.append((filt, compat, norm.astype(np.float32)[:, None]))
+
+  unary = unary_from_probs(probs).T  # [N, C]
+  q = _softmax_labels(-unary.T).T
+  for _ in range(iterations):
+    logits = -unary
+    for filt, compat, norm in kernels:
+      # Potts: densecrf's PottsCompatibility gives -w * (filtered Q), subtracted from the logits.
+      logits = logits + compat * norm * filt(norm * q)
+    q = _softmax_labels(logits.T).T
+  return np.ascontiguousarray(q.T.reshape(c, h, w), dtype=np.float32)

@@ -7,6 +7,7 @@ Stages (config.stages):
   affinity  AffinityNet on labels from the CAMs, random walk, refined pseudo masks.
   evaluate  summary table (CAM / SEAM CAM / random walk mIoU), metrics.json and a picture grid.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,14 +18,12 @@ import ml_collections
 
 from jaxseg.data import datasets, transforms
 from jaxseg.losses import seam as seam_losses
-from jaxseg.models import convert
+from jaxseg.models import affinitynet, convert
 from jaxseg.models import seam as seam_model
 from jaxseg.models.pretrained import weights_loader
-from jaxseg.models import affinitynet
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config
-from jaxseg.train.config import trainer_section
+from jaxseg.train.config import trainer_config, trainer_section
 from jaxseg.train.stages import train_stage
 
 STAGES = ("train", "infer", "affinity", "evaluate")
@@ -37,29 +36,41 @@ def default_config() -> ml_collections.ConfigDict:
   c.stages = STAGES
   c.data = datasets.data_config()
   c.data.name = "voc"
-  c.data.num_classes = 21          # fc8 outputs incl. the background slot
+  c.data.num_classes = 21  # fc8 outputs incl. the background slot
   c.data.train_split = "train_aug"
-  c.data.eval_split = "train"      # CAM quality is measured on VOC train (1464 images)
-  c.augment = ml_collections.ConfigDict(dict(
-      resize_long=(448, 768), scale_range=None, crop_size=(448, 448), flip=True,
-      color_jitter=(0.3, 0.3, 0.3, 0.1), image_fill="mean"))  # pad = 0 after normalising
-  c.normalize = ml_collections.ConfigDict(dict(
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+  c.data.eval_split = "train"  # CAM quality is measured on VOC train (1464 images)
+  c.augment = ml_collections.ConfigDict(
+      dict(
+          resize_long=(448, 768),
+          scale_range=None,
+          crop_size=(448, 448),
+          flip=True,
+          color_jitter=(0.3, 0.3, 0.3, 0.1),
+          image_fill="mean",
+      )
+  )  # pad = 0 after normalising
+  c.normalize = ml_collections.ConfigDict(
+      dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+  )
   # frozen_bn: official True (ImageNet statistics, frozen affine); False trains BatchNorm, which a
   # network trained from scratch (the synthetic demo, no ImageNet init) needs.
-  c.model = ml_collections.ConfigDict(dict(width_multiplier=1.0, use_pcm=True, dropout=True,
-                                           frozen_bn=True))
-  c.loss = ml_collections.ConfigDict(dict(
-      name="seam",               # 'seam' (cls + ER + ECR + rvmin) | 'cam' (cls only, one view)
-      view_scale=0.3,            # official second view: bilinear (align_corners=True) x0.3
-      view_align_corners=True,   # official True; see `jaxseg.losses.seam.rescale_view`
-      ecr_topk_fraction=0.2))
+  c.model = ml_collections.ConfigDict(
+      dict(width_multiplier=1.0, use_pcm=True, dropout=True, frozen_bn=True)
+  )
+  c.loss = ml_collections.ConfigDict(
+      dict(
+          name="seam",  # 'seam' (cls + ER + ECR + rvmin) | 'cam' (cls only, one view)
+          view_scale=0.3,  # official second view: bilinear (align_corners=True) x0.3
+          view_align_corners=True,  # official True; see `jaxseg.losses.seam.rescale_view`
+          ecr_topk_fraction=0.2,
+      )
+  )
   # ResNet-38 ImageNet weights: MXNet `ilsvrc-cls_rna-a1_cls1000_ep-0001.params`, a SEAM/psa
   # `.pth`, or a `.msgpack` from `python -m jaxseg.tools.convert_weights`. '' = random init.
   c.init = ml_collections.ConfigDict(dict(weights=""))
 
   c.train.batch_size = 8
-  c.train.total_steps = 10576      # 8 epochs of 10582 // 8 batches
+  c.train.total_steps = 10576  # 8 epochs of 10582 // 8 batches
   c.train.checkpoint_every = 1000
   c.train.log_every = 50
   o = c.optimizer
@@ -74,17 +85,37 @@ def default_config() -> ml_collections.ConfigDict:
   o.lr_multipliers = ((seam_model.FROM_SCRATCH_LAYERS, 10.0),)
   o.frozen = seam_model.NOT_TRAINING_LAYERS
 
-  c.infer = ml_collections.ConfigDict(dict(
-      scales=(0.5, 1.0, 1.5, 2.0), flip=True, bg_threshold=0.26,
-      sweep=(0.0, 0.6, 0.01),    # background thresholds [start, stop) step, as evaluation.py --curve
-      save_cams=True, save_masks=True))
-  c.affinity = ml_collections.ConfigDict(dict(
-      crf_alphas=(4.0, 24.0), rw_alpha=6.0, beta=8.0, logt=6, radius=5,
-      crf_iterations=10, crop_size=(448, 448),
-      num_images=0))             # training images whose CAMs label AffinityNet (0 = all)
+  c.infer = ml_collections.ConfigDict(
+      dict(
+          scales=(0.5, 1.0, 1.5, 2.0),
+          flip=True,
+          bg_threshold=0.26,
+          sweep=(
+              0.0,
+              0.6,
+              0.01,
+          ),  # background thresholds [start, stop) step, as evaluation.py --curve
+          save_cams=True,
+          save_masks=True,
+      )
+  )
+  c.affinity = ml_collections.ConfigDict(
+      dict(
+          crf_alphas=(4.0, 24.0),
+          rw_alpha=6.0,
+          beta=8.0,
+          logt=6,
+          radius=5,
+          crf_iterations=10,
+          crop_size=(448, 448),
+          num_images=0,
+      )
+  )  # training images whose CAMs label AffinityNet (0 = all)
   # AffinityNet's own complete trainer section (official train_aff.py: batch 8, 8 epochs, lr 0.01 with
   # the new layers at 10x, wd 5e-4, the same PolyOptimizer and its momentum quirk, same frozen blocks).
-  c.affinity.update(trainer_section(batch_size=8, total_steps=10576, checkpoint_every=1000, log_every=50))
+  c.affinity.update(
+      trainer_section(batch_size=8, total_steps=10576, checkpoint_every=1000, log_every=50)
+  )
   a = c.affinity.optimizer
   a.name, a.learning_rate, a.momentum, a.weight_decay = "momentum", 0.01, 5e-4, 5e-4
   a.schedule, a.poly_power = "poly", 0.9
@@ -97,19 +128,29 @@ def default_config() -> ml_collections.ConfigDict:
 
 def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
   m = config.model
-  return seam_model.SEAMNet(num_classes=config.data.num_classes, width_multiplier=m.width_multiplier,
-                            use_pcm=m.use_pcm if use_pcm is None else use_pcm, dropout=m.dropout,
-                            frozen_bn=m.frozen_bn, dtype=jnp.dtype(config.train.compute_dtype))
+  return seam_model.SEAMNet(
+      num_classes=config.data.num_classes,
+      width_multiplier=m.width_multiplier,
+      use_pcm=m.use_pcm if use_pcm is None else use_pcm,
+      dropout=m.dropout,
+      frozen_bn=m.frozen_bn,
+      dtype=jnp.dtype(config.train.compute_dtype),
+  )
 
 
 def _augment_spec(config) -> dict:
   a = config.augment
-  return dict(resize_long=tuple(a.resize_long) if a.resize_long else None,
-              scale_range=tuple(a.scale_range) if a.scale_range else None,
-              crop_size=tuple(a.crop_size), flip=bool(a.flip),
-              color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
-              image_fill=a.image_fill, mean=tuple(config.normalize.mean),
-              std=tuple(config.normalize.std), ignore_index=config.data.ignore_index)
+  return dict(
+      resize_long=tuple(a.resize_long) if a.resize_long else None,
+      scale_range=tuple(a.scale_range) if a.scale_range else None,
+      crop_size=tuple(a.crop_size),
+      flip=bool(a.flip),
+      color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
+      image_fill=a.image_fill,
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      ignore_index=config.data.ignore_index,
+  )
 
 
 def read_backbone_weights(path: str, width_multiplier: float) -> dict:
@@ -122,8 +163,9 @@ def read_backbone_weights(path: str, width_multiplier: float) -> dict:
   else:
     state_dict = convert.read_torch_checkpoint(path)
   # A full SEAM/AffinityNet checkpoint also holds head tensors: only the backbone is taken.
-  return convert.convert_resnet38(state_dict, backbone, source=path,
-                                  ignore=[r"^(fc8|f8_3|f8_4|f8_5|f9)\."])
+  return convert.convert_resnet38(
+      state_dict, backbone, source=path, ignore=[r"^(fc8|f8_3|f8_4|f8_5|f9)\."]
+  )
 
 
 def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, batch, rng):
@@ -140,7 +182,9 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
     variables = {"params": params, **model_state}
     if model.frozen_bn:
       return model.apply(variables, x, train=True, rngs={"dropout": dropout_rng}), model_state
-    return model.apply(variables, x, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    return model.apply(
+        variables, x, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
+    )
 
   out1, model_state = forward(model_state, images, rng1)
   if loss_cfg.name == "cam":
@@ -148,11 +192,15 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
     return loss, ({"cls": loss}, model_state)
   if loss_cfg.name != "seam":
     raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected 'seam' or 'cam'")
-  view = functools.partial(seam_losses.rescale_view, scale=float(loss_cfg.view_scale),
-                           align_corners=bool(loss_cfg.view_align_corners))
+  view = functools.partial(
+      seam_losses.rescale_view,
+      scale=float(loss_cfg.view_scale),
+      align_corners=bool(loss_cfg.view_align_corners),
+  )
   out2, model_state = forward(model_state, view(images), rng2)
-  loss, terms = seam_losses.seam_loss(out1, out2, labels, transform=view,
-                                      ecr_topk_fraction=float(loss_cfg.ecr_topk_fraction))
+  loss, terms = seam_losses.seam_loss(
+      out1, out2, labels, transform=view, ecr_topk_fraction=float(loss_cfg.ecr_topk_fraction)
+  )
   shown = {k: terms[k] for k in ("cls", "er", "ecr")}
   return loss, (shown, model_state)
 
@@ -167,7 +215,9 @@ def backbone_init(config):
 
 def make_task(config) -> loop.TrainTask:
   if config.loss.name == "seam" and not config.model.use_pcm:
-    raise ValueError("config.loss.name='seam' needs config.model.use_pcm=True (ECR uses the PCM output)")
+    raise ValueError(
+        "config.loss.name='seam' needs config.model.use_pcm=True (ECR uses the PCM output)"
+    )
   model = build_model(config)
 
   def init_fn(rng, batch):
@@ -179,7 +229,8 @@ def make_task(config) -> loop.TrainTask:
       train_source=datasets.build_source(config.data, "train", with_labels=True, with_masks=False),
       augment=transforms.build_augment(_augment_spec(config)),
       keys=("image", "labels"),
-      init_weights=backbone_init(config))
+      init_weights=backbone_init(config),
+  )
 
 
 def train(config, workdir: str) -> None:
@@ -209,7 +260,10 @@ def load_inference_model(config, workdir: str):
 
 def example_batch(config) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   h, w = config.augment.crop_size
   b = config.train.batch_size
-  return dict(image=np.zeros((b, h, w, 3), np.float32),
-              labels=np.zeros((b, config.data.num_classes - 1), np.float32))
+  return dict(
+      image=np.zeros((b, h, w, 3), np.float32),
+      labels=np.zeros((b, config.data.num_classes - 1), np.float32),
+  )

@@ -8,11 +8,12 @@ Outputs under the workdir:
   affinity/...             AffinityNet checkpoints, random-walk masks and their mIoU
   metrics.json             the summary table; pictures/seam.png the picture grid
 """
+
 from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -20,10 +21,9 @@ from PIL import Image
 from jaxseg.data import datasets
 from jaxseg.data.palette import colorize
 from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
-from jaxseg.methods.seam import cam_inference
-from jaxseg.methods.seam import method
-from jaxseg.train import multihost
 from jaxseg.evaluation.pictures import write_image_grid
+from jaxseg.methods.seam import cam_inference, method
+from jaxseg.train import multihost
 
 
 def _thresholds(config) -> tuple[float, ...]:
@@ -45,8 +45,14 @@ def infer(config, workdir: str) -> dict:
     for i in multihost.process_indices(len(source)):
       example = source[i]
       cams = cam_inference.multiscale_cams(
-          apply, variables, example["image"], example["labels"], scales=tuple(config.infer.scales),
-          flip=bool(config.infer.flip), output=output)
+          apply,
+          variables,
+          example["image"],
+          example["labels"],
+          scales=tuple(config.infer.scales),
+          flip=bool(config.infer.flip),
+          output=output,
+      )
       if output == outputs[0]:
         _save_outputs(config, out_dir, example, cams, i)
       yield cams, example["labels"], example["mask"]
@@ -55,12 +61,17 @@ def infer(config, workdir: str) -> dict:
   for output in outputs:
     sweep = _sweep(records(output), thresholds, config.data.num_classes, config.data.ignore_index)
     results[output] = sweep
-    print(f"SEAM infer ({output}): best background threshold {sweep['best_threshold']:.2f} -> "
-          f"mIoU {100 * sweep['best_miou']:.2f}; at {config.infer.bg_threshold:.2f}: "
-          f"{100 * sweep['miou_at_default']:.2f}", flush=True)
+    print(
+        f"SEAM infer ({output}): best background threshold {sweep['best_threshold']:.2f} -> "
+        f"mIoU {100 * sweep['best_miou']:.2f}; at {config.infer.bg_threshold:.2f}: "
+        f"{100 * sweep['miou_at_default']:.2f}",
+        flush=True,
+    )
   if multihost.is_main_process():
-    write_json(os.path.join(out_dir, "metrics.json"),
-               {k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in results.items()})
+    write_json(
+        os.path.join(out_dir, "metrics.json"),
+        {k: {kk: vv for kk, vv in v.items() if kk != "confusion"} for k, v in results.items()},
+    )
   return {k: {kk: v[kk] for kk in ("best_threshold", "best_miou")} for k, v in results.items()}
 
 
@@ -75,22 +86,33 @@ def _save_outputs(config, out_dir, example, cams, index):
 
 
 def _sweep(records, thresholds, num_classes, ignore_index) -> dict:
-  cams, labels, masks = (map(lambda r, k=k: r[k], it) for k, it in enumerate(itertools.tee(records, 3)))
-  sweep = cam_inference.threshold_sweep(cams, labels, masks, thresholds, num_classes=num_classes,
-                                        ignore_index=ignore_index)
+  cams, labels, masks = (
+      map(lambda r, k=k: r[k], it) for k, it in enumerate(itertools.tee(records, 3))
+  )
+  sweep = cam_inference.threshold_sweep(
+      cams, labels, masks, thresholds, num_classes=num_classes, ignore_index=ignore_index
+  )
   confusion = multihost.sum_over_processes(sweep["confusion"])
   miou = np.array([cam_inference.official_miou(c)[1] for c in confusion])
   best = int(np.argmax(miou))
   default = int(np.argmin(np.abs(np.asarray(thresholds) - 0.26)))
-  return dict(thresholds=list(thresholds), miou=miou.tolist(), best_threshold=float(thresholds[best]),
-              best_miou=float(miou[best]), miou_at_default=float(miou[default]),
-              iou_at_best=cam_inference.official_miou(confusion[best])[0].tolist(), confusion=confusion)
+  return dict(
+      thresholds=list(thresholds),
+      miou=miou.tolist(),
+      best_threshold=float(thresholds[best]),
+      best_miou=float(miou[best]),
+      miou_at_default=float(miou[default]),
+      iou_at_best=cam_inference.official_miou(confusion[best])[0].tolist(),
+      confusion=confusion,
+  )
 
 
 def evaluate(config, workdir: str) -> dict:
   """Summary table + metrics.json + picture grid from what the earlier stages wrote."""
   summary = {}
-  infer_metrics = read_json(os.path.join(workdir, "infer", "metrics.json"), "run the 'infer' stage first")
+  infer_metrics = read_json(
+      os.path.join(workdir, "infer", "metrics.json"), "run the 'infer' stage first"
+  )
   for key, name in (("cam", "cam"), ("cam_rv", "seam_cam")):
     if key in infer_metrics:
       summary[f"{name}_miou"] = infer_metrics[key]["best_miou"]
@@ -110,6 +132,7 @@ def evaluate(config, workdir: str) -> dict:
 def write_pictures(config, workdir: str) -> str:
   """Grid per image: image | CAM | SEAM CAM | pseudo mask | random walk | ground truth."""
   from jaxseg.cam import overlay_cam  # pylint: disable=g-import-not-at-top
+
   apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)
   rows, titles = [], ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
@@ -121,18 +144,37 @@ def write_pictures(config, workdir: str) -> str:
       if output == "cam_rv" and not config.model.use_pcm:
         row.append(np.full_like(image, 255))
         continue
-      cams = cam_inference.multiscale_cams(apply, variables, image, example["labels"],
-                                           scales=tuple(config.infer.scales), flip=bool(config.infer.flip),
-                                           output=output)
+      cams = cam_inference.multiscale_cams(
+          apply,
+          variables,
+          image,
+          example["labels"],
+          scales=tuple(config.infer.scales),
+          flip=bool(config.infer.flip),
+          output=output,
+      )
       row.append(np.asarray(overlay_cam(image, np.clip(cams.max(axis=0), 0, 1))))
-    cams = cam_inference.multiscale_cams(apply, variables, image, example["labels"],
-                                         scales=tuple(config.infer.scales), flip=bool(config.infer.flip),
-                                         output="cam_rv" if config.model.use_pcm else "cam")
-    row.append(colorize(cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))))
+    cams = cam_inference.multiscale_cams(
+        apply,
+        variables,
+        image,
+        example["labels"],
+        scales=tuple(config.infer.scales),
+        flip=bool(config.infer.flip),
+        output="cam_rv" if config.model.use_pcm else "cam",
+    )
+    row.append(
+        colorize(
+            cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
+        )
+    )
     name = str(example.get("id", f"{i:06d}"))
     rw_path = os.path.join(workdir, "affinity", "masks", f"{name}.png")
-    row.append(colorize(np.asarray(Image.open(rw_path))) if os.path.exists(rw_path)
-               else np.full_like(image, 255))
+    row.append(
+        colorize(np.asarray(Image.open(rw_path)))
+        if os.path.exists(rw_path)
+        else np.full_like(image, 255)
+    )
     row.append(colorize(example["mask"]))
     rows.append(row)
   return write_image_grid(os.path.join(workdir, "pictures", "seam.png"), rows, titles=titles)

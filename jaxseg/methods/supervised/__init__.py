@@ -2,6 +2,7 @@
 
 Stages: 'train' (pixel-wise cross-entropy) and 'evaluate' (mIoU + pictures).
 """
+
 from jaxseg.methods.supervised.method import default_config, load_inference_model, run
 
 __all__ = ["default_config", "load_inference_model", "run"]

@@ -1,4 +1,5 @@
 """Supervised segmentation method: config, train task, evaluation stage."""
+
 from __future__ import annotations
 
 import os
@@ -8,19 +9,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg.data import datasets, transforms
-from jaxseg.data import pipeline
+from jaxseg.data import datasets, pipeline, transforms
 from jaxseg.evaluation.miou import iou_table
-from jaxseg.evaluation.pictures import write_segmentation_grid
 from jaxseg.evaluation.outputs import write_json
+from jaxseg.evaluation.pictures import write_segmentation_grid
 from jaxseg.evaluation.segmentation import confusion_step, evaluate_segmentation
 from jaxseg.losses import softmax_cross_entropy_with_ignore
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd
 from jaxseg.train.config import trainer_config
-from jaxseg.train.stages import run_stages
-from jaxseg.train.stages import train_stage
+from jaxseg.train.stages import run_stages, train_stage
 
 STAGES = ("train", "evaluate")
 
@@ -30,39 +29,61 @@ def default_config() -> ml_collections.ConfigDict:
   c = trainer_config()
   c.method = "supervised"
   c.data = datasets.data_config()
-  c.augment = ml_collections.ConfigDict(dict(
-      scale_range=(0.75, 1.25), crop_size=(64, 64), flip=True,
-      color_jitter=(0.2, 0.2, 0.2, 0.02)))
-  c.normalize = ml_collections.ConfigDict(dict(
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
-  c.model = ml_collections.ConfigDict(dict(
-      depth=18, width_multiplier=0.25, output_stride=8, head_channels=64, dropout=0.1))
-  c.evaluate = ml_collections.ConfigDict(dict(
-      batch_size=16, eval_size=(64, 64), num_pictures=8,
-      checkpoint="latest"))  # latest | best (kept by train.best_metric during training)
+  c.augment = ml_collections.ConfigDict(
+      dict(
+          scale_range=(0.75, 1.25),
+          crop_size=(64, 64),
+          flip=True,
+          color_jitter=(0.2, 0.2, 0.2, 0.02),
+      )
+  )
+  c.normalize = ml_collections.ConfigDict(
+      dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+  )
+  c.model = ml_collections.ConfigDict(
+      dict(depth=18, width_multiplier=0.25, output_stride=8, head_channels=64, dropout=0.1)
+  )
+  c.evaluate = ml_collections.ConfigDict(
+      dict(batch_size=16, eval_size=(64, 64), num_pictures=8, checkpoint="latest")
+  )  # latest | best (kept by train.best_metric during training)
   c.lock()
   return c
 
 
 def build_model(config) -> FCN:
   m = config.model
-  return FCN(num_classes=config.data.num_classes, depth=m.depth, width_multiplier=m.width_multiplier,
-             output_stride=m.output_stride, head_channels=m.head_channels, dropout=m.dropout,
-             dtype=jnp.dtype(config.train.compute_dtype))
+  return FCN(
+      num_classes=config.data.num_classes,
+      depth=m.depth,
+      width_multiplier=m.width_multiplier,
+      output_stride=m.output_stride,
+      head_channels=m.head_channels,
+      dropout=m.dropout,
+      dtype=jnp.dtype(config.train.compute_dtype),
+  )
 
 
 def _augment_spec(config) -> dict:
   a = config.augment
-  return dict(scale_range=tuple(a.scale_range), crop_size=tuple(a.crop_size), flip=bool(a.flip),
-              color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
-              mean=tuple(config.normalize.mean), std=tuple(config.normalize.std),
-              ignore_index=config.data.ignore_index)
+  return dict(
+      scale_range=tuple(a.scale_range),
+      crop_size=tuple(a.crop_size),
+      flip=bool(a.flip),
+      color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      ignore_index=config.data.ignore_index,
+  )
 
 
 def _eval_spec(config) -> dict:
   # Pad/centre-crop to one size so eval batches stack (padding is ignore_index).
-  return dict(crop_size=tuple(config.evaluate.eval_size), mean=tuple(config.normalize.mean),
-              std=tuple(config.normalize.std), ignore_index=config.data.ignore_index)
+  return dict(
+      crop_size=tuple(config.evaluate.eval_size),
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      ignore_index=config.data.ignore_index,
+  )
 
 
 def make_task(config) -> loop.TrainTask:
@@ -73,18 +94,27 @@ def make_task(config) -> loop.TrainTask:
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
   def loss_fn(params, model_state, batch, rng):
-    logits, updates = model.apply({"params": params, **model_state}, batch["image"], train=True,
-                                  rngs={"dropout": rng}, mutable=list(model_state))
+    logits, updates = model.apply(
+        {"params": params, **model_state},
+        batch["image"],
+        train=True,
+        rngs={"dropout": rng},
+        mutable=list(model_state),
+    )
     loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore)
     pred = jnp.argmax(logits, axis=-1)
     valid = batch["mask"] != ignore
     acc = jnp.sum((pred == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
     return loss, ({"pixel_accuracy": acc}, updates)
 
-  return loop.TrainTask(init_fn=init_fn, loss_fn=loss_fn,
-                        train_source=datasets.build_source(config.data, "train"),
-                        augment=transforms.build_augment(_augment_spec(config)),
-                        keys=("image", "mask"), make_evaluator=_evaluator(config))
+  return loop.TrainTask(
+      init_fn=init_fn,
+      loss_fn=loss_fn,
+      train_source=datasets.build_source(config.data, "train"),
+      augment=transforms.build_augment(_augment_spec(config)),
+      keys=("image", "mask"),
+      make_evaluator=_evaluator(config),
+  )
 
 
 def train(config, workdir: str) -> None:
@@ -108,17 +138,26 @@ def _scorer(config, ts):
   def predict(variables, batch):
     return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
 
-  step = confusion_step(predict, num_classes=config.data.num_classes, ignore_index=config.data.ignore_index)
+  step = confusion_step(
+      predict, num_classes=config.data.num_classes, ignore_index=config.data.ignore_index
+  )
   source = datasets.build_source(config.data, "eval")
   transform = transforms.build_eval_transform(_eval_spec(config))
 
   def score(variables, keep_examples=0):
     local, num_batches = pipeline.eval_batches(
-        source, transform, global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask"))
+        source, transform, global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask")
+    )
     batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
-    result = evaluate_segmentation(None, variables, batches, num_classes=config.data.num_classes,
-                                   ignore_index=config.data.ignore_index, keep_examples=keep_examples,
-                                   step=step)
+    result = evaluate_segmentation(
+        None,
+        variables,
+        batches,
+        num_classes=config.data.num_classes,
+        ignore_index=config.data.ignore_index,
+        keep_examples=keep_examples,
+        step=step,
+    )
     return result, num_batches
 
   return score
@@ -145,22 +184,32 @@ def evaluate(config, workdir: str) -> dict:
   Scores `config.evaluate.checkpoint`: 'latest', or 'best' (by `train.best_metric`).
   """
   task = make_task(config)
-  state, ts = loop.load_state(config, workdir, task, _example_batch(config),
-                              which=str(config.evaluate.checkpoint))
+  state, ts = loop.load_state(
+      config, workdir, task, _example_batch(config), which=str(config.evaluate.checkpoint)
+  )
   (metrics, examples), num_batches = _scorer(config, ts)(
-      loop.variables_of(state), keep_examples=int(config.evaluate.num_pictures))
+      loop.variables_of(state), keep_examples=int(config.evaluate.num_pictures)
+  )
   names = datasets.class_names(config.data)
   table = iou_table(metrics, names)
   print(f"evaluation ({num_batches} batches of {config.evaluate.batch_size}):\n{table}", flush=True)
   if jax.process_index() == 0:
-    summary = dict(miou=metrics["miou"], pixel_accuracy=metrics["pixel_accuracy"],
-                   mean_accuracy=metrics["mean_accuracy"],
-                   iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
-                   step=int(jax.device_get(state["step"])), checkpoint=str(config.evaluate.checkpoint))
+    summary = dict(
+        miou=metrics["miou"],
+        pixel_accuracy=metrics["pixel_accuracy"],
+        mean_accuracy=metrics["mean_accuracy"],
+        iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
+        step=int(jax.device_get(state["step"])),
+        checkpoint=str(config.evaluate.checkpoint),
+    )
     write_json(os.path.join(workdir, "metrics.json"), summary)
     if examples:
-      path = write_segmentation_grid(os.path.join(workdir, "pictures", "predictions.png"), examples,
-                                     config.normalize.mean, config.normalize.std)
+      path = write_segmentation_grid(
+          os.path.join(workdir, "pictures", "predictions.png"),
+          examples,
+          config.normalize.mean,
+          config.normalize.std,
+      )
       print(f"pictures: {path}", flush=True)
   return metrics
 
