@@ -23,6 +23,10 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show full tracebacks for known errors.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir even if training-relevant config keys changed."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -69,20 +73,26 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # orbax and grain log every save/restore at INFO; keep the console for progress.
     logging.set_verbosity(logging.WARNING)
-  initialize_distributed()
-  import jax  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli  # pylint: disable=g-import-not-at-top
 
-  from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
-  from jaxseg import methods  # pylint: disable=g-import-not-at-top
+  with cli.user_errors(_VERBOSE.value):
+    initialize_distributed()
+    import jax  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
-  method = methods.get_method(config.method)
-  config_lib.check_keys(config, method.default_config())
-  workdir = _WORKDIR.value
-  if jax.process_index() == 0:
-    methods.save_config(config, workdir)
-  method.run(config, workdir)
+    from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
+    from jaxseg import methods  # pylint: disable=g-import-not-at-top
+
+    config = _CONFIG.value
+    method = methods.get_method(config.method)
+    config_lib.check_keys(config, method.default_config())
+    workdir = _WORKDIR.value
+    methods.check_resume_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
+    if jax.process_index() == 0:
+      methods.save_config(config, workdir)
+    method.run(config, workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from jaxseg.cli import run_absl  # noqa: E402  (after the flag definitions above)
+
+  run_absl(main)

@@ -180,7 +180,10 @@ def main(workdir):
     write_json(os.path.join(workdir, "report.json"), {"ok": True})
     return {"ok": True}
 
-  run_stages(config, workdir, {"train": train, "report": report}, method="toy")
+  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+
+  with cli.user_errors():  # As launch.py: a SIGTERM'd run exits 0 after its checkpoint.
+    run_stages(config, workdir, {"train": train, "report": report}, method="toy")
 
 
 if __name__ == "__main__":

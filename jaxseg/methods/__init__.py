@@ -8,9 +8,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from types import ModuleType
 
 import ml_collections
+
+from jaxseg.config import ConfigError
 
 METHODS = {
     "supervised": "jaxseg.methods.supervised",
@@ -24,13 +27,88 @@ def get_method(name: str) -> ModuleType:
   return importlib.import_module(METHODS[name])
 
 
+# Keys that may change between launches of one workdir without changing what is trained:
+# logging, checkpoint cadence, loader threads, which stages run, post-training settings.
+RESUME_SAFE_KEYS = (
+    "stages",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.async_checkpoint",
+    "train.progress_bar",
+    "train.num_workers",
+    "train.prefetch_batches",
+    "train.check_recompile",
+    "train.eval_every",
+    "evaluate.",
+    "infer.",
+    "data.root",
+)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes the resolved config to `workdir/config.json` (what the run really used)."""
-  os.makedirs(workdir, exist_ok=True)
+  """Writes the resolved config to `workdir/config.json` (what the run really used) and a copy
+  to `workdir/config_history/` (one file per launch, so earlier launches stay on record)."""
+  os.makedirs(os.path.join(workdir, "config_history"), exist_ok=True)
+  text = config.to_json(indent=2)
+  count = len(os.listdir(os.path.join(workdir, "config_history")))
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  with open(os.path.join(workdir, "config_history", f"{count:03d}-{stamp}.json"), "w") as f:
+    f.write(text)
   path = os.path.join(workdir, "config.json")
-  with open(path, "w") as f:
-    f.write(config.to_json(indent=2))
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
   return path
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """[(key, old value, new value)] of the leaves that differ between two config dicts."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out.extend(config_diff(a, b, f"{prefix}{key}."))
+    elif a != b:
+      out.append((f"{prefix}{key}", a, b))
+  return out
+
+
+def check_resume_config(
+    config: ml_collections.ConfigDict, workdir: str, *, allow_change: bool = False
+) -> None:
+  """Refuses to resume a workdir whose checkpoints were trained with different settings.
+
+  Raises:
+    ConfigError: `workdir` has checkpoints and its `config.json` differs from `config` in a key
+      outside `RESUME_SAFE_KEYS` (the message lists them); pass `--allow_config_change` to go on.
+  """
+  path = os.path.join(workdir, "config.json")
+  ckpts = os.path.join(workdir, "checkpoints")
+  if not os.path.exists(path) or not (
+      os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
+  ):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json())
+  changed = [
+      d for d in config_diff(old, new) if not any(d[0].startswith(k) for k in RESUME_SAFE_KEYS)
+  ]
+  if not changed:
+    return
+  if allow_change:
+    print(
+        f"resuming {workdir} with changed keys: {', '.join(k for k, _, _ in changed)}", flush=True
+    )
+    return
+  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:4])
+  more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+  raise ConfigError(
+      f"{workdir} has checkpoints trained with another config: {shown}{more}\n"
+      "hint: use a new --workdir, or pass --allow_config_change to resume anyway"
+  )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -42,18 +42,85 @@ class IteratorState:
     pass
 
 
+class CheckpointLoadError(RuntimeError):
+  """No checkpoint of a workdir could be loaded."""
+
+
+def _one_line(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  text = text if len(text) <= 200 else text[:197] + "..."
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 class Checkpointer:
   """Saves and restores (train_state, iterator state) under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self._manager = ocp.CheckpointManager(
+    self.damaged_directory = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
+    self._keep, self._async = keep, async_save
+    self._manager = self._make_manager()
+
+  def _make_manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
         self.directory,
         item_names=("state", "data"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+            max_to_keep=self._keep, create=True, enable_async_checkpointing=self._async
         ),
     )
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore_latest_usable(self, abstract_state: Any) -> tuple[int, Any, bytes] | None:
+    """The newest checkpoint that loads: (step, state, iterator state), or None if there is none.
+
+    A checkpoint that fails to load (truncated array file, missing metadata or data-iterator
+    file, ...) is reported in one line, moved to `workdir/checkpoints_damaged/` (not deleted)
+    and the next older one is tried.
+
+    Raises:
+      CheckpointLoadError: checkpoints exist but none of them loads.
+    """
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        state, data = self.restore(step, abstract_state)
+        return step, state, data
+      except Exception as e:  # noqa: BLE001  (any failure to load = damaged; the cause is reported)
+        cause = _one_line(e)
+        failures.append(f"step {step}: {cause}")
+        moved = self._move_aside(step)
+        print(
+            f"checkpoint step {step} in {self.directory} does not load ({cause}); "
+            f"moved to {moved}, trying the previous one",
+            flush=True,
+        )
+    if failures:
+      raise CheckpointLoadError(
+          f"no checkpoint in {self.directory} loads ({'; '.join(failures)}); the damaged ones are in "
+          f"{self.damaged_directory}. Delete the workdir's checkpoints to start over."
+      )
+    return None
+
+  def _move_aside(self, step: int) -> str:
+    self._manager.wait_until_finished()
+    self._manager.close()
+    target = os.path.join(self.damaged_directory, str(step))
+    if jax.process_index() == 0:
+      os.makedirs(self.damaged_directory, exist_ok=True)
+      suffix = 0
+      while os.path.exists(target):
+        suffix += 1
+        target = os.path.join(self.damaged_directory, f"{step}.{suffix}")
+      os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      multihost_utils.sync_global_devices(f"jaxseg_damaged_checkpoint_{step}")
+    self._manager = self._make_manager()
+    return target
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -9,7 +9,6 @@ during training with a best checkpoint.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from jaxseg.config import ConfigError
 from jaxseg.data import pipeline
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import metrics as metrics_lib
+from jaxseg.train import preemption
 from jaxseg.train import sharding as shd
 from jaxseg.train.step import (
     NonFiniteLossError,  # noqa: F401  (re-exported)
@@ -44,12 +44,18 @@ def restore_or_init(
     init_weights=None,
     init_extra: bool = True,
 ):
-  """Latest checkpoint in the workdir if any, else a fresh state. Returns (state, iterator_state)."""
+  """The newest loadable checkpoint in the workdir if any, else a fresh state.
+
+  Damaged checkpoints are reported, moved aside and skipped (`Checkpointer.restore_latest_usable`).
+  Returns (state, iterator_state) (iterator_state None for a fresh state).
+  """
   if checkpointer is not None:
-    step = checkpointer.latest_step()
-    if step is not None:
-      logging.info("Resuming from %s step %d", checkpointer.directory, step)
-      return checkpointer.restore(step, ts.abstract_state)
+    restored = checkpointer.restore_latest_usable(ts.abstract_state)
+    if restored is not None:
+      step, state, iterator_state = restored
+      if jax.process_index() == 0:
+        print(f"resuming from step {step} ({checkpointer.directory}/{step})", flush=True)
+      return state, iterator_state
   state = ts.init_state()
   if init_weights is not None:
     # Host round trip that also works when parameters are sharded across hosts (FSDP over processes).
@@ -118,9 +124,10 @@ def train(
     best = ckpt_lib.BestCheckpointer(
         workdir, metric=str(tcfg.best_metric), mode=str(tcfg.best_mode)
     )
-  writer = metrics_lib.MetricWriter(workdir)
   state, iterator_state = restore_or_init(ts, checkpointer, task.init_weights)
   first_step = int(jax.device_get(state["step"]))
+  # Rows logged after the checkpoint by an interrupted run are replayed now: drop them.
+  writer = metrics_lib.MetricWriter(workdir, drop_after=first_step)
   num_workers = int(tcfg.num_workers)
   if isinstance(data_ds, dict):
     iterator = pipeline.MultiSourceIterator(
@@ -137,7 +144,11 @@ def train(
   progress = metrics_lib.Progress(total, first_step, enabled=bool(tcfg.progress_bar))
   log_every, ckpt_every = max(int(tcfg.log_every), 1), int(tcfg.checkpoint_every)
   window, window_len, compiled, pending = None, 0, None, None
+  guard = preemption.PreemptionGuard()
+  if first_step < total and jax.process_index() == 0 and tcfg.progress_bar:
+    print(f"compiling the train step ({workdir})...", flush=True)
   try:
+    guard.__enter__()
     for step in range(first_step, total):
       batch, iterator_state = next(prefetcher)
       state, measured, flags = step_fn(state, batch)
@@ -150,7 +161,9 @@ def train(
       done = step + 1
       if compiled is None:
         compiled = step_fn._cache_size()  # pylint: disable=protected-access
+        progress.restart(done)  # The ETA leaves the compile time out.
       is_last = done == total
+      saved = False
       if done % log_every == 0 or is_last:
         _check_finite(state, flags)
         scalars = {k: float(v) / window_len for k, v in jax.device_get(window).items()}
@@ -166,6 +179,7 @@ def train(
       if (ckpt_every and done % ckpt_every == 0) or is_last:
         _check_finite(state, flags)  # Never write a checkpoint past a NaN.
         checkpointer.save(done, state, iterator_state)
+        saved = True
       if evaluator is not None and (done % eval_every == 0 or is_last):
         _check_finite(state, flags)
         results = {k: float(v) for k, v in evaluator(state).items()}
@@ -174,7 +188,16 @@ def train(
           on_log(done, {f"eval/{k}": v for k, v in results.items()})
         if best is not None:
           best.save(done, state, results)
+      if not is_last and guard.requested(done):
+        _check_finite(state, flags)
+        if pending is not None and _any_flag(pending[1]):
+          raise_nonfinite(*pending)
+        if not saved:
+          checkpointer.save(done, state, iterator_state)
+        checkpointer.wait()
+        raise preemption.Preempted(done, f"{checkpointer.directory}/{done}", guard.signame)
   finally:
+    guard.__exit__()
     prefetcher.close()
     checkpointer.close()
     if best is not None:

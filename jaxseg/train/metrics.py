@@ -19,13 +19,21 @@ import numpy as np
 class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and TensorBoard event files."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None):
+  def __init__(self, workdir: str, *, enabled: bool | None = None, drop_after: int | None = None):
+    """Args:
+    drop_after: on a resume, the restored step: rows of later steps (logged by the
+      interrupted run after its last checkpoint, and about to be replayed) are removed,
+      so `metrics.jsonl` keeps one row per step.
+    """
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._tb = None
     self._jsonl = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      path = os.path.join(workdir, "metrics.jsonl")
+      if drop_after is not None and os.path.exists(path):
+        _drop_rows_after(path, drop_after)
+      self._jsonl = open(path, "a")
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
@@ -54,6 +62,18 @@ class MetricWriter:
       self._tb = None
 
 
+def _drop_rows_after(path: str, step: int) -> None:
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+  if len(kept) == len(lines):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
 def _to_python(v):
   v = np.asarray(v)
   if v.ndim == 0:
@@ -76,6 +96,10 @@ class Progress:
     self.stream = stream or sys.stderr
     self._t0 = time.perf_counter()
     self._s0 = first_step
+
+  def restart(self, step: int) -> None:
+    """Starts the rate/ETA clock at `step` (after the first step, so compile time is left out)."""
+    self._t0, self._s0 = time.perf_counter(), step
 
   def update(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:

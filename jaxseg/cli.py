@@ -1,0 +1,119 @@
+"""Command-line error reporting shared by every entry point.
+
+Known errors (a config key, a data file, a checkpoint, user input) are printed as
+one or two lines naming the key or file, with a hint, and the process exits with
+status 2 (usage / config) or 1; the traceback only with `--verbose`. A preempted
+run (SIGTERM / Ctrl-C, checkpoint written) exits 0 with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from jaxseg.config import ConfigError
+from jaxseg.data.errors import DataError
+
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+  # Imported lazily: the trainer pulls in jax, and a CLI may fail before it needs it.
+  from jaxseg.models.convert import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
+  from jaxseg.train.checkpoint import CheckpointLoadError  # pylint: disable=g-import-not-at-top
+  from jaxseg.train.step import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+
+  return (
+      ConfigError,
+      DataError,
+      CheckpointLoadError,
+      CheckpointMismatchError,
+      NonFiniteLossError,
+      FileNotFoundError,
+      NotADirectoryError,
+      IsADirectoryError,
+      PermissionError,
+      ValueError,
+  )
+
+
+def verbose_requested(argv: list[str] | None = None) -> bool:
+  argv = sys.argv if argv is None else argv
+  return any(a in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1") for a in argv)
+
+
+def format_error(error: BaseException) -> str:
+  """'error: <message>' (one line per line of the message, at most two) + the --verbose hint."""
+  text = str(error).strip().strip("'\"")
+  if isinstance(error, KeyError) and error.args:
+    text = str(error.args[0])
+  lines = [line for line in text.replace("\\n", "\n").splitlines() if line.strip()][:2] or [
+      type(error).__name__
+  ]
+  return "error: " + "\n  ".join(lines) + "\n  (rerun with --verbose for the traceback)"
+
+
+def exit_status(error: BaseException) -> int:
+  return 2 if isinstance(error, USAGE_ERRORS) else 1
+
+
+@contextlib.contextmanager
+def user_errors(verbose: bool | None = None) -> Iterator[None]:
+  """Turns known errors into a short message and an exit status (see the module docstring)."""
+  from jaxseg.train.preemption import Preempted  # pylint: disable=g-import-not-at-top
+
+  verbose = verbose_requested() if verbose is None else verbose
+  try:
+    yield
+  except Preempted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(0)
+  except _known_errors() as e:
+    if verbose:
+      raise
+    print(format_error(e), file=sys.stderr, flush=True)
+    sys.exit(exit_status(e))
+  except KeyboardInterrupt:
+    if verbose:
+      raise
+    print("interrupted", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def run_absl(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)`, with config-override parse errors (an unknown `--config.x` key, a
+  bad value) reported in one or two lines (exit status 2) instead of a traceback."""
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      if verbose_requested(argv):
+        raise
+      # config_flags embeds the config file's traceback: keep its last line (the cause).
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      flag = lines[0].rstrip(":") if lines else "flags"
+      cause = lines[-1] if len(lines) > 1 else ""
+      print(f"error: {flag}" + (f"\n  {cause}" if cause else ""), file=sys.stderr, flush=True)
+      sys.exit(2)
+
+  try:
+    app.run(main, flags_parser=parse)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if flags.FLAGS.is_parsed() or verbose_requested():
+      raise
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    text = " ".join(text.replace("\\n", " ").replace("\\'", "'").split()).strip("'\" ")
+    key, _, rest = text.partition("' ")
+    if rest and " " not in key:  # ml_collections: "'key'\nDid you mean ..."
+      flag = next((a.split("=")[0] for a in sys.argv if a.startswith("--config.") and key in a), "")
+      text = f"{flag or 'config'}: unknown key {key!r}. {rest}"
+    print(
+        f"error: {text}\n"
+        "  hint: a method reads only the keys of its default_config(); see configs/<method>.py",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(2)

@@ -1,0 +1,158 @@
+"""Reliability: preemption (SIGTERM), damaged checkpoints, NaN exit status, one-line CLI errors,
+config changes on resume, one metrics row per step."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg import methods
+from jaxseg.config import ConfigError
+from jaxseg.train import checkpoint as ckpt_lib
+from jaxseg.train import loop
+from jaxseg.train.metrics import read_metrics
+
+import toy
+import toy_multi
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def _params(state):
+  return jax.device_get(state["params"])
+
+
+@pytest.mark.parametrize("damage", ["truncated_array", "missing_metadata", "missing_data_state"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, capsys):
+  straight = loop.train(toy.toy_config(total_steps=8), str(tmp_path / "straight"), toy.toy_task())
+  work = tmp_path / "work"
+  loop.train(toy.toy_config(total_steps=6, keep_checkpoints=3), str(work), toy.toy_task())
+  newest = work / "checkpoints" / "6"
+  if damage == "truncated_array":
+    for array_file in (newest / "state").rglob("d/*"):  # every array data file (OCDBT)
+      with open(array_file, "r+b") as f:
+        f.truncate(array_file.stat().st_size // 2)
+  elif damage == "missing_metadata":
+    (newest / "state" / "_METADATA").unlink()
+  else:
+    (newest / "data" / "process_0-of-1.json").unlink()
+  capsys.readouterr()
+  resumed = loop.train(toy.toy_config(total_steps=8, keep_checkpoints=3), str(work), toy.toy_task())
+  out = capsys.readouterr().out
+  lines = [line for line in out.splitlines() if "does not load" in line]
+  assert len(lines) == 1, (out, sorted(str(p) for p in newest.parent.rglob("*")))
+  assert "checkpoint step 6" in lines[0] and "checkpoints_damaged" in lines[0]
+  assert "resuming from step 4" in out
+  assert (work / "checkpoints_damaged" / "6").is_dir()  # moved aside, not deleted
+  # Resumed from step 4, the run ends exactly where an uninterrupted one does.
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
+  steps = [r["step"] for r in read_metrics(str(work))]
+  assert steps == sorted(set(steps)) == [2, 4, 6, 8]  # one row per step: 6's row was replayed
+
+
+def test_no_loadable_checkpoint_is_a_clear_error(tmp_path):
+  work = tmp_path / "work"
+  loop.train(toy.toy_config(total_steps=2), str(work), toy.toy_task())
+  (work / "checkpoints" / "2" / "state" / "_METADATA").unlink()
+  with pytest.raises(ckpt_lib.CheckpointLoadError, match=r"no checkpoint in .*checkpoints loads"):
+    loop.train(toy.toy_config(total_steps=4), str(work), toy.toy_task())
+
+
+def test_resume_with_changed_training_keys_is_refused(tmp_path):
+  from jaxseg.methods.supervised import default_config
+
+  config = default_config()
+  methods.save_config(config, str(tmp_path))
+  methods.check_resume_config(config, str(tmp_path))  # no checkpoints yet: anything goes
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  changed = default_config()
+  changed.train.batch_size = 32
+  changed.train.log_every = 7  # harmless
+  with pytest.raises(ConfigError, match=r"train\.batch_size: 16 -> 32") as info:
+    methods.check_resume_config(changed, str(tmp_path))
+  assert "log_every" not in str(info.value) and "--allow_config_change" in str(info.value)
+  methods.check_resume_config(changed, str(tmp_path), allow_change=True)
+  harmless = default_config()
+  harmless.train.log_every = 7
+  methods.check_resume_config(harmless, str(tmp_path))
+  methods.save_config(changed, str(tmp_path))
+  assert len(os.listdir(tmp_path / "config_history")) == 2  # every launch is kept
+
+
+def _launch(workdir, *extra):
+  cmd = [
+      sys.executable,
+      "launch.py",
+      "--config=configs/supervised.py:runlocal",
+      f"--workdir={workdir}",
+  ]
+  return subprocess.run(
+      cmd + list(extra), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+  )
+
+
+def test_unknown_config_key_is_a_short_error(tmp_path):
+  proc = _launch(tmp_path, "--config.train.batchsize=3")
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) <= 3, proc.stderr
+  assert "--config.train.batchsize" in lines[0] and "batch_size" in lines[0]
+  proc = _launch(tmp_path, "--config.data.name=voc", "--config.data.root=/nonexistent/voc")
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 1 and len(lines) <= 3 and "/nonexistent/voc" in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_nan_exits_with_status_1_and_one_message(tmp_path):
+  proc = _launch(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.train.total_steps=30")
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "non-finite values at step" in errors[0]
+  assert "Traceback" not in proc.stderr and "Fatal Python error" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path):
+  straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+  script = [sys.executable, os.path.join(ROOT, "tests", "toy_multi.py")]
+  subprocess.run(script + [str(straight)], cwd=ROOT, env=_env(), check=True, capture_output=True)
+  proc = subprocess.Popen(
+      script + [str(stopped)],
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
+  ckpt_dir = stopped / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt_dir.exists() and any(d.isdigit() and int(d) >= 4 for d in os.listdir(ckpt_dir)):
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "SIGTERM: stopped after step" in out and "rerun the same command to resume" in out
+  stopped_at = int(out.split("stopped after step ")[1].split(",")[0])
+  assert stopped_at < 40 and (ckpt_dir / str(stopped_at)).is_dir()
+  assert not (stopped / "stages" / "train.json").exists()
+  subprocess.run(script + [str(stopped)], cwd=ROOT, env=_env(), check=True, capture_output=True)
+  task, config = toy_multi.two_network_task(), toy_multi.main_config()
+  a, _ = loop.load_state(config, str(straight), task, toy_multi.example_batch())
+  b, _ = loop.load_state(config, str(stopped), task, toy_multi.example_batch())
+  jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(a["params"]), jax.device_get(b["params"])
+  )
+  steps = [r["step"] for r in read_metrics(str(stopped))]
+  assert steps == sorted(set(steps))
