@@ -8,6 +8,7 @@ run (SIGTERM / Ctrl-C, checkpoint written) exits 0 with one line.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
@@ -79,6 +80,19 @@ def user_errors(verbose: bool | None = None) -> Iterator[None]:
       raise
     print("interrupted", file=sys.stderr, flush=True)
     sys.exit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors (a missing or unknown option, a bad choice) are one line and a
+  hint (exit status 2), not the full usage text; `--help` is unchanged."""
+
+  def error(self, message: str):
+    print(
+        f"error: {message}\n  hint: {self.prog} --help lists the options",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(2)
 
 
 def run_absl(main: Callable[[list[str]], None]) -> None:

@@ -493,8 +493,9 @@ def test_cli_demo_all_methods_and_layers(tmp_path, capsys):
   assert np.asarray(Image.open(out)).shape[1] >= 7 * 128
   assert cli.main(["--demo", "--list-layers"]) == 0
   assert "block3/conv" in capsys.readouterr().out
-  with pytest.raises(ValueError, match="unknown CAM method"):
+  with pytest.raises(SystemExit) as exit_info:  # a bad option: exit status 2, one-line error
     cli.main(["--demo", "--method=nocam", f"--out={out}"])
+  assert exit_info.value.code == 2 and "unknown CAM method" in capsys.readouterr().err
 
 
 def test_cli_workdir_uses_load_inference_model(tmp_path, monkeypatch, capsys):
@@ -510,6 +511,7 @@ def test_cli_workdir_uses_load_inference_model(tmp_path, monkeypatch, capsys):
     return model.apply, variables, {"num_classes": 3}
 
   monkeypatch.setattr(jaxseg.methods, "load_inference_model", load_inference_model, raising=False)
+  (tmp_path / "config.json").write_text("{}")  # a workdir (the stand-in does not read it)
   image_path = tmp_path / "a.png"
   Image.fromarray(cli.demo_image(40, seed=1)).save(image_path)
   out = tmp_path / "seg.png"
@@ -520,8 +522,9 @@ def test_cli_workdir_uses_load_inference_model(tmp_path, monkeypatch, capsys):
       "--method=hirescam",
       f"--out={out}",
   ]
-  with pytest.raises(SystemExit, match="block3"):  # no --layer: the error lists the layers
+  with pytest.raises(SystemExit) as exit_info:  # no --layer: the error suggests layers
     cli.main(args)
+  assert exit_info.value.code == 2 and "block3" in capsys.readouterr().err
   assert cli.main(args + ["--layer=block3", "--class=1"]) == 0
   assert calls[-1] == str(tmp_path)
   picture = np.asarray(Image.open(out))

@@ -279,30 +279,24 @@ def test_cli_mxnet(tmp_path, capsys):
   )
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, direct)
 
-  assert (
-      convert_weights.main(
-          [
-              "--arch",
-              "resnet38",
-              "--width-multiplier",
-              "0.0625",
-              "--input",
-              params,
-              "--output",
-              str(tmp_path / "bad.msgpack"),
-          ]
-      )
-      == 1
-  )
-  assert "wrong shapes" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    convert_weights.main(
+        [
+            "--arch",
+            "resnet38",
+            "--width-multiplier",
+            "0.0625",
+            "--input",
+            params,
+            "--output",
+            str(tmp_path / "bad.msgpack"),
+        ]
+    )
+  assert exit_info.value.code == 1 and "191 wrong shape" in capsys.readouterr().err
   assert not (tmp_path / "bad.msgpack").exists()
-  assert (
-      convert_weights.main(
-          ["--arch", "resnet50", "--input", params, "--output", str(tmp_path / "x")]
-      )
-      == 1
-  )
-  assert "resnet38 only" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    convert_weights.main(["--arch", "resnet50", "--input", params, "--output", str(tmp_path / "x")])
+  assert exit_info.value.code == 1 and "resnet38 only" in capsys.readouterr().err
 
 
 def test_cli_torch_checkpoints(tmp_path):

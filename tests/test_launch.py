@@ -7,13 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from jaxseg import methods
+
+import subprocs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,12 +68,6 @@ def _params(workdir):
   return jax.device_get(variables)
 
 
-def _iterator_state(workdir, step):
-  path = os.path.join(workdir, "checkpoints", str(step), "data", "process_0-of-1.json")
-  with open(path) as f:
-    return json.load(f)
-
-
 @pytest.mark.slow
 @pytest.mark.ci
 def test_sigkill_then_relaunch_resumes_exactly(tmp_path):
@@ -81,13 +76,7 @@ def test_sigkill_then_relaunch_resumes_exactly(tmp_path):
 
   proc = _launch(killed)
   ckpt_dir = killed / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpt_dir.exists() and any(d.isdigit() for d in os.listdir(ckpt_dir)):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate()
+  subprocs.signal_after_checkpoint(proc, ckpt_dir, min_step=1)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   saved = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
   assert saved and saved[-1] < 12
@@ -95,7 +84,7 @@ def test_sigkill_then_relaunch_resumes_exactly(tmp_path):
   _finish(_launch(killed))  # The same command again: resumes from the last checkpoint.
   a, b = _params(straight), _params(killed)
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert _iterator_state(straight, 12) == _iterator_state(killed, 12)
+  assert subprocs.iterator_state(straight, 12) == subprocs.iterator_state(killed, 12)
   la, lb = _losses(straight), _losses(killed)
   resumed_steps = [s for s in lb if s > saved[-1]]
   assert resumed_steps and all(la[s] == lb[s] for s in resumed_steps)

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -17,6 +16,7 @@ from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import loop
 from jaxseg.train.metrics import read_metrics
 
+import subprocs
 import toy
 import toy_multi
 
@@ -135,13 +135,7 @@ def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path
       text=True,
   )
   ckpt_dir = stopped / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpt_dir.exists() and any(d.isdigit() and int(d) >= 4 for d in os.listdir(ckpt_dir)):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=300)
+  out = subprocs.signal_after_checkpoint(proc, ckpt_dir, min_step=4, sig=signal.SIGTERM)
   assert proc.returncode == 0, out[-3000:]
   assert "SIGTERM: stopped after step" in out and "rerun the same command to resume" in out
   stopped_at = int(out.split("stopped after step ")[1].split(",")[0])

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +23,7 @@ from jaxseg.train.config import stage_trainer_config, trainer_config
 from jaxseg.train.metrics import read_metrics
 from jaxseg.train.optimizer import optimizer_group
 
+import subprocs
 import toy
 import toy_multi
 
@@ -394,12 +394,6 @@ def _finish(proc, expect=0):
   return out
 
 
-def _data_state(workdir, step):
-  path = os.path.join(workdir, "checkpoints", str(step), "data", "process_0-of-1.json")
-  with open(path) as f:
-    return json.load(f)
-
-
 @pytest.mark.slow
 @pytest.mark.ci
 def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
@@ -409,13 +403,7 @@ def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
 
   proc = _run_toy(killed)
   ckpt_dir = killed / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpt_dir.exists() and any(d.isdigit() and int(d) >= 8 for d in os.listdir(ckpt_dir)):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate()
+  subprocs.signal_after_checkpoint(proc, ckpt_dir, min_step=8)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   saved = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
   assert saved < 40 and not (killed / "stages" / "train.json").exists()
@@ -425,7 +413,9 @@ def test_two_source_stages_resume_exactly_after_sigkill(tmp_path):
   assert (killed / "stages" / "train.json").exists() and not (
       killed / "stages" / "report.json"
   ).exists()
-  assert _data_state(straight, 40) == _data_state(killed, 40)  # both sources' positions
+  assert subprocs.iterator_state(straight, 40) == subprocs.iterator_state(
+      killed, 40
+  )  # both sources' positions
   a = {r["step"]: r for r in read_metrics(str(straight))}
   b = {r["step"]: r for r in read_metrics(str(killed))}
   for s in (36, 40):
@@ -457,14 +447,16 @@ def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monk
   from jaxseg.methods.supervised import method as sup
 
   compiled = []
-  real = sup.confusion_step
+  from jaxseg.evaluation import segmentation
+
+  real = segmentation.confusion_step
 
   def spy(*args, **kwargs):
     step = real(*args, **kwargs)
     compiled.append(step)
     return step
 
-  monkeypatch.setattr(sup, "confusion_step", spy)
+  monkeypatch.setattr(segmentation, "confusion_step", spy)
   config = sup.default_config()
   config.data.synthetic.update(num_train=32, num_eval=16)
   config.train.update(

@@ -9,13 +9,18 @@
 The model comes from `jaxseg.methods.load_inference_model(workdir) -> (apply_fn, variables, config)`, with
 apply_fn(variables, images [B, H, W, 3] ImageNet-normalised float32) -> logits [B, K] (classification:
 target = --class or the arg-max class) or [B, h, w, K] (segmentation: target = the --class logits summed
-over the pixels predicted as that class; default the most frequent predicted class).
+over the pixels predicted as that class; default the most frequent predicted class other than
+background). The class (its name, from the workdir's config) is the picture's title.
 `--method=all` draws every method side by side in one picture.
+Known errors (a missing file, a bad --layer, --class or --method, no checkpoint) are one or two lines
+(exit status 2 for a bad option, 1 otherwise); `--verbose` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,8 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jaxseg import cli
 from jaxseg.cam import activations, demo, methods, overlay
 from jaxseg.cam import targets as targets_lib
+from jaxseg.config import ConfigError
+from jaxseg.data.sources import decode_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -35,7 +43,7 @@ DEMO_FC_LAYER = "fc"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m jaxseg.cam",
       description=__doc__.splitlines()[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,7 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       dest="class_id",
       type=int,
       default=None,
-      help="target class (default: arg-max / most frequent predicted class)",
+      help="target class (default: arg-max / most frequent predicted non-background class)",
   )
   parser.add_argument(
       "--size", type=int, default=None, help="resize the image to size x size first"
@@ -87,6 +95,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       "--list-layers", action="store_true", help="print the model's layers and exit"
   )
   parser.add_argument("--seed", type=int, default=0, help="--demo weights / image seed")
+  parser.add_argument("--verbose", action="store_true", help="full tracebacks for known errors")
   return parser.parse_args(argv)
 
 
@@ -105,13 +114,10 @@ def load_image(path: str | None, size: int | None, seed: int) -> np.ndarray:
   """uint8 RGB [H, W, 3] (resized to size x size when given)."""
   if path is None:
     return demo_image(size or 64, seed)
-  try:
-    picture = Image.open(path).convert("RGB")
-  except (OSError, ValueError) as error:
-    raise SystemExit(f"--image {path}: cannot read the image ({error})") from error
+  image = decode_image(path)  # DataError naming the file
   if size:
-    picture = picture.resize((size, size), Image.BILINEAR)
-  return np.asarray(picture, np.uint8)
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.uint8)
+  return image
 
 
 def normalize(image: np.ndarray) -> jax.Array:
@@ -120,10 +126,11 @@ def normalize(image: np.ndarray) -> jax.Array:
 
 
 def load_model(args: argparse.Namespace):
-  """(apply_fn, variables, default layers, default fc layer)."""
+  """(apply_fn, variables, default layers, default fc layer, class names or None)."""
   if args.demo:
     model = demo.SmallCNN(num_classes=10)
-    return model.apply, demo.random_variables(model, args.seed), [DEMO_LAYER], DEMO_FC_LAYER
+    variables = demo.random_variables(model, args.seed)
+    return model.apply, variables, [DEMO_LAYER], DEMO_FC_LAYER, None
   try:
     from jaxseg.methods import load_inference_model
   except ImportError as error:
@@ -131,33 +138,109 @@ def load_model(args: argparse.Namespace):
         f"jaxseg.methods.load_inference_model is not available ({error}); "
         "train a model first, or use --demo"
     ) from error
-  apply_fn, variables, _ = load_inference_model(args.workdir)
-  return apply_fn, variables, None, None
+  if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+    raise FileNotFoundError(
+        f"--workdir {args.workdir}: no config.json, not a trained jaxseg workdir\n"
+        "hint: pass the --workdir of a launch.py run, or use --demo"
+    )
+  apply_fn, variables, config = load_inference_model(args.workdir)
+  return apply_fn, variables, None, None, _class_names(config)
 
 
-def make_target(logits: jax.Array, class_id: int | None) -> tuple[targets_lib.Target, int]:
-  """The one-image target for classification [1, K] or segmentation [1, h, w, K] logits."""
+def _class_names(config) -> list[str] | None:
+  try:
+    from jaxseg.data import datasets  # pylint: disable=g-import-not-at-top
+
+    return datasets.class_names(config.data)
+  except (AttributeError, KeyError, TypeError, ValueError):
+    return None  # not a jaxseg config (e.g. a stand-in model)
+
+
+def class_label(cls: int, names: Sequence[str] | None) -> str:
+  """'class 12 (dog)', or 'class 12' without names."""
+  return f"class {cls} ({names[cls]})" if names and 0 <= cls < len(names) else f"class {cls}"
+
+
+def background_class(names: Sequence[str] | None) -> int | None:
+  """Class 0 is background unless the names say otherwise (Cityscapes' class 0 is 'road')."""
+  if names and names[0].strip().lower() not in ("background", "bg", "0"):
+    return None
+  return 0
+
+
+def make_target(
+    logits: jax.Array, class_id: int | None, names: Sequence[str] | None = None
+) -> tuple[targets_lib.Target, int, str]:
+  """(target, class, how it was chosen) for classification [1, K] or segmentation [1, h, w, K]
+  logits. The default segmentation target is the most frequent predicted class other than the
+  background (the background itself only when nothing else is predicted)."""
   num_classes = logits.shape[-1]
   if class_id is not None and not 0 <= class_id < num_classes:
-    raise SystemExit(f"--class {class_id} out of range for {num_classes} classes")
+    shown = f" ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
+    raise ConfigError(
+        f"--class {class_id}: out of range; the model has {num_classes} classes "
+        f"0..{num_classes - 1}{shown}"
+    )
+  how = "--class"
   if logits.ndim == 2:
-    cls = int(jnp.argmax(logits[0])) if class_id is None else class_id
-    return targets_lib.ClassLogit(np.array([cls])), cls
+    if class_id is None:
+      class_id, how = int(jnp.argmax(logits[0])), "highest score"
+    return targets_lib.ClassLogit(np.array([class_id])), class_id, how
   if logits.ndim == 4:
     prediction = np.asarray(jnp.argmax(logits[0], axis=-1))
-    cls = (
-        int(np.bincount(prediction.ravel(), minlength=num_classes).argmax())
-        if class_id is None
-        else class_id
+    if class_id is None:
+      counts = np.bincount(prediction.ravel(), minlength=num_classes)
+      background = background_class(names)
+      how = "most frequent predicted class"
+      if background is not None and counts.sum() > counts[background]:
+        counts[background] = -1
+        how = "most frequent predicted non-background class"
+      class_id = int(counts.argmax())
+    mask = (prediction == class_id).astype(np.float32)[None]
+    return targets_lib.SegmentationTarget(np.array([class_id]), mask), class_id, how
+  raise ValueError(f"model output has shape {logits.shape}; expected [B, K] or [B, h, w, K]")
+
+
+def _suggested_layers(known: dict) -> list[str]:
+  """The last few shallowest 4-D layers before the final one (usually the classifier head)."""
+  four_d = [n for n, shape in known.items() if n and isinstance(shape, tuple) and len(shape) == 4]
+  depth = min((n.count("/") for n in four_d), default=0)
+  shallow = [n for n in four_d if n.count("/") == depth]
+  return (shallow[:-1] if len(shallow) > 1 else shallow)[-3:]
+
+
+def check_layers(layers: Sequence[str], known: dict) -> None:
+  """ConfigError for a --layer that is not a module of the model, with close matches."""
+  for layer in layers:
+    if layer.strip("/") in known:
+      continue
+    close = difflib.get_close_matches(layer, [n for n in known if n], n=3)
+    guess = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(
+        f"--layer {layer}: no such layer in this model\n"
+        f"hint: {guess}--list-layers prints the model's {len(known)} layers"
     )
-    mask = (prediction == cls).astype(np.float32)[None]
-    return targets_lib.SegmentationTarget(np.array([cls]), mask), cls
-  raise SystemExit(f"model output has shape {logits.shape}; expected [B, K] or [B, h, w, K]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  apply_fn, variables, default_layers, default_fc = load_model(args)
+  with cli.user_errors(args.verbose):
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+  try:
+    scales = tuple(float(s) for s in args.aug_scales.split(","))
+  except ValueError as error:
+    raise ConfigError(
+        f"--aug-scales {args.aug_scales!r}: expected numbers like 0.5,1.0,1.5"
+    ) from error
+  if args.method.lower() != "all":
+    try:
+      methods.canonical_method(args.method)
+    except ValueError as error:
+      raise ConfigError(f"--method {args.method}: {error}") from error
+  apply_fn, variables, default_layers, default_fc, class_names = load_model(args)
   image = load_image(args.image, args.size, args.seed)
   x = normalize(image)
 
@@ -166,25 +249,23 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f"{name or '<root>'}\t{shape}")
     return 0
   layers = args.layer or default_layers
+  known = activations.list_layers(apply_fn, variables, x)
   if not layers:
-    known = ", ".join(
-        n
-        for n, s in activations.list_layers(apply_fn, variables, x).items()
-        if isinstance(s, tuple) and len(s) == 4
+    deep = _suggested_layers(known)
+    raise ConfigError(
+        "--layer is required for this model (the CAM layer's module path)\n"
+        f"hint: e.g. {', '.join(deep) or '?'}; --list-layers prints all {len(known)} layers"
     )
-    raise SystemExit(f"--layer is required; 4-D layers of this model: {known}")
+  check_layers(layers, known)
   fc_layer = args.fc_layer or default_fc
-  try:
-    scales = tuple(float(s) for s in args.aug_scales.split(","))
-  except ValueError as error:
-    raise SystemExit(f"--aug-scales {args.aug_scales!r}: {error}") from error
 
   if args.method.lower() == "all":
     names = [m for m in methods.ALL_METHODS if m != "cam" or fc_layer]
   else:
     names = [methods.canonical_method(args.method)]
   logits = apply_fn(variables, x)
-  target, cls = make_target(logits, args.class_id)
+  target, cls, how = make_target(logits, args.class_id, class_names)
+  title = f"{class_label(cls, class_names)}: {how}"
 
   # Eager calls: the methods share the forward / backward primitives, whose compilations are cached
   # across methods, which beats one jit compilation per method for a single image.
@@ -207,8 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cams.append(np.asarray(cam)[0])
     titles.append(name)
     print(f"{name:20s} {time.perf_counter() - start:6.2f} s")
-  overlay.write_cam_grid(args.out, image, cams, titles, columns=7 if len(cams) > 6 else None)
-  print(f"class {cls}, layer(s) {', '.join(layers)}: wrote {args.out}")
+  overlay.write_cam_grid(
+      args.out, image, cams, titles, columns=7 if len(cams) > 6 else None, header=title
+  )
+  print(f"{title}, layer(s) {', '.join(layers)}: wrote {args.out}")
   return 0
 
 

@@ -86,8 +86,9 @@ def write_cam_grid(
     columns: int | None = None,
     image_weight: float = 0.5,
     include_image: bool = True,
+    header: str | None = None,
 ) -> np.ndarray:
-  """Writes a PNG of `image` followed by one overlay per CAM.
+  """Writes a PNG of `image` followed by one overlay per CAM (`header`: a title line on top).
 
   Args:
     path: output file (the format follows the extension).
@@ -105,6 +106,6 @@ def write_cam_grid(
   if include_image:
     tiles.insert(0, pixels)
     names = ["image"] + names if names is not None else None
-  picture = image_grid(tiles, names, columns=columns)
+  picture = image_grid(tiles, names, columns=columns, header=header)
   Image.fromarray(picture).save(path)
   return picture

@@ -23,6 +23,10 @@ def data_config() -> ml_collections.ConfigDict:
           eval_split="val",
           num_classes=7,  # including background
           ignore_index=255,
+          # True: a training example whose file is bad (DataError) is replaced by the next readable
+          # one, with a warning naming the file (see jaxseg/data/skip_bad.py); eval never skips.
+          # `python -m jaxseg.data.check --config=...` lists every bad file before a run.
+          skip_bad=False,
           synthetic=dict(
               num_train=2000,
               num_eval=200,
@@ -30,8 +34,9 @@ def data_config() -> ml_collections.ConfigDict:
               min_objects=1,
               max_objects=4,
               style="default",
-              object_scale=1.0,
-          ),  # object radius multiplier (1.6: VOC-like object sizes)
+              object_scale=1.0,  # object radius multiplier (1.6: VOC-like object sizes)
+              seed=0,  # scene seed offset: another domain draws other scenes (e.g. UDA's target)
+          ),
           folder=dict(
               image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png", split_dir=""
           ),
@@ -54,7 +59,18 @@ def build_source(
       over the foreground classes). The synthetic scenes always carry them.
     with_masks: False reads no pixel labels where the dataset allows it (VOC
       train_aug without SBD masks: the weakly supervised setting).
+
+  With `data.skip_bad`, the train source skips unreadable examples (`skip_bad.SkipBadSource`).
   """
+  source = _build_source(data, split, with_labels=with_labels, with_masks=with_masks)
+  if split == "train" and data.get("skip_bad", False):
+    from jaxseg.data.skip_bad import SkipBadSource  # pylint: disable=g-import-not-at-top
+
+    return SkipBadSource(source, name=f"{data.name}/{data.train_split}")
+  return source
+
+
+def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   split_name = data.train_split if split == "train" else data.eval_split
   if data.name == "synthetic":
     from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -66,7 +82,7 @@ def build_source(
         count,
         num_classes=data.num_classes - 1,
         image_size=tuple(s.image_size),
-        seed=0 if split == "train" else 1_000_003,
+        seed=int(s.seed) + (0 if split == "train" else 1_000_003),
         min_objects=s.min_objects,
         max_objects=s.max_objects,
         style=s.style,

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import decode_image, decode_mask
+from jaxseg.data.sources import check_utf8_name, decode_image, decode_mask, read_text_lines
 from jaxseg.data.transforms import validate_example
 
 CITYSCAPES_CLASS_NAMES = (
@@ -108,8 +108,8 @@ def _require_dir(path: str, what: str, hint: str) -> str:
 
 def _read_list(path: str) -> list[tuple[int, str]]:
   """(line number, entry) for every non-blank line of an ADVENT-style list file."""
-  with open(path, encoding="utf-8") as f:
-    entries = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+  lines = read_text_lines(path)
+  entries = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
   if not entries:
     raise DataError(f"{path}: split list is empty")
   return entries
@@ -220,7 +220,9 @@ def gta5_source(
   if path:
     names = [entry for _, entry in _read_list(path)]
   elif split in ("all", "train"):
-    names = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(".png"))
+    names = sorted(
+        check_utf8_name(image_dir, f) for f in os.listdir(image_dir) if f.lower().endswith(".png")
+    )
     if not names:
       raise DataError(f"{image_dir}: no .png images\nhint: {hint}")
   else:
@@ -273,7 +275,7 @@ def cityscapes_source(
     files = [entry for _, entry in entries]
   else:
     files = sorted(
-        f"{city}/{f}"
+        f"{check_utf8_name(image_dir, city)}/{check_utf8_name(os.path.join(image_dir, city), f)}"
         for city in os.listdir(image_dir)
         if os.path.isdir(os.path.join(image_dir, city))
         for f in os.listdir(os.path.join(image_dir, city))

@@ -170,6 +170,35 @@ def _missing(path: str, what: str, hint: str | None) -> DataError:
   return DataError(message)
 
 
+def read_text_lines(path: str) -> list[str]:
+  """The lines of a UTF-8 list file; other bytes are a `DataError` naming the file and line."""
+  with open(path, "rb") as f:
+    raw = f.read().splitlines()
+  lines = []
+  for lineno, line in enumerate(raw, 1):
+    try:
+      lines.append(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+      raise DataError(
+          f"{path}:{lineno}: not UTF-8 ({line!r}); file names must be UTF-8\n"
+          "hint: rename the files to UTF-8 names and write the list as UTF-8"
+      ) from e
+  return lines
+
+
+def check_utf8_name(folder: str, name: str) -> str:
+  """`name` (from os.listdir) unchanged, or a `DataError` if it is not valid UTF-8."""
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError as e:
+    shown = name.encode("utf-8", "backslashreplace").decode()
+    raise DataError(
+        f"{os.path.join(folder, shown)}: file name is not UTF-8\n"
+        "hint: rename it (ids become output file names and table rows)"
+    ) from e
+  return name
+
+
 def read_split_file(path: str | os.PathLike, hint: str | None = None) -> tuple[str, ...]:
   """Example ids from a split list, one per line.
 
@@ -181,16 +210,15 @@ def read_split_file(path: str | os.PathLike, hint: str | None = None) -> tuple[s
   if not os.path.isfile(path):
     raise _missing(path, "split file", hint)
   ids = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) > 2:
-        raise DataError(
-            f"{path}:{lineno}: expected 'id' or 'image_path mask_path', got {line.strip()!r}"
-        )
-      ids.append(os.path.splitext(os.path.basename(fields[0]))[0])
+  for lineno, line in enumerate(read_text_lines(path), 1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) > 2:
+      raise DataError(
+          f"{path}:{lineno}: expected 'id' or 'image_path mask_path', got {line.strip()!r}"
+      )
+    ids.append(os.path.splitext(os.path.basename(fields[0]))[0])
   if not ids:
     raise DataError(f"{path}: split file lists no ids")
   return tuple(ids)

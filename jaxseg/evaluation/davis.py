@@ -26,6 +26,9 @@ calls sys.exit), and results are always recomputed (the official one silently re
 folder).
 
   python -m jaxseg.evaluation.davis --davis=/data/DAVIS --results=/path/to/results [--subset=val]
+
+A missing or bad file is reported in one or two lines naming it (exit status 1; 2 for a bad option);
+`--verbose` shows the traceback.
 """
 
 from __future__ import annotations
@@ -263,18 +266,35 @@ def write_csvs(result: dict, out_dir: str, subset: str = "val") -> tuple[str, st
   return global_path, seq_path
 
 
+def _require_dir(path: str, flag: str, hint: str) -> None:
+  if not os.path.isdir(path):
+    raise DataError(f"{flag} {path}: folder not found\nhint: {hint}")
+
+
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+
+  parser = cli.ArgumentParser(
+      prog="python -m jaxseg.evaluation.davis",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("--davis", required=True, help="DAVIS-2017 root (Annotations/, ImageSets/)")
   parser.add_argument("--results", required=True, help="folder of <seq>/<frame>.png indexed PNGs")
   parser.add_argument("--subset", default="val")
   parser.add_argument("--resolution", default="480p")
   parser.add_argument("--out", default="", help="where to write the CSVs (default: --results)")
+  parser.add_argument("--verbose", action="store_true", help="full traceback for known errors")
   args = parser.parse_args(argv)
-  result = evaluate_davis(args.davis, args.results, subset=args.subset, resolution=args.resolution)
-  paths = write_csvs(result, args.out or args.results, args.subset)
+  with cli.user_errors(args.verbose):
+    _require_dir(
+        args.davis, "--davis", "the DAVIS-2017 root holds Annotations/480p/ and ImageSets/2017/"
+    )
+    _require_dir(args.results, "--results", "one folder per sequence of <frame>.png index masks")
+    result = evaluate_davis(
+        args.davis, args.results, subset=args.subset, resolution=args.resolution
+    )
+    paths = write_csvs(result, args.out or args.results, args.subset)
   print(" ".join(f"{n}={result['global'][n]:.3f}" for n in GLOBAL_NAMES))
   print(f"written: {paths[0]}, {paths[1]}")
   return result

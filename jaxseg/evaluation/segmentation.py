@@ -95,3 +95,63 @@ def evaluate_segmentation(
   metrics = segmentation_metrics(total)
   metrics["confusion"] = total
   return metrics, examples
+
+
+def dataset_scorer(
+    predict_fn: PredictFn,
+    source,
+    transform,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    batch_size: int,
+    batch_sharding,
+):
+  """score(variables, keep_examples=0) -> ((metrics, examples), num_batches) over a whole split.
+
+  Built once (e.g. per training run): its jitted confusion step compiles on the first call only, so
+  evaluation during training (`train.eval_every`) never recompiles.
+
+  Args:
+    predict_fn: (variables, global batch) -> int class ids [B, H, W] at the mask's resolution.
+    source: random-access eval source; transform: example -> fixed-size example ('image', 'mask').
+    batch_sharding: the trainer's batch sharding (`TrainSetup.batch_sharding`).
+  """
+  from jaxseg.data import pipeline  # pylint: disable=g-import-not-at-top
+  from jaxseg.train import sharding as shd  # pylint: disable=g-import-not-at-top
+
+  step = confusion_step(predict_fn, num_classes=num_classes, ignore_index=ignore_index)
+
+  def score(variables, keep_examples: int = 0):
+    local, num_batches = pipeline.eval_batches(
+        source, transform, global_batch_size=int(batch_size), keys=("image", "mask")
+    )
+    batches = (shd.global_batch(b, batch_sharding) for b in local)
+    result = evaluate_segmentation(
+        None,
+        variables,
+        batches,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        keep_examples=keep_examples,
+        step=step,
+    )
+    return result, num_batches
+
+  score.step = step
+  return score
+
+
+def training_evaluator(make_scorer, variables_of):
+  """`TrainTask.make_evaluator` from `make_scorer(ts) -> score`: mIoU, pixel and mean accuracy."""
+
+  def make(ts):
+    score = make_scorer(ts)
+
+    def evaluate(state):
+      (metrics, _), _ = score(variables_of(state))
+      return {k: metrics[k] for k in ("miou", "pixel_accuracy", "mean_accuracy")}
+
+    return evaluate
+
+  return make

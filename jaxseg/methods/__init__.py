@@ -18,6 +18,7 @@ from jaxseg.config import ConfigError
 METHODS = {
     "supervised": "jaxseg.methods.supervised",
     "seam": "jaxseg.methods.seam",
+    "uda": "jaxseg.methods.uda",
 }
 
 
@@ -43,6 +44,12 @@ RESUME_SAFE_KEYS = (
     "evaluate.",
     "infer.",
     "data.root",
+    "data.skip_bad",  # turned on to get past a bad file that stops every resume
+    "source_data.root",
+    "source_data.skip_bad",
+    "target_data.root",
+    "target_data.skip_bad",
+    "pseudo_labels.",
 )
 
 
@@ -75,6 +82,16 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, objec
   return out
 
 
+def _has_checkpoints(workdir: str) -> bool:
+  """A checkpoint in the workdir or in a training stage's subdirectory (e.g. `affinity/`, `adapt/`)."""
+  dirs = [workdir] + [os.path.join(workdir, d) for d in os.listdir(workdir)]
+  for d in dirs:
+    ckpts = os.path.join(d, "checkpoints")
+    if os.path.isdir(ckpts) and any(s.isdigit() for s in os.listdir(ckpts)):
+      return True
+  return False
+
+
 def check_resume_config(
     config: ml_collections.ConfigDict, workdir: str, *, allow_change: bool = False
 ) -> None:
@@ -85,10 +102,7 @@ def check_resume_config(
       outside `RESUME_SAFE_KEYS` (the message lists them); pass `--allow_config_change` to go on.
   """
   path = os.path.join(workdir, "config.json")
-  ckpts = os.path.join(workdir, "checkpoints")
-  if not os.path.exists(path) or not (
-      os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
-  ):
+  if not os.path.exists(path) or not _has_checkpoints(workdir):
     return
   with open(path) as f:
     old = json.load(f)

@@ -8,18 +8,22 @@
 
 Inputs: `.pth`/`.pt` (PyTorch state dict; needs torch) or `.params` (MXNet NDArray list; ResNet-38 only; no
 mxnet needed). The output holds {'params': ..., 'batch_stats': ...} for the model built with the same flags;
-read it with `jaxseg.models.convert.load_variables`. Any key mismatch aborts with the full list of keys.
+read it with `jaxseg.models.convert.load_variables`. Any key mismatch aborts (nothing is written) with a
+two-line summary; `--verbose` prints the full list of keys and the traceback. Exit status 2 for a bad
+option, 1 for a missing, unreadable or mismatched checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
 import jax
 import numpy as np
 
+from jaxseg import cli
 from jaxseg.models import convert
 from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.resnet import ResNet
@@ -46,11 +50,40 @@ def build_model(args: argparse.Namespace):
 
 
 def read_checkpoint(path: str) -> dict[str, np.ndarray]:
+  if not path.endswith((".params", ".pth", ".pt", ".pth.tar")):
+    raise ValueError(f"{path}: unknown checkpoint type (expected .pth, .pt, .pth.tar or .params)")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--input {path}: file not found")
   if path.endswith(".params"):
     return convert.read_mxnet_params(path)
-  if path.endswith((".pth", ".pt", ".pth.tar")):
+  try:
     return convert.read_torch_checkpoint(path)
-  raise ValueError(f"{path}: unknown checkpoint type (expected .pth, .pt, .pth.tar or .params)")
+  except ImportError as e:
+    raise ValueError(f"{path}: {e}") from e
+  except (RuntimeError, EOFError, AttributeError) as e:  # torch.load on a damaged / foreign file
+    raise ValueError(
+        f"{path}: cannot read the PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+    ) from e
+
+
+def mismatch_summary(error: convert.CheckpointMismatchError, args) -> str:
+  """Two lines for the console: the counts of mismatched keys, the first one, and a hint."""
+  counts = [
+      f"{len(keys)} {what}"
+      for what, keys in (
+          ("missing", error.missing),
+          ("unexpected", error.unexpected),
+          ("wrong shape", error.wrong_shape),
+      )
+      if keys
+  ]
+  first = (error.wrong_shape or error.missing or error.unexpected or [""])[0]
+  head = str(error).splitlines()[0].removesuffix("; nothing was loaded.") if str(error) else ""
+  detail = f": {', '.join(counts)} (first: {first})" if counts else ""
+  return (
+      f"{head}{detail}\nhint: check --arch {args.arch}, --width-multiplier, --num-classes, "
+      "--prefix and --ignore; --verbose lists every key"
+  )
 
 
 def convert_checkpoint(args: argparse.Namespace) -> dict:
@@ -77,8 +110,10 @@ def convert_checkpoint(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  parser = cli.ArgumentParser(
+      prog="python -m jaxseg.tools.convert_weights",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("--arch", required=True, choices=ARCHS)
   parser.add_argument("--input", required=True, help=".pth / .pt (PyTorch) or .params (MXNet)")
@@ -103,17 +138,20 @@ def parse_args(argv=None) -> argparse.Namespace:
       default=[],
       help="regex of checkpoint keys to drop (repeatable), e.g. '^(fc8|f8_3|f8_4|f9)\\.'",
   )
+  parser.add_argument("--verbose", action="store_true", help="full traceback and key lists")
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  try:
-    variables = convert_checkpoint(args)
-  except (convert.CheckpointMismatchError, ValueError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  convert.save_variables(args.output, variables)
+  with cli.user_errors(args.verbose):
+    try:
+      variables = convert_checkpoint(args)
+    except convert.CheckpointMismatchError as e:
+      if args.verbose:
+        raise
+      raise convert.CheckpointMismatchError(mismatch_summary(e, args)) from e
+    convert.save_variables(args.output, variables)
   leaves = jax.tree_util.tree_leaves(variables)
   counts = {
       c: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(t)) for c, t in variables.items()

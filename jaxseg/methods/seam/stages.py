@@ -21,7 +21,7 @@ from PIL import Image
 from jaxseg.data import datasets
 from jaxseg.data.palette import colorize
 from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
-from jaxseg.evaluation.pictures import write_image_grid
+from jaxseg.evaluation.pictures import legend_entries, write_image_grid
 from jaxseg.methods.seam import cam_inference, method
 from jaxseg.train import multihost
 
@@ -135,7 +135,8 @@ def write_pictures(config, workdir: str) -> str:
 
   apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)
-  rows, titles = [], ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
+  rows, masks = [], []
+  titles = ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
   for i in range(min(int(config.evaluate.num_pictures), len(source))):
     example = source[i]
     image = example["image"]
@@ -163,18 +164,18 @@ def write_pictures(config, workdir: str) -> str:
         flip=bool(config.infer.flip),
         output="cam_rv" if config.model.use_pcm else "cam",
     )
-    row.append(
-        colorize(
-            cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
-        )
-    )
+    pseudo = cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
+    row.append(colorize(pseudo))
+    masks += [pseudo, example["mask"]]
     name = str(example.get("id", f"{i:06d}"))
     rw_path = os.path.join(workdir, "affinity", "masks", f"{name}.png")
-    row.append(
-        colorize(np.asarray(Image.open(rw_path)))
-        if os.path.exists(rw_path)
-        else np.full_like(image, 255)
-    )
+    if os.path.exists(rw_path):
+      masks.append(np.asarray(Image.open(rw_path)))
+      row.append(colorize(masks[-1]))
+    else:
+      row.append(np.full_like(image, 255))
     row.append(colorize(example["mask"]))
     rows.append(row)
-  return write_image_grid(os.path.join(workdir, "pictures", "seam.png"), rows, titles=titles)
+  legend = legend_entries(masks, datasets.class_names(config.data))
+  path = os.path.join(workdir, "pictures", "seam.png")
+  return write_image_grid(path, rows, titles=titles, legend=legend)

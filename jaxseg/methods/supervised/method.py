@@ -9,15 +9,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg.data import datasets, pipeline, transforms
+from jaxseg.data import datasets, transforms
 from jaxseg.evaluation.miou import iou_table
 from jaxseg.evaluation.outputs import write_json
 from jaxseg.evaluation.pictures import write_segmentation_grid
-from jaxseg.evaluation.segmentation import confusion_step, evaluate_segmentation
+from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
 from jaxseg.losses import softmax_cross_entropy_with_ignore
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
-from jaxseg.train import sharding as shd
 from jaxseg.train.config import trainer_config
 from jaxseg.train.stages import run_stages, train_stage
 
@@ -128,54 +127,26 @@ def _example_batch(config) -> dict:
 
 
 def _scorer(config, ts):
-  """(variables, keep_examples) -> ((metrics, examples), num_batches) over the eval split.
-
-  Built once per run: its jitted confusion step compiles on the first call only, so evaluation
-  during training (`train.eval_every`) never recompiles.
-  """
+  """(variables, keep_examples) -> ((metrics, examples), num_batches) over the eval split."""
   model = build_model(config)
 
   def predict(variables, batch):
     return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
 
-  step = confusion_step(
-      predict, num_classes=config.data.num_classes, ignore_index=config.data.ignore_index
+  return dataset_scorer(
+      predict,
+      datasets.build_source(config.data, "eval"),
+      transforms.build_eval_transform(_eval_spec(config)),
+      num_classes=config.data.num_classes,
+      ignore_index=config.data.ignore_index,
+      batch_size=int(config.evaluate.batch_size),
+      batch_sharding=ts.batch_sharding,
   )
-  source = datasets.build_source(config.data, "eval")
-  transform = transforms.build_eval_transform(_eval_spec(config))
-
-  def score(variables, keep_examples=0):
-    local, num_batches = pipeline.eval_batches(
-        source, transform, global_batch_size=int(config.evaluate.batch_size), keys=("image", "mask")
-    )
-    batches = (shd.global_batch(b, ts.batch_sharding) for b in local)
-    result = evaluate_segmentation(
-        None,
-        variables,
-        batches,
-        num_classes=config.data.num_classes,
-        ignore_index=config.data.ignore_index,
-        keep_examples=keep_examples,
-        step=step,
-    )
-    return result, num_batches
-
-  return score
 
 
 def _evaluator(config):
   """`TrainTask.make_evaluator`: mIoU, pixel and mean accuracy of the eval split, during training."""
-
-  def make(ts):
-    score = _scorer(config, ts)
-
-    def evaluate(state):
-      (metrics, _), _ = score(loop.variables_of(state))
-      return {k: metrics[k] for k in ("miou", "pixel_accuracy", "mean_accuracy")}
-
-    return evaluate
-
-  return make
+  return training_evaluator(lambda ts: _scorer(config, ts), loop.variables_of)
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -209,6 +180,7 @@ def evaluate(config, workdir: str) -> dict:
           examples,
           config.normalize.mean,
           config.normalize.std,
+          class_names=names,
       )
       print(f"pictures: {path}", flush=True)
   return metrics
