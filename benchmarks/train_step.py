@@ -46,17 +46,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from jaxseg.losses import entropy_loss, softmax_cross_entropy_with_ignore  # noqa: E402
 from jaxseg.models import conv_lowering  # noqa: E402
-from jaxseg.models.deeplab_v2 import DeepLabV2  # noqa: E402
-from jaxseg.models.resize import resize_bilinear  # noqa: E402
 from jaxseg.train import loop  # noqa: E402
 from jaxseg.train import sharding as shd  # noqa: E402
-from jaxseg.train.config import trainer_config  # noqa: E402
 
 # Dense peak TFLOP/s per chip: (bf16, fp32 as XLA computes it by default). Matched against device_kind.
 PEAK_TFLOPS = {
@@ -116,7 +111,6 @@ def seam_case(args, dtype: str):
 
 
 UDA_SOURCE, UDA_TARGET = (720, 1280), (512, 1024)  # (H, W): GTA5 source, Cityscapes target (ADVENT)
-UDA_HEADS = r"(^|/)(layer5|layer6)/"  # ADVENT's get_10x_lr_params
 
 
 def uda_shapes(args) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -128,52 +122,34 @@ def uda_shapes(args) -> tuple[tuple[int, int], tuple[int, int]]:
   )
 
 
-def uda_loss(model, params, model_state, batch, rng, *, source_size, target_size):
-  """ADVENT `train_minent` objective of one iteration (source CE + target entropy), NHWC."""
-  del rng
-  up = functools.partial(
-      resize_bilinear, align_corners=True
-  )  # ADVENT's nn.Upsample(align_corners=True)
-  variables = {"params": params, **model_state}
-  src, model_state = model.apply(
-      variables, batch["source_image"], train=True, mutable=["batch_stats"]
-  )
-  seg_main = softmax_cross_entropy_with_ignore(up(src["main"], source_size), batch["source_label"])
-  seg_aux = softmax_cross_entropy_with_ignore(up(src["aux"], source_size), batch["source_label"])
-  variables = {"params": params, **model_state}
-  trg, model_state = model.apply(
-      variables, batch["target_image"], train=True, mutable=["batch_stats"]
-  )
-  ent_main = entropy_loss(jax.nn.softmax(up(trg["main"], target_size), axis=-1))
-  ent_aux = entropy_loss(jax.nn.softmax(up(trg["aux"], target_size), axis=-1))
-  loss = seg_main + 0.1 * seg_aux + 0.001 * ent_main + 0.0002 * ent_aux
-  return loss, ({"seg_main": seg_main, "ent_main": ent_main}, model_state)
-
-
 def uda_case(args, dtype: str):
+  """The `uda` method's own MinEnt step (source CE + target entropy, the step ADVENT's train_minent
+  takes and ESL's self-training shares), paper optimisers, random inputs at the requested shapes."""
+  from jaxseg.methods.uda import method as uda  # pylint: disable=g-import-not-at-top
+
   source, target = uda_shapes(args)
   batch = (args.batch or 1) * num_devices(args)
-  config = trainer_config()
-  with config.unlocked():
-    config.train.batch_size = batch
-    config.train.compute_dtype = dtype
-    opt = config.optimizer
-    opt.name, opt.learning_rate, opt.momentum, opt.weight_decay = "momentum", 2.5e-4, 0.9, 5e-4
-    opt.schedule, opt.lr_multipliers = "poly", ((UDA_HEADS, 10.0),)
-  model = DeepLabV2(19, multi_level=True, width_multiplier=args.width, dtype=jnp.dtype(dtype))
+  config = uda.default_config()
+  config.train.batch_size = batch
+  config.train.compute_dtype = dtype
+  config.model.width_multiplier = args.width
+  config.loss.name = "minent"
+  config.input.update(source_size=source, target_size=target)
+  segmenter, disc = uda.build_networks(config)
   task = loop.TrainTask(
-      init_fn=lambda rng, b: model.init(rng, b["source_image"], train=False),
-      loss_fn=functools.partial(uda_loss, model, source_size=source, target_size=target),
+      init_fn=lambda rng, b: uda.init_variables(config, rng, b),
+      loss_fn=functools.partial(uda.uda_loss, segmenter, disc, config.loss, "minent"),
       train_source=None,
       augment=None,
-      keys=("source_image", "source_label", "target_image"),
   )
   rng = np.random.default_rng(0)
-  data = dict(
-      source_image=rng.standard_normal((batch, *source, 3)).astype(np.float32) * 50,
-      source_label=rng.integers(0, 19, (batch, *source)).astype(np.int32),
-      target_image=rng.standard_normal((batch, *target, 3)).astype(np.float32) * 50,
-  )
+  data = {
+      "source": {
+          "image": rng.standard_normal((batch, *source, 3)).astype(np.float32) * 50,
+          "mask": rng.integers(0, 19, (batch, *source)).astype(np.int32),
+      },
+      "target": {"image": rng.standard_normal((batch, *target, 3)).astype(np.float32) * 50},
+  }
   return config, task, data
 
 

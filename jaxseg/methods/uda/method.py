@@ -301,7 +301,9 @@ def init_variables(config, rng, batch):
   r1, r2, r3 = jax.random.split(rng, 3)
   seg_vars = segmenter.init(r1, batch["source"]["image"], train=False)
   seg_params = seg_vars.pop("params")
-  info = jnp.zeros(batch["target"]["image"].shape[:3] + (config.target_data.num_classes,))
+  # Fully convolutional: the parameters do not depend on the map size, so a fixed 64x64 map (five
+  # stride-2 convs need at least 32 px) initialises them whatever the input sizes.
+  info = jnp.zeros((1, 64, 64, config.target_data.num_classes))
   params = {
       "segmenter": seg_params,
       "d_main": disc.init(r2, info)["params"],
