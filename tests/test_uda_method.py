@@ -35,21 +35,30 @@ def _tiny(objective):
   return config, segmenter, disc, params, variables, batch
 
 
-def _grads(config, segmenter, disc, params, state, batch, keep):
-  def loss(p):
-    total, (terms, _) = method.uda_loss(
+def _term_grads(config, segmenter, disc, params, state, batch):
+  """{term: gradient of that loss term w.r.t. every parameter}, one compiled reverse pass."""
+
+  def terms(p):
+    _, (t, _) = method.uda_loss(
         segmenter, disc, config.loss, config.loss.name, p, state, batch, None
     )
-    del total
-    weights = {
-        "adv_trg_main": config.loss.adv_main,
-        "adv_trg_aux": config.loss.adv_aux,
-        "seg_src_main": config.loss.seg_main,
-        "seg_src_aux": config.loss.seg_aux,
-    }
-    return sum(weights.get(k, 1.0) * v for k, v in terms.items() if keep(k))
+    return t
 
-  return jax.grad(loss)(params)
+  return jax.jit(jax.jacrev(terms))(params)
+
+
+def _grads(config, term_grads, keep):
+  """The gradient of the objective's weighted terms selected by `keep` (as `uda_loss` weights them)."""
+  weights = {
+      "adv_trg_main": config.loss.adv_main,
+      "adv_trg_aux": config.loss.adv_aux,
+      "seg_src_main": config.loss.seg_main,
+      "seg_src_aux": config.loss.seg_aux,
+      "ent_trg_main": config.loss.ent_main,
+      "ent_trg_aux": config.loss.ent_aux,
+  }
+  kept = [(weights.get(k, 1.0), g) for k, g in term_grads.items() if keep(k)]
+  return jax.tree.map(lambda *gs: sum(w * g for (w, _), g in zip(kept, gs)), *[g for _, g in kept])
 
 
 def _norm(tree):
@@ -58,9 +67,10 @@ def _norm(tree):
 
 def test_advent_gradients_reach_each_network_from_its_own_terms():
   config, seg, disc, params, state, batch = _tiny("advent")
-  full = _grads(config, seg, disc, params, state, batch, lambda k: True)
-  d_only = _grads(config, seg, disc, params, state, batch, lambda k: k.startswith("d_"))
-  g_only = _grads(config, seg, disc, params, state, batch, lambda k: not k.startswith("d_"))
+  term_grads = _term_grads(config, seg, disc, params, state, batch)
+  full = _grads(config, term_grads, lambda k: True)
+  d_only = _grads(config, term_grads, lambda k: k.startswith("d_"))
+  g_only = _grads(config, term_grads, lambda k: not k.startswith("d_"))
   # Discriminators learn only from their own losses (inputs detached) ...
   for d in ("d_main", "d_aux"):
     jax.tree.map(
@@ -74,14 +84,14 @@ def test_advent_gradients_reach_each_network_from_its_own_terms():
       full["segmenter"],
       g_only["segmenter"],
   )
-  adv_only = _grads(config, seg, disc, params, state, batch, lambda k: k.startswith("adv"))
+  adv_only = _grads(config, term_grads, lambda k: k.startswith("adv"))
   assert _norm(adv_only["segmenter"]) > 0  # the adversarial term does reach the segmenter
 
 
 @pytest.mark.parametrize("objective", ["source_only", "minent"])
 def test_source_only_and_minent_never_touch_the_discriminators(objective):
   config, seg, disc, params, state, batch = _tiny(objective)
-  grads = _grads(config, seg, disc, params, state, batch, lambda k: True)
+  grads = _grads(config, _term_grads(config, seg, disc, params, state, batch), lambda k: True)
   assert _norm(grads["d_main"]) == 0.0 and _norm(grads["d_aux"]) == 0.0
   _, (terms, _) = method.uda_loss(seg, disc, config.loss, objective, params, state, batch, None)
   assert ("ent_trg_main" in terms) == (objective == "minent")
