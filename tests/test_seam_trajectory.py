@@ -99,26 +99,20 @@ def run():
   ]
   mesh = shd.make_mesh(config.mesh, jax.devices()[:1])
   ts = loop.setup(config, task, batches[0], mesh=mesh)
-  state = ts.init_state()
   _, variables = sg.seeded_seam()
   params, model_state = loop.split_variables(variables)
-  assert jax.tree.structure(params) == jax.tree.structure(state["params"])
-  assert jax.tree.structure(model_state) == jax.tree.structure(state["model_state"])
-  # The optimiser state does not depend on the parameter values (zero momentum buffers).
-  state = dict(
-      state,
-      params=jax.device_put(params, ts.state_shardings["params"]),
-      model_state=jax.device_put(model_state, ts.state_shardings["model_state"]),
-  )
+  assert jax.tree.structure(params) == jax.tree.structure(ts.abstract_state["params"])
+  assert jax.tree.structure(model_state) == jax.tree.structure(ts.abstract_state["model_state"])
+  # The trainer's own pretrained-weight path places them in the state's shardings (the optimiser
+  # state does not depend on the parameter values).
+  state, _ = loop.restore_or_init(ts, None, lambda p, ms: (params, model_state))
   init = _state_dict(state["params"], state["model_state"])
   step = loop.make_train_step(task, ts)
   metrics = []
   for batch in batches:
-    out = step(state, shd.global_batch(batch, ts.batch_sharding))
-    state, m = out[0], out[1]
-    if len(out) > 2:  # the per-step non-finite flags
-      flags = jax.device_get(out[2])
-      assert not any(bool(v) for v in flags.values()), flags
+    state, m, flags = step(state, shd.global_batch(batch, ts.batch_sharding))
+    flags = jax.device_get(flags)
+    assert not any(bool(v) for v in flags.values()), flags
     metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
   return dict(
       metrics=metrics,

@@ -182,16 +182,12 @@ def trajectory(listing_multiplicity=None) -> dict:
   ]
   mesh = shd.make_mesh(config.mesh, jax.devices()[:1])
   ts = loop.setup(config, task, batches[0], mesh=mesh)
-  state = ts.init_state()
   params, model_state = _seeded_variables(config)
-  assert jax.tree.structure(params) == jax.tree.structure(state["params"])
-  assert jax.tree.structure(model_state) == jax.tree.structure(state["model_state"])
-  # The optimiser state does not depend on the parameter values (zero buffers and moments).
-  state = dict(
-      state,
-      params=jax.device_put(params, ts.state_shardings["params"]),
-      model_state=jax.device_put(model_state, ts.state_shardings["model_state"]),
-  )
+  assert jax.tree.structure(params) == jax.tree.structure(ts.abstract_state["params"])
+  assert jax.tree.structure(model_state) == jax.tree.structure(ts.abstract_state["model_state"])
+  # The trainer's own pretrained-weight path places them in the state's shardings (the optimiser
+  # state does not depend on the parameter values).
+  state, _ = loop.restore_or_init(ts, None, lambda p, ms: (params, model_state))
   init = _state_dicts(state["params"], state["model_state"])
   step = loop.make_train_step(task, ts)
   metrics = []
