@@ -92,3 +92,16 @@ def test_momentum_matches_pytorch_sgd():
 def test_unknown_optimizer_is_an_error():
   with pytest.raises(ConfigError, match="optimizer.name"):
     make_optimizer(_cfg(name="lion"), {"w": jnp.ones(1)}, 10)
+
+
+def test_poly_horizon_decay_steps_is_independent_of_total_steps():
+  """ADVENT decays over MAX_ITERS (250000) but stops at EARLY_STOP (120000): decay_steps sets the horizon."""
+  sched = make_schedule(
+      _cfg(schedule="poly", learning_rate=0.01, poly_power=0.9, decay_steps=400), total_steps=100
+  )
+  for step in (0, 50, 99):
+    assert float(sched(step)) == pytest.approx(0.01 * (1 - step / 400) ** 0.9, rel=1e-5)
+  default = make_schedule(
+      _cfg(schedule="poly", learning_rate=0.01, poly_power=0.9), total_steps=100
+  )
+  assert float(default(50)) == pytest.approx(0.01 * 0.5**0.9, rel=1e-5)  # 0 = total_steps
