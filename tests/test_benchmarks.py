@@ -16,10 +16,10 @@ import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
 
-def test_train_step_benchmark_reports_rates_flops_and_no_recompile():
-  result = train_step.main(
+def _tiny_train_step_benchmark(method: str) -> dict:
+  return train_step.main(
       [
-          "--method=uda",
+          f"--method={method}",
           "--size=48",
           "--width=0.0625",
           "--batch=1",
@@ -31,6 +31,18 @@ def test_train_step_benchmark_reports_rates_flops_and_no_recompile():
           "--conv-lowering=matmul",
       ]
   )
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "seam",
+        # DeepLab-v2 R101 + two discriminators: twice SEAM's compile time, so outside CI.
+        pytest.param("uda", marks=pytest.mark.slow),
+    ],
+)
+def test_train_step_benchmark_reports_rates_flops_and_no_recompile(method):
+  result = _tiny_train_step_benchmark(method)
   assert [(r["precision"], r["conv_lowering"]) for r in result["rows"]] == [("bfloat16", "matmul")]
   for row in result["rows"]:
     assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and row["compile_s"] > 0
