@@ -68,6 +68,7 @@ PEAK_TFLOPS = {
 TARGETS = {  # printed next to the results (issue 7); a benchmark reports, it does not assert
     "seam": "official fp32 ratio >= 3x on a GPU (>= 1x on CPU); MFU >= 45% bf16 on H100/H200",
     "uda": "official fp32 ratio >= 2x on a GPU",
+    "vos": "MAST's PyTorch step: >= 1x on this CPU, >= 2x on a GPU",
 }
 
 
@@ -153,7 +154,36 @@ def uda_case(args, dtype: str):
   return config, task, data
 
 
-CASES: dict[str, Callable | None] = {"seam": seam_case, "uda": uda_case, "vos": None, "hn": None}
+def vos_case(args, dtype: str):
+  """The `vos` method's MAST step (the method's own objective): pairs of 256 x 256 Lab frames, batch
+  12 (MAST's default), Adam; random clean-Lab inputs."""
+  from jaxseg.methods.vos import method as vos  # pylint: disable=g-import-not-at-top
+
+  size = args.size or 256
+  batch = (args.batch or 12) * num_devices(args)
+  config = vos.default_config()
+  config.train.batch_size = batch
+  config.train.compute_dtype = dtype
+  config.model.width_multiplier = args.width
+  config.input.image_size = (size, size)
+  encoder = vos.build_encoder(config)
+  task = loop.TrainTask(
+      init_fn=functools.partial(vos.init_variables, config),
+      loss_fn=functools.partial(vos.mast_loss, encoder, config.loss),
+      train_source=None,
+      augment=None,
+  )
+  rng = np.random.default_rng(0)
+  clip = rng.uniform(-1, 1, (batch, 2, size, size, 3)).astype(np.float32)
+  return config, task, {"clip": clip}
+
+
+CASES: dict[str, Callable | None] = {
+    "seam": seam_case,
+    "uda": uda_case,
+    "vos": vos_case,
+    "hn": None,
+}
 
 
 def num_devices(args) -> int:

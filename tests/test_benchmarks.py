@@ -37,6 +37,7 @@ def _tiny_train_step_benchmark(method: str) -> dict:
     "method",
     [
         "seam",
+        "vos",
         # DeepLab-v2 R101 + two discriminators: twice SEAM's compile time, so outside CI.
         pytest.param("uda", marks=pytest.mark.slow),
     ],
@@ -52,7 +53,7 @@ def test_train_step_benchmark_reports_rates_flops_and_no_recompile(method):
 
 def test_train_step_benchmark_refuses_methods_not_landed():
   with pytest.raises(SystemExit, match="not landed"):
-    train_step.main(["--method=vos"])
+    train_step.main(["--method=hn"])
 
 
 def test_peak_table_matches_device_kinds():

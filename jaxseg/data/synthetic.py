@@ -281,6 +281,7 @@ class SyntheticVideos(_SceneSource):
       style: str | Style = "default",
       with_depth: bool = False,
       min_visible_pixels: int | None = None,
+      object_scale: float = 1.0,
   ):
     self.num_videos = _check_int("num_videos", num_videos, 0)
     self.num_frames = _check_int("num_frames", num_frames, 1)
@@ -300,6 +301,7 @@ class SyntheticVideos(_SceneSource):
         style=style,
         with_depth=with_depth,
         min_visible_pixels=min_visible_pixels,
+        object_scale=object_scale,
     )
 
   def __len__(self) -> int:
@@ -337,3 +339,75 @@ class SyntheticVideos(_SceneSource):
       sample["depths"] = np.stack([f["depth"] for f in frames])
       sample["intrinsics"] = frames[0]["intrinsics"]
     return sample
+
+
+class SyntheticClips(_SceneSource):
+  """Unlabelled training clips of synthetic videos (the frame-pair / clip sampler of MAST and CRW).
+
+  Item i is a clip of video `i % num_videos` (the same scenes as `SyntheticVideos` with these arguments):
+  `clip_length` frames `gap` frames apart, the gap drawn from `frame_gaps` with `gap_probs` and the start
+  frame uniformly from those that keep the clip inside the video's `num_frames`, both from
+  rng([seed, 7, i]), so item i is the same clip in every epoch and process. Keys: clip uint8
+  [T, H, W, 3], index int64 (no masks: the clips train without labels).
+  """
+
+  def __init__(
+      self,
+      num_videos: int,
+      *,
+      num_clips: int,
+      clip_length: int = 2,
+      num_frames: int = 24,
+      frame_gaps: Sequence[int] = (1, 2, 3),
+      gap_probs: Sequence[float] | None = None,
+      frame_interval: float = 1.0,
+      **scene_kwargs: Any,
+  ):
+    self.num_videos = _check_int("num_videos", num_videos, 1)
+    self.num_clips = _check_int("num_clips", num_clips, 0)
+    self.clip_length = _check_int("clip_length", clip_length, 1)
+    self.num_frames = _check_int("num_frames", num_frames, 1)
+    self.frame_gaps = tuple(_check_int("frame_gaps[i]", g, 1) for g in frame_gaps)
+    if not self.frame_gaps:
+      raise ValueError("frame_gaps must hold at least one gap")
+    if (max(self.frame_gaps)) * (self.clip_length - 1) >= self.num_frames:
+      raise ValueError(
+          f"a clip of {self.clip_length} frames {max(self.frame_gaps)} apart does not fit in "
+          f"num_frames={self.num_frames}"
+      )
+    probs = np.full(len(self.frame_gaps), 1.0 / len(self.frame_gaps))
+    if gap_probs is not None:
+      probs = np.asarray(gap_probs, np.float64)
+      if probs.shape != (len(self.frame_gaps),) or np.any(probs < 0) or probs.sum() <= 0:
+        raise ValueError(f"gap_probs {gap_probs!r} must be {len(self.frame_gaps)} weights >= 0")
+      probs = probs / probs.sum()
+    self.gap_probs = tuple(float(p) for p in probs)
+    self.frame_interval = float(frame_interval)
+    self.config = SceneConfig(**scene_kwargs)
+
+  def __len__(self) -> int:
+    return self.num_clips
+
+  def __repr__(self) -> str:
+    return (
+        f"SyntheticClips(num_videos={self.num_videos}, num_clips={self.num_clips}, "
+        f"clip_length={self.clip_length}, frame_gaps={self.frame_gaps}, config={self.config})"
+    )
+
+  def frame_indices(self, index: int) -> np.ndarray:
+    """The video frames item `index` shows, int64 [clip_length]."""
+    index = _check_index("SyntheticClips", index, self.num_clips)
+    rng = np.random.default_rng([self.config.seed, 7, index])
+    gap = int(rng.choice(self.frame_gaps, p=self.gap_probs))
+    last_start = self.num_frames - 1 - gap * (self.clip_length - 1)
+    start = int(rng.integers(0, last_start + 1))
+    return start + gap * np.arange(self.clip_length, dtype=np.int64)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    frames = self.frame_indices(index)
+    scene = self.config.scene(int(index) % self.num_videos)
+    clip = [
+        render_scene(scene, time=float(t) * self.frame_interval, style=self.config.style)["image"]
+        for t in frames
+    ]
+    return dict(clip=np.stack(clip), index=np.int64(index))

@@ -19,6 +19,7 @@ METHODS = {
     "supervised": "jaxseg.methods.supervised",
     "seam": "jaxseg.methods.seam",
     "uda": "jaxseg.methods.uda",
+    "vos": "jaxseg.methods.vos",
 }
 
 
@@ -50,6 +51,8 @@ RESUME_SAFE_KEYS = (
     "target_data.root",
     "target_data.skip_bad",
     "pseudo_labels.",
+    "propagate.",
+    "eval_data.",
 )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Variables",
     "convert_deeplab_v2",
     "convert_fc_discriminator",
+    "convert_mast_encoder",
     "convert_resnet38",
     "convert_torchvision_resnet",
     "load_variables",
@@ -416,3 +417,32 @@ def mxnet_resnet38_to_state_dict(
         unexpected=unknown,
     )
   return out
+
+
+# MAST's ResNet18 (`models/submodule.py`) names its layers by position in nn.Sequential containers.
+_MAST_RENAMES = (
+    (r"\.conv1\.0\.", ".conv1."),
+    (r"\.conv1\.1\.", ".bn1."),
+    (r"\.left\.0\.", ".conv1."),
+    (r"\.left\.1\.", ".bn1."),
+    (r"\.left\.3\.", ".conv2."),
+    (r"\.left\.4\.", ".bn2."),
+    (r"\.shortcut\.", ".downsample."),
+)
+
+
+def convert_mast_encoder(
+    state_dict: Mapping[str, Any], model, *, source: str = "checkpoint", prefix: str = ""
+) -> Variables:
+  """MAST state dict (`feature_extraction.*`, `post_convolution.*`; a saved checkpoint's 'state_dict'
+  with `module.` stripped via `prefix`) -> variables of `model` (a `MastEncoder`). The official
+  Sequential positions are renamed to torchvision's (conv1.0 -> conv1, conv1.1 -> bn1, left.{0,1,3,4}
+  -> conv1/bn1/conv2/bn2, shortcut -> downsample)."""
+  state_dict = strip_prefix(state_dict, prefix) if prefix else dict(state_dict)
+  renamed = {}
+  for key, value in state_dict.items():
+    new = "." + key
+    for pattern, repl in _MAST_RENAMES:
+      new = re.sub(pattern, repl, new)
+    renamed[new[1:]] = value
+  return state_dict_to_variables(renamed, _template(model, (32, 32)), source=source)

@@ -51,8 +51,12 @@ def optimizer_fields() -> dict[str, Any]:
       eps=1e-8,
       weight_decay=1e-4,  # coupled L2 for sgd/momentum/adam (as PyTorch), decoupled for adamw
       weight_decay_exclude="",  # regex on param paths exempt from weight decay ('' = none)
-      schedule="poly",  # constant | poly | cosine
+      schedule="poly",  # constant | poly | cosine | step
       poly_power=0.9,
+      # 'step': lr * step_factor ** (number of boundaries b with step > b); boundaries in optimiser
+      # steps, may be fractional (MAST halves its lr after 0.4M, 0.6M, 0.8M, 1M samples: / batch).
+      step_boundaries=(),
+      step_factor=0.5,
       warmup_steps=0,
       # poly / cosine horizon in optimiser steps (0 = train.total_steps); ADVENT decays over
       # MAX_ITERS 250000 but stops at EARLY_STOP 120000.
@@ -81,8 +85,22 @@ def optimizer_group(params: str, **overrides: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(params=params, **fields))
 
 
+def step_schedule(lr: float, boundaries, factor: float) -> optax.Schedule:
+  """lr * factor ** #{b in boundaries: step > b} (MAST's `adjust_lr`, boundaries in steps)."""
+  bounds = sorted(float(b) for b in boundaries)
+  if not bounds:
+    return optax.constant_schedule(lr)
+  table = jnp.asarray(bounds, jnp.float32)
+
+  def schedule(step):
+    passed = jnp.sum(jnp.asarray(step, jnp.float32) > table)
+    return lr * jnp.power(jnp.float32(factor), passed)
+
+  return schedule
+
+
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:
-  """Learning-rate schedule: optional linear warm-up, then constant / poly / cosine.
+  """Learning-rate schedule: optional linear warm-up, then constant / poly / cosine / step.
 
   poly: lr * (1 - step / total_steps) ** power, as the DeepLab/SEAM PyTorch code
   computes it (`PolyOptimizer`), decaying to `end_learning_rate`. `decay_steps` > 0 replaces
@@ -98,8 +116,12 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
     main = optax.polynomial_schedule(lr, end, float(cfg.poly_power), decay_steps)
   elif cfg.schedule == "cosine":
     main = optax.cosine_decay_schedule(lr, decay_steps, alpha=end / lr if lr else 0.0)
+  elif cfg.schedule == "step":
+    main = step_schedule(lr, cfg.get("step_boundaries", ()), float(cfg.get("step_factor", 0.5)))
   else:
-    raise ConfigError(f"optimizer.schedule={cfg.schedule!r}: expected constant, poly or cosine")
+    raise ConfigError(
+        f"optimizer.schedule={cfg.schedule!r}: expected constant, poly, cosine or step"
+    )
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])

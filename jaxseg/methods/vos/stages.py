@@ -1,0 +1,177 @@
+"""VOS stages: train the correspondence, propagate first-frame masks, evaluate DAVIS J&F.
+
+Workdir layout:
+  train/                         checkpoints, metrics, trainer_config.json of the encoder
+  synthetic_davis/               the synthetic evaluation videos in the DAVIS-2017 layout (synthetic only)
+  results/<method>/<seq>/*.png   propagated ids as palette PNGs (the DAVIS results layout), one folder per
+                                 method: model (the trained encoder), copy_first, lab_pixels (baselines);
+                                 a relaunch skips sequences whose PNGs are all there
+  results/<method>/global_results-<split>.csv, per-sequence_results-<split>.csv  (the official files)
+  metrics.json                   J&F, J and F means of every method
+  pictures/<seq>.gif             frames with the ground truth | each method's masks, animated
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from jaxseg.data import davis as davis_data
+from jaxseg.data.palette import colorize
+from jaxseg.evaluation import davis as davis_eval
+from jaxseg.evaluation.outputs import write_json, write_palette_png
+from jaxseg.methods.vos import data, method, propagation
+from jaxseg.train import loop, multihost
+from jaxseg.train.config import stage_trainer_config
+from jaxseg.train.stages import train_stage
+
+BASELINES = ("copy_first", "lab_pixels")
+
+
+def train(config, workdir: str) -> None:
+  """Trains the encoder with the recipe's objective (the top-level trainer section)."""
+  train_stage(config, workdir, method.make_task(config), subdir="train")
+
+
+def load_encoder(config, workdir: str, which: str = "latest"):
+  """(encoder, variables) of the 'train' stage's checkpoint."""
+  task = method.make_task(config)
+  state, _ = loop.load_state(
+      stage_trainer_config(config, None),
+      os.path.join(workdir, "train"),
+      task,
+      method.example_batch(config),
+      which=which,
+  )
+  return method.build_encoder(config), loop.variables_of(state)
+
+
+def _sequences(config, workdir: str):
+  d = config.eval_data
+  root = data.davis_root(config, workdir)
+  source = davis_data.DavisSequenceSource(root, str(d.split), str(d.resolution))
+  count = len(source) if not int(d.max_sequences) else min(len(source), int(d.max_sequences))
+  return root, source, count
+
+
+def _result_paths(workdir: str, name: str, example) -> list[str]:
+  folder = os.path.join(workdir, "results", name, example["sequence"])
+  return [os.path.join(folder, f"{f}.png") for f in example["frame_names"]]
+
+
+def _encode_fn(config, encoder):
+  if config.recipe == "mast":
+    return jax.jit(lambda v, x: encoder.apply(v, x, train=False))
+  return jax.jit(lambda v, x: encoder.apply(v, x, train=False)["map"])
+
+
+def propagate(config, workdir: str) -> dict:
+  """Propagates every evaluation sequence's first mask with the trained encoder and the baselines."""
+  methods = tuple(config.propagate.methods)
+  unknown = sorted(set(methods) - {"model", *BASELINES})
+  if unknown:
+    raise ValueError(f"propagate.methods: unknown {unknown}; known: model, copy_first, lab_pixels")
+  encoder = variables = encode = None
+  if "model" in methods:
+    encoder, variables = load_encoder(config, workdir, str(config.propagate.checkpoint))
+    encode = _encode_fn(config, encoder)
+  _, source, count = _sequences(config, workdir)
+  cfg = config.propagate
+  written = 0
+  for i in multihost.process_indices(count):
+    example = source[i]
+    frames, first = example["frames"], example["first_mask"]
+    k = int(example["num_objects"])
+    for name in methods:
+      paths = _result_paths(workdir, name, example)
+      if all(os.path.exists(p) for p in paths):
+        continue  # an earlier launch finished this sequence
+      if name == "copy_first":
+        ids = propagation.copy_first(len(frames), first)
+      elif name == "lab_pixels":
+        lab = method.frames_to_input(frames, "mast")
+        keys, queries = propagation.lab_pixel_features(lab, float(cfg.pixel_temperature))
+        ids = propagation.propagate_mast(keys, first, k, cfg, query_features=queries)
+      else:
+        x = method.frames_to_input(frames, config.recipe)
+        feats = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(len(x))])
+        fn = propagation.propagate_mast if config.recipe == "mast" else propagation.propagate_crw
+        ids = fn(feats, first, k, cfg)
+      for path, frame_ids in zip(paths, ids):
+        write_palette_png(path, frame_ids)
+      written += 1
+  multihost.sync("vos_propagate")
+  print(f"propagated {count} sequences ({written} sequence x method results written)", flush=True)
+  return {"sequences": count}
+
+
+def evaluate(config, workdir: str) -> dict:
+  """DAVIS-2017 semi-supervised J&F of every propagated method; metrics.json, CSVs, GIFs."""
+  root, source, count = _sequences(config, workdir)
+  d = config.eval_data
+  names = [source[i]["sequence"] for i in range(count)]
+  summary = {}
+  for name in config.evaluate.methods:
+    results = os.path.join(workdir, "results", name)
+    if not os.path.isdir(results):
+      print(f"evaluate: no results for {name!r} (run the 'propagate' stage)", flush=True)
+      continue
+    result = davis_eval.evaluate_davis(
+        root, results, subset=str(d.split), sequences=names, resolution=str(d.resolution)
+    )
+    if multihost.is_main_process():
+      davis_eval.write_csvs(result, results, str(d.split))
+    summary[name] = {k: float(v) for k, v in result["global"].items()}
+  label = {"model": f"{config.recipe} (trained)", "copy_first": "copy first mask"}
+  label["lab_pixels"] = "raw Lab pixels (untrained)"
+  rows = [f"{'method':<28}{'J&F':>8}{'J':>8}{'F':>8}"]
+  for name, g in summary.items():
+    rows.append(
+        f"{label.get(name, name):<28}{100 * g['J&F-Mean']:8.2f}{100 * g['J-Mean']:8.2f}"
+        f"{100 * g['F-Mean']:8.2f}"
+    )
+  print(f"DAVIS-2017 semi-supervised, {count} sequences:\n" + "\n".join(rows), flush=True)
+  if multihost.is_main_process():
+    write_json(os.path.join(workdir, "metrics.json"), summary)
+    for i in range(min(int(config.propagate.num_pictures), count)):
+      path = write_gif(workdir, source[i], [m for m in ("model", *BASELINES) if m in summary])
+      print(f"pictures: {path}", flush=True)
+  return {name: g["J&F-Mean"] for name, g in summary.items()}
+
+
+def _overlay(frame: np.ndarray, ids: np.ndarray) -> np.ndarray:
+  colour = colorize(ids)
+  alpha = np.where(ids[..., None] > 0, 0.55, 0.0)
+  return (frame * (1 - alpha) + colour * alpha).astype(np.uint8)
+
+
+def write_gif(workdir: str, example, methods) -> str:
+  """pictures/<seq>.gif: frames with the ground truth (or the first mask) | each method's masks."""
+  frames = example["frames"]
+  gt = example.get("masks")
+  columns = [gt if gt is not None else np.repeat(example["first_mask"][None], len(frames), 0)]
+  for name in methods:
+    paths = _result_paths(workdir, name, example)
+    columns.append(np.stack([np.asarray(Image.open(p)) for p in paths]))
+  pad = np.full((frames.shape[1], 2, 3), 255, np.uint8)
+  images = []
+  for t, frame in enumerate(frames):
+    tiles = []
+    for ids in columns:
+      tiles += [_overlay(frame, np.where(ids[t] == 255, 0, ids[t])), pad]
+    images.append(Image.fromarray(np.concatenate(tiles[:-1], axis=1)))
+  path = os.path.join(workdir, "pictures", f"{example['sequence']}.gif")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.gif"
+  images[0].save(tmp, save_all=True, append_images=images[1:], duration=200, loop=0)
+  os.replace(tmp, path)
+  with open(os.path.join(os.path.dirname(path), "columns.txt"), "w") as f:
+    f.write("ground truth | " + " | ".join(methods) + "\n")
+  return path
+
+
+STAGE_FNS = {"train": train, "propagate": propagate, "evaluate": evaluate}
