@@ -7,6 +7,7 @@ machine, and prints jaxseg / official.
   python benchmarks/train_step.py --method=seam                      # paper shapes: ResNet-38, 448^2 + x0.3 view
   python benchmarks/train_step.py --method=uda                       # DeepLab-v2 R101, 1280x720 src + 1024x512 trg
   python benchmarks/train_step.py --method=seam --reference=/path/to/SEAM    # + official step, same device
+  python benchmarks/train_step.py --method=vos --reference=/path/to/MAST     # MAST pairs, 256^2, batch 12
   python benchmarks/train_step.py --method=seam --size=112 --batch=2 --steps=3   # quick CPU check
 
 Methods (shapes from the papers / official configs):
@@ -18,7 +19,12 @@ Methods (shapes from the papers / official configs):
         (0.001 main + 0.0002 aux), SGD momentum 0.9, 10x lr on the heads; batch 1 per device as ADVENT.
         Reference: valeoai/ADVENT (`advent/model/deeplabv2.py`, `advent/utils/func.py: loss_calc`,
         `advent/utils/loss.py: entropy_loss`).
-  vos, hn  Not available until the video (MAST pairs, 256^2) and depth pre-training methods land; the script says so.
+  vos   MAST step (the `vos` method's `mast_loss`): pairs of 256^2 Lab frames, one of a/b dropped, ResNet-18
+        features, colorizer with R = 6, smooth-L1 (x20); Adam 1e-3; batch 12 per device. Reference:
+        zlai0/MAST (`models/mast.py: MAST` with training=True, its `dropout2d_lab`, `main.py: compute_lphoto`'s
+        ops restated as main.py parses argv at import). Without the compiled `spatial_correlation_sampler`
+        a pure-PyTorch stand-in (same values, other speed) is installed and the script says so.
+  hn    Not available until the depth pre-training method lands.
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
 lowering is timed; counts multiply-adds as 2) / step time / device peak.
@@ -178,11 +184,10 @@ def vos_case(args, dtype: str):
   return config, task, {"clip": clip}
 
 
-CASES: dict[str, Callable | None] = {
+CASES: dict[str, Callable] = {
     "seam": seam_case,
     "uda": uda_case,
     "vos": vos_case,
-    "hn": None,
 }
 
 
@@ -429,6 +434,142 @@ def reference_uda(args, path: str) -> Callable[[], float]:
   return _timer(torch, step, batch)
 
 
+def _correlation_sampler_standin(torch) -> types.ModuleType:
+  """A pure-PyTorch `spatial_correlation_sampler` module (the compiled C++/CUDA extension MAST's colorizer
+  imports), for the configuration MAST uses: kernel 1, stride 1, no padding, dilation 1, any odd
+  patch and patch dilation. out[b, dy, dx, i, j] = sum_c a[b, c, i, j] * b[b, c, i + (dy - R) d,
+  j + (dx - R) d], zero outside b, R = (patch - 1) // 2: one shifted product per displacement, by
+  autograd. Same values as the extension; not its speed."""
+  functional = torch.nn.functional
+
+  def spatial_correlation_sample(
+      input1, input2, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1, dilation_patch=1
+  ):
+    if (kernel_size, stride, padding, dilation) != (1, 1, 0, 1) or patch_size % 2 != 1:
+      raise NotImplementedError(
+          "the spatial_correlation_sampler stand-in covers kernel_size=1, stride=1, padding=0, "
+          f"dilation=1 and an odd patch_size only; got kernel_size={kernel_size}, stride={stride}, "
+          f"padding={padding}, dilation={dilation}, patch_size={patch_size}"
+      )
+    batch, _, height, width = input1.shape
+    reach = (patch_size - 1) // 2 * dilation_patch
+    padded = functional.pad(input2, (reach, reach, reach, reach))
+    shifts = []
+    for dy in range(patch_size):
+      top = dy * dilation_patch
+      for dx in range(patch_size):
+        left = dx * dilation_patch
+        window = padded[:, :, top : top + height, left : left + width]
+        shifts.append((input1 * window).sum(1))
+    return torch.stack(shifts, 1).reshape(batch, patch_size, patch_size, height, width)
+
+  class SpatialCorrelationSampler(torch.nn.Module):
+
+    def __init__(
+        self, kernel_size=1, patch_size=1, stride=1, padding=0, dilation=1, dilation_patch=1
+    ):
+      super().__init__()
+      self.options = dict(
+          kernel_size=kernel_size,
+          patch_size=patch_size,
+          stride=stride,
+          padding=padding,
+          dilation=dilation,
+          dilation_patch=dilation_patch,
+      )
+
+    def forward(self, input1, input2):
+      return spatial_correlation_sample(input1, input2, **self.options)
+
+  module = types.ModuleType("spatial_correlation_sampler")
+  module.__doc__ = "pure-PyTorch stand-in (benchmarks/train_step.py)"
+  module.spatial_correlation_sample = spatial_correlation_sample
+  module.SpatialCorrelationSampler = SpatialCorrelationSampler
+  return module
+
+
+def _correlation_sampler(torch) -> str:
+  """'compiled' when the official extension imports, else installs the stand-in and says so."""
+  try:
+    importlib.import_module("spatial_correlation_sampler")
+    return "compiled"
+  except (ImportError, OSError) as err:  # not installed, or built against another torch
+    sys.modules["spatial_correlation_sampler"] = _correlation_sampler_standin(torch)
+    print(
+        f"note: spatial_correlation_sampler is not importable ({err}); MAST's colorizer runs on a "
+        "pure-PyTorch stand-in (padding + a loop over the P*P shifts), whose speed differs from "
+        "the compiled op's",
+        flush=True,
+    )
+    return "pure-PyTorch stand-in"
+
+
+def reference_vos(args, path: str) -> Callable[..., dict]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+
+  device = _torch_device(torch)
+  if device.type == "cpu":
+    torch.set_num_threads(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+  sampler = _correlation_sampler(torch)
+  sys.path.insert(0, path)
+  mast = importlib.import_module("models.mast")  # models/ has no __init__: check it is MAST's
+  if not os.path.abspath(mast.__file__).startswith(os.path.join(path, "models")):
+    raise SystemExit(f"'models.mast' resolved to {mast.__file__}, not {path}/models/mast.py")
+  size, batch = args.size or 256, args.batch or 12
+  model = mast.MAST(types.SimpleNamespace(training=True)).to(device)  # R = 6 when training
+  model.train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))  # main.py defaults
+  gen = torch.Generator().manual_seed(0)
+  clip = [(torch.rand(batch, 3, size, size, generator=gen) * 2 - 1).to(device) for _ in range(2)]
+
+  def dropout2d_lab(frames):
+    """MAST.dropout2d_lab's ops (one of the a/b channels zeroed, the rest scaled by 3/2), for NumPy
+    >= 2.4, which refuses the official `int()` of its one-element draw."""
+    dropped = 1  # np.random.choice(np.arange(1, 2), 1): always one channel
+    np.random.choice(np.arange(1, 2), 1)  # same draws from the global generator as the official
+    channels = np.random.choice(np.arange(1, 3), dropped, replace=False)
+    for frame in frames:
+      frame[:, channels] = 0
+      frame *= 3 / (3 - dropped)
+    return frames, channels
+
+  try:
+    model.dropout2d_lab([frame.clone() for frame in clip])
+    drop = model.dropout2d_lab
+  except TypeError:
+    drop = dropout2d_lab
+    print(
+        "note: MAST.dropout2d_lab fails under this NumPy (int() of a 1-element array); the step "
+        "runs the same ops restated",
+        flush=True,
+    )
+
+  def step():  # main.py: train, one iteration (the loader's fresh tensors: on-device copies)
+    images_lab_gt = [frame.clone() for frame in clip]
+    images_lab = [frame.clone() for frame in clip]
+    _, ch = drop(images_lab)
+    # main.py's compute_lphoto: main.py parses sys.argv and imports tensorboard, matplotlib and its
+    # data loaders at import, so its ops are restated here.
+    _, _, h, w = images_lab[0].size()
+    ref_x = images_lab[:-1]
+    ref_y = [lab[:, ch] for lab in images_lab_gt[:-1]]
+    tar_x = images_lab[-1]
+    tar_y = images_lab_gt[-1][:, ch]
+    outputs = model(ref_x, ref_y, tar_x, [0, 2], 4)  # pairwise training, as the official
+    outputs = F.interpolate(outputs, (h, w), mode="bilinear")
+    loss = F.smooth_l1_loss(outputs * 20, tar_y * 20, reduction="mean")
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss
+
+  timer = _timer(torch, step, batch)
+  return lambda *a, **k: {**timer(*a, **k), "correlation_sampler": sampler}
+
+
 def _timer(torch, step, batch):
   def run(warmup: int, steps: int, repeats: int) -> dict:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -438,7 +579,7 @@ def _timer(torch, step, batch):
   return run
 
 
-REFERENCES = {"seam": reference_seam, "uda": reference_uda}
+REFERENCES = {"seam": reference_seam, "uda": reference_uda, "vos": reference_vos}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -458,10 +599,10 @@ def parse_args(argv=None) -> argparse.Namespace:
       "--size",
       type=int,
       default=0,
-      help="SEAM crop side / UDA source width (target scaled alike); 0 = paper shapes",
+      help="SEAM crop side / UDA source width (target scaled alike) / MAST frame side; 0 = paper shapes",
   )
   parser.add_argument(
-      "--batch", type=int, default=0, help="batch per device; 0 = paper (SEAM 8, UDA 1)"
+      "--batch", type=int, default=0, help="batch per device; 0 = paper (SEAM 8, UDA 1, MAST 12)"
   )
   parser.add_argument(
       "--width", type=float, default=1.0, help="backbone width multiplier (1 = paper)"
@@ -479,7 +620,7 @@ def parse_args(argv=None) -> argparse.Namespace:
       "jaxseg/models/conv_lowering.py): 'auto,xla' shows what the CPU matmul path buys",
   )
   parser.add_argument(
-      "--reference", default="", help="path to the official checkout (SEAM or ADVENT)"
+      "--reference", default="", help="path to the official checkout (SEAM, ADVENT or MAST)"
   )
   parser.add_argument("--json", default="", help="also write the results here")
   return parser.parse_args(argv)
@@ -487,11 +628,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  if CASES[args.method] is None:
-    raise SystemExit(
-        f"--method={args.method}: that method has not landed in jaxseg yet, so there is no "
-        "training step to time (available: seam, uda)"
-    )
   kind = jax.devices()[0].device_kind
   print(
       f"# {args.method} train step | device {kind} x{num_devices(args)} | jax {jax.__version__} | "

@@ -20,6 +20,7 @@ METHODS = {
     "seam": "jaxseg.methods.seam",
     "uda": "jaxseg.methods.uda",
     "vos": "jaxseg.methods.vos",
+    "hn": "jaxseg.methods.hn",
 }
 
 

@@ -127,6 +127,10 @@ def default_config() -> ml_collections.ConfigDict:
           short_gap=2,
           roi_gap=15,
           max_dilation=4,
+          # Soft labels back to the image: official (benchmark.py's bilinear, align_corners=False:
+          # every propagated frame shifts 1.5 px right and down) | aligned (no shift), see
+          # propagation.upsample_labels.
+          upsampling="official",
           # CRW memory (test.py): first frame + 20 previous, radius 12, top-10, temperature 0.07.
           n_context=20,
           topk=10,

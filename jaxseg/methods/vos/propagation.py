@@ -62,12 +62,58 @@ def canonical_schedule(
   return tuple(canonical_current - g for g in reversed(out)), canonical_current
 
 
+UPSAMPLINGS = ("official", "aligned")
+
+
+def upsample_labels(soft: jax.Array, out_size: tuple[int, int], upsampling: str) -> jax.Array:
+  """Soft labels [B, h, w, K] on the stride-s grid -> [B, H, W, K] (s = H / h), bilinear.
+
+  official  `F.interpolate(mode='bilinear', align_corners=False)` (MAST's benchmark.py): cell i is
+            taken to be centred on pixel s i + (s - 1) / 2.
+  aligned   cell i is centred on pixel s i, where its label was read (`Colorizer.prep` picks
+            `[::s, ::s]`) and where a stride-s encoder's output i is centred. The official upsampling
+            shifts every propagated mask by (s - 1) / 2 pixels right and down (1.5 at stride 4), and
+            frame-by-frame propagation adds the shifts up (35 pixels after 23 frames of an identity
+            affinity, see tests/test_vos_method.py); this one maps a label grid back onto itself.
+  """
+  b, h, w, k = soft.shape
+  height, width = out_size
+  if upsampling == "official":
+    return jax.image.resize(soft, (b, height, width, k), "bilinear", antialias=False)
+  if upsampling != "aligned":
+    raise ValueError(f"upsampling={upsampling!r}: expected one of {UPSAMPLINGS}")
+  # scale_and_translate maps input coordinate x (cell i spans [i, i + 1)) to x * scale + shift; the
+  # centre i + 1/2 goes to s i + 1/2 (the centre of pixel s i) with shift = (1 - s) / 2.
+  scale = jnp.array([height / h, width / w], jnp.float32)
+  return jax.image.scale_and_translate(
+      soft, (b, height, width, k), (1, 2), scale, 0.5 * (1.0 - scale), "linear", antialias=False
+  )
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("radius", "ref_index", "current", "roi_gap", "max_dil", "out_size"),
+    static_argnames=(
+        "radius",
+        "ref_index",
+        "current",
+        "roi_gap",
+        "max_dil",
+        "out_size",
+        "upsampling",
+    ),
 )
 def _mast_step(
-    ref_feats, tar_feat, ref_labels, *, radius, ref_index, current, roi_gap, max_dil, out_size
+    ref_feats,
+    tar_feat,
+    ref_labels,
+    *,
+    radius,
+    ref_index,
+    current,
+    roi_gap,
+    max_dil,
+    out_size,
+    upsampling="official",
 ):
   soft = correspondence.mast_colorize(
       ref_feats,
@@ -80,7 +126,7 @@ def _mast_step(
       max_dilation=max_dil,
   )
   num_classes = soft.shape[-1]
-  up = jax.image.resize(soft, (1, *out_size, num_classes), "bilinear", antialias=False)
+  up = upsample_labels(soft, out_size, upsampling)
   ids = jnp.argmax(up[0], -1).astype(jnp.uint8)
   return ids, jax.nn.one_hot(ids, num_classes, dtype=jnp.float32)
 
@@ -117,6 +163,7 @@ def propagate_mast(
         roi_gap=roi_gap,
         max_dil=max_dil,
         out_size=tuple(first_ids.shape),
+        upsampling=str(cfg.get("upsampling", "official")),
     )
     ids.append(pred)
     labels.append(onehot)

@@ -1,0 +1,115 @@
+"""The `hn` method: labelled subsets, weight transfer, the HN-label stage (resumable), the results
+table, and the whole pipeline on synthetic indoor rooms."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg.methods.hn import data, method, stages
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_labelled_subsets_are_nested_deterministic_and_never_empty():
+  small = data.labelled_subset(400, 0.01, seed=0)
+  large = data.labelled_subset(400, 0.05, seed=0)
+  assert len(small) == 4 and len(large) == 20
+  assert set(small) <= set(large)
+  np.testing.assert_array_equal(small, data.labelled_subset(400, 0.01, seed=0))
+  assert not np.array_equal(large, data.labelled_subset(400, 0.05, seed=1))
+  assert len(data.labelled_subset(10, 0.001, seed=0)) == 1
+  with pytest.raises(Exception, match="label_fractions"):
+    data.labelled_subset(10, 0.0, seed=0)
+
+
+def test_subset_repeats_fill_a_batch():
+  subset = data.Subset(list(range(100)), [3, 7], repeats=3)
+  assert len(subset) == 6 and [subset[i] for i in range(6)] == [3, 7, 3, 7, 3, 7]
+
+
+def _tiny_config():
+  sys.path.insert(0, os.path.join(REPO, "configs"))
+  import hn as hn_config  # pylint: disable=import-outside-toplevel
+
+  return hn_config.get_config("synthetic,runlocal")
+
+
+def test_transfer_keeps_everything_but_the_classifier():
+  config = _tiny_config()
+  x = np.zeros((1, 32, 32, 3), np.float32)
+  pre = method.build_model(config, 45).init(jax.random.key(0), x, train=False)
+  fresh = method.build_model(config, 5).init(jax.random.key(1), x, train=False)
+  params, state = method.transfer_init(pre)(fresh["params"], {"batch_stats": fresh["batch_stats"]})
+  same = jax.tree_util.tree_map(np.array_equal, params["backbone"], pre["params"]["backbone"])
+  assert all(jax.tree_util.tree_leaves(same))
+  np.testing.assert_array_equal(
+      params["head"]["conv"]["kernel"], pre["params"]["head"]["conv"]["kernel"]
+  )
+  assert params["head"]["classifier"]["kernel"].shape[-1] == 5
+  np.testing.assert_array_equal(
+      params["head"]["classifier"]["kernel"], fresh["params"]["head"]["classifier"]["kernel"]
+  )
+  assert state["batch_stats"] is pre["batch_stats"]
+
+
+def test_hn_label_stage_writes_labels_once_and_resumes(tmp_path, capsys):
+  config = _tiny_config()
+  with config.unlocked():
+    config.pretrain_data.synthetic.num_train = 3
+  stages.hn_labels(config, str(tmp_path))
+  names = sorted(os.listdir(tmp_path / "hn_labels"))
+  assert names == ["0000000.png", "0000001.png", "0000002.png", "summary.json"]
+  summary = json.load(open(tmp_path / "hn_labels" / "summary.json"))
+  assert summary["num_classes"] == 45 and 0 < summary["ignored_fraction"] < 0.5
+  assert abs(sum(summary["class_fraction"]) + summary["ignored_fraction"] - 1) < 1e-9
+  os.remove(tmp_path / "hn_labels" / "0000001.png")
+  capsys.readouterr()
+  stages.hn_labels(config, str(tmp_path))
+  assert "(1 computed now)" in capsys.readouterr().out
+  # The label of the floor of the first room is the lowest, up-facing class.
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  room = data.depth_source(config)[0]
+  labels = np.asarray(Image.open(tmp_path / "hn_labels" / "0000000.png"))
+  floor = (room["mask"] == 0) & (labels != 255)
+  assert floor.sum() > 50 and np.mean(labels[floor] == 0) > 0.95
+
+
+def test_results_table_rows_are_fractions_columns_arms():
+  results = {
+      "random_1pct": dict(label_fraction=0.01, labelled_images=4, miou=0.3),
+      "hn_1pct": dict(label_fraction=0.01, labelled_images=4, miou=0.5),
+      "random_5pct": dict(label_fraction=0.05, labelled_images=20, miou=0.6),
+  }
+  table = stages.results_table(results, ("random", "hn"))
+  assert "| 1% (4) | 30.0 | 50.0 |" in table and "| 5% (20) | 60.0 | - |" in table
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_runlocal_pipeline_writes_everything(tmp_path):
+  out = subprocess.run(
+      [
+          sys.executable,
+          "launch.py",
+          "--config=configs/hn.py:synthetic,runlocal",
+          f"--workdir={tmp_path}",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=900,
+      check=False,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.load(open(tmp_path / "metrics.json"))
+  assert set(metrics) == {"random_25pct", "hn_25pct"}
+  assert all(0 <= m["miou"] <= 1 and m["labelled_images"] == 4 for m in metrics.values())
+  assert (tmp_path / "results.md").exists()
+  for name in ("hn_labels.png", "predictions.png"):
+    assert (tmp_path / "pictures" / name).exists()
