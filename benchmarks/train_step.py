@@ -24,7 +24,7 @@ Methods (shapes from the papers / official configs):
         zlai0/MAST (`models/mast.py: MAST` with training=True, its `dropout2d_lab`, `main.py: compute_lphoto`'s
         ops restated as main.py parses argv at import). Without the compiled `spatial_correlation_sampler`
         a pure-PyTorch stand-in (same values, other speed) is installed and the script says so.
-  hn    Not available until the depth pre-training method lands.
+  hn    No train-step case here yet (not among --method's choices).
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
 lowering is timed; counts multiply-adds as 2) / step time / device peak.
