@@ -97,6 +97,36 @@ def test_source_only_and_minent_never_touch_the_discriminators(objective):
   assert ("ent_trg_main" in terms) == (objective == "minent")
 
 
+def test_bgr_weights_on_rgb_images_compute_the_official_function():
+  config = method.default_config()
+  config.model.update(width_multiplier=0.0625, depth_blocks=(1, 1, 1, 1))
+  segmenter, _ = method.build_networks(config)
+  bgr_image = jnp.asarray(np.random.default_rng(0).normal(size=(1, 33, 41, 3)), jnp.float32)
+  variables = jax.jit(lambda x: segmenter.init(jax.random.key(0), x, train=False))(bgr_image)
+  forward = jax.jit(lambda v, x: segmenter.apply(v, x, train=False)["main"])
+  official = forward(variables, bgr_image)
+  ours = forward(method.bgr_to_rgb_input(variables), bgr_image[..., ::-1])
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(official), atol=1e-5)
+
+
+def test_images_resize_bicubic_as_advent_and_masks_nearest():
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(0)
+  example = {
+      "image": rng.integers(0, 256, (30, 50, 3)).astype(np.uint8),
+      "mask": rng.integers(0, 19, (30, 50)).astype(np.uint8),
+  }
+  out = method.resize_image_and_mask(example, (12, 20), bicubic=True)
+  expected = np.asarray(Image.fromarray(example["image"]).resize((20, 12), Image.BICUBIC))
+  np.testing.assert_array_equal(out["image"], expected)
+  np.testing.assert_array_equal(
+      out["mask"], np.asarray(Image.fromarray(example["mask"]).resize((20, 12), Image.NEAREST))
+  )
+  bilinear = method.resize_image_and_mask(example, (12, 20), bicubic=False)["image"]
+  assert not np.array_equal(bilinear, expected)
+
+
 @pytest.mark.slow
 @pytest.mark.ci
 def test_runlocal_pipeline_writes_every_stage(tmp_path):

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxseg.config import ConfigError
 from jaxseg.data import datasets, transforms
 from jaxseg.losses import adversarial
 from jaxseg.losses.entropy import entropy_loss, self_information_map
@@ -121,6 +122,8 @@ def default_config() -> ml_collections.ConfigDict:
           source_size=(720, 1280),
           target_size=(512, 1024),
           flip=False,
+          # ADVENT's loaders resize images with PIL bicubic (`_load_img`) and labels with nearest.
+          image_resize="bicubic",  # bicubic | bilinear
           # ADVENT feeds BGR minus the Caffe mean on the 0..255 scale; on jaxseg's RGB 0..1 images that is
           # mean = the BGR mean reversed / 255, std = 1 / 255 (the channel order belongs to the weights).
           mean=(122.67891434 / 255, 116.66876762 / 255, 104.00698793 / 255),
@@ -149,7 +152,10 @@ def default_config() -> ml_collections.ConfigDict:
   )
   # ImageNet DeepLab-v2 weights converted with `python -m jaxseg.tools.convert_weights --arch
   # deeplab_v2` ('' = random init).
-  c.init = ml_collections.ConfigDict(dict(weights=""))
+  # The official DeepLab-v2 ImageNet weights come from Caffe and take BGR images; jaxseg feeds RGB, so
+  # with weights_bgr=True the first conv's input channels are reversed when the weights are loaded:
+  # the network computes on an RGB image what the official one computes on the same image in BGR.
+  c.init = ml_collections.ConfigDict(dict(weights="", weights_bgr=True))
   # Main training stage ('adapt'): the top-level trainer section. Official: batch 1 + 1, MAX_ITERS
   # 250000 for the poly schedule, EARLY_STOP 120000.
   c.train.update(batch_size=1, total_steps=120000, checkpoint_every=2000, log_every=100)
@@ -199,6 +205,18 @@ def build_networks(config):
   return segmenter, disc
 
 
+def resize_image_and_mask(example: dict, size, bicubic: bool) -> dict:
+  """Resizes 'image' (PIL bicubic as ADVENT's `_load_img`, or bilinear) and 'mask' (nearest) to
+  `size` = (H, W); other keys untouched."""
+  out = dict(example)
+  out["image"] = transforms.resize_array(
+      "image", np.asarray(example["image"]), tuple(size), "image", bicubic=bicubic
+  )
+  if "mask" in example:
+    out["mask"] = transforms.resize_array("mask", np.asarray(example["mask"]), tuple(size), "mask")
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class FixedSize(grain.transforms.RandomMap):
   """Resize to one size (+ optional flip) and normalise: the official 'resize the full image' input."""
@@ -208,10 +226,11 @@ class FixedSize(grain.transforms.RandomMap):
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   keys: tuple[str, ...]
+  bicubic: bool = True
 
   def random_map(self, element, rng):
     ex = {k: element[k] for k in self.keys if k in element}
-    ex = transforms.resize(ex, self.size)
+    ex = resize_image_and_mask(ex, self.size, self.bicubic)
     if self.flip:
       ex = transforms.random_flip(ex, rng, 0.5)
     ex = transforms.normalize(ex, self.mean, self.std)
@@ -221,10 +240,20 @@ class FixedSize(grain.transforms.RandomMap):
     return out
 
 
+def uses_bicubic(config) -> bool:
+  if config.input.image_resize not in ("bicubic", "bilinear"):
+    raise ConfigError(
+        f"input.image_resize={config.input.image_resize!r}: expected bicubic or bilinear"
+    )
+  return config.input.image_resize == "bicubic"
+
+
 def input_transform(config, size, with_mask: bool) -> FixedSize:
   i = config.input
   keys = ("image", "mask") if with_mask else ("image",)
-  return FixedSize(tuple(size), bool(i.flip), tuple(i.mean), tuple(i.std), keys)
+  return FixedSize(
+      tuple(size), bool(i.flip), tuple(i.mean), tuple(i.std), keys, bicubic=uses_bicubic(config)
+  )
 
 
 def segment(segmenter, params, model_state, images, train: bool):
@@ -366,6 +395,16 @@ def make_task(config, *, target_source=None, objective=None, make_evaluator=None
   )
 
 
+def bgr_to_rgb_input(variables: dict) -> dict:
+  """DeepLab-v2 variables for BGR input -> the same network for RGB input (conv1's kernel [7, 7, 3, 64]
+  with its input channels reversed)."""
+  params = dict(variables["params"])
+  conv1 = dict(params["conv1"])
+  conv1["kernel"] = np.asarray(conv1["kernel"])[:, :, ::-1, :]
+  params["conv1"] = conv1
+  return {**variables, "params": params}
+
+
 def _imagenet_init(config):
   if not config.init.weights:
     return None
@@ -373,6 +412,8 @@ def _imagenet_init(config):
 
   def load(params, model_state):
     variables = convert.load_variables(config.init.weights)
+    if config.init.weights_bgr:
+      variables = bgr_to_rgb_input(variables)
     seg = dict(params["segmenter"])
     for k, v in variables["params"].items():
       if k in seg and k not in ("layer5", "layer6"):  # the official init skips the heads

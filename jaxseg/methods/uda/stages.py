@@ -43,9 +43,10 @@ class EvalInput:
   label_size: tuple[int, int] | None
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
+  bicubic: bool = True
 
   def __call__(self, example):
-    image = transforms.resize({"image": example["image"]}, self.size)
+    image = method.resize_image_and_mask({"image": example["image"]}, self.size, self.bicubic)
     out = {"image": transforms.normalize(image, self.mean, self.std)["image"].astype(np.float32)}
     if "mask" in example:
       mask = np.asarray(example["mask"])
@@ -65,7 +66,13 @@ def resize_mask(mask, size) -> np.ndarray:
 
 def eval_input(config, label_size=None) -> EvalInput:
   i = config.input
-  return EvalInput(tuple(i.target_size), label_size, tuple(i.mean), tuple(i.std))
+  return EvalInput(
+      tuple(i.target_size),
+      label_size,
+      tuple(i.mean),
+      tuple(i.std),
+      bicubic=method.uses_bicubic(config),
+  )
 
 
 def _stage_dir(workdir: str, stage: str) -> str:
