@@ -65,3 +65,14 @@ def test_input_pipeline_benchmark_reads_voc_layout(tmp_path):
   )
   (row,) = result["rows"]
   assert row["images_per_s"] > 0 and row["crop"] == (448, 448) and row["margin"] > 0
+
+
+def test_pseudo_label_pass_benchmark_is_exact_and_bounded():
+  import pseudo_labels  # pylint: disable=import-outside-toplevel
+
+  small = pseudo_labels.main(["--images=4", "--height=64", "--width=128", "--check-images=4"])
+  large = pseudo_labels.main(["--images=16", "--height=64", "--width=128", "--check-images=2"])
+  assert small["exact_vs_in_memory"] and large["exact_vs_in_memory"]
+  assert small["images_per_s"] > 0
+  # The pass keeps histograms, not pixels: 4x the images, about the same peak.
+  assert large["peak_pass_mib"] < 1.5 * small["peak_pass_mib"] + 1
