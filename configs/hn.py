@@ -58,7 +58,7 @@ def _synthetic(config):
       crop_size=(64, 64), scale_range=(0.75, 1.25), color_jitter=(0.2, 0.2, 0.2, 0.02)
   )
   config.model.update(depth=18, width_multiplier=0.25, head_channels=64)
-  config.evaluate.update(eval_size=(64, 64), batch_size=20)
+  config.evaluate.update(eval_size=(64, 64), batch_size=16)
   config.train.update(batch_size=16, total_steps=600, log_every=100, checkpoint_every=300)
   config.finetune.train.update(batch_size=16, total_steps=300, log_every=100, checkpoint_every=300)
   for opt in (config.optimizer, config.finetune.optimizer):

@@ -113,3 +113,41 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   assert (tmp_path / "results.md").exists()
   for name in ("hn_labels.png", "predictions.png"):
     assert (tmp_path / "pictures" / name).exists()
+
+
+# The headline claim at a CI budget: 300 rooms of HN labels, 200 pre-training steps, 120 fine-tuning
+# steps with 5% (20) of the labelled rooms. Measured HN minus random mIoU at this budget: seed 1 +7.8
+# (41.0 -> 48.8); 1% labels: seed 0 +10.2, seed 1 +2.2 (too few images for a stable margin, hence 5%).
+REDUCED_DEMO = [
+    "--config.pretrain_data.synthetic.num_train=300",
+    "--config.train.total_steps=200",
+    "--config.finetune.train.total_steps=120",
+    "--config.finetune.label_fractions=(0.05,)",
+    "--config.data.synthetic.num_eval=40",
+    "--config.evaluate.num_pictures=0",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_reduced_demo_hn_pretraining_beats_random_init(tmp_path):
+  out = subprocess.run(
+      [
+          sys.executable,
+          "launch.py",
+          "--config=configs/hn.py:synthetic",
+          f"--workdir={tmp_path}",
+          "--config.seed=1",
+          "--config.finetune.subset_seed=1",
+          *REDUCED_DEMO,
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=1500,
+      check=False,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.load(open(tmp_path / "metrics.json"))
+  gain = metrics["hn_5pct"]["miou"] - metrics["random_5pct"]["miou"]
+  assert gain > 0.03, metrics
