@@ -24,7 +24,7 @@ import numpy as np
 from jaxseg.config import ConfigError
 from jaxseg.data import transforms
 from jaxseg.depth import default_hn_config, hn_num_classes
-from jaxseg.losses import softmax_cross_entropy_with_ignore
+from jaxseg.methods.supervised.method import augment_spec, segmentation_loss
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train.config import trainer_config, trainer_section
@@ -122,43 +122,6 @@ def build_model(config, num_classes: int) -> FCN:
       dropout=float(m.dropout),
       dtype=jnp.dtype(config.train.compute_dtype),
   )
-
-
-def augment_spec(config) -> dict:
-  a = config.augment
-  return dict(
-      scale_range=tuple(a.scale_range),
-      crop_size=tuple(a.crop_size),
-      flip=bool(a.flip),
-      color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
-      mean=tuple(config.normalize.mean),
-      std=tuple(config.normalize.std),
-      ignore_index=int(config.data.ignore_index),
-  )
-
-
-def eval_spec(config) -> dict:
-  return dict(
-      crop_size=tuple(config.evaluate.eval_size),
-      mean=tuple(config.normalize.mean),
-      std=tuple(config.normalize.std),
-      ignore_index=int(config.data.ignore_index),
-  )
-
-
-def segmentation_loss(model, ignore_index: int, params, model_state, batch, rng):
-  """Per-pixel softmax cross-entropy (ignore 255) and pixel accuracy of one batch."""
-  logits, updates = model.apply(
-      {"params": params, **model_state},
-      batch["image"],
-      train=True,
-      rngs={"dropout": rng},
-      mutable=list(model_state),
-  )
-  loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore_index)
-  valid = batch["mask"] != ignore_index
-  acc = jnp.sum((jnp.argmax(logits, -1) == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
-  return loss, ({"pixel_accuracy": acc}, updates)
 
 
 def example_batch(config, section: str | None = None) -> dict:

@@ -27,6 +27,7 @@ from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.evaluation.pictures import write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer
 from jaxseg.methods.hn import data, method
+from jaxseg.methods.supervised.method import eval_spec
 from jaxseg.train import loop, multihost
 from jaxseg.train.config import stage_trainer_config
 from jaxseg.train.stages import train_stage
@@ -173,7 +174,7 @@ def _scorer(config, ts, model):
   return dataset_scorer(
       predict,
       data.ImageMaskSource(data.semantic_source(config, "eval")),
-      transforms.build_eval_transform(method.eval_spec(config)),
+      transforms.build_eval_transform(eval_spec(config)),
       num_classes=int(config.data.num_classes),
       ignore_index=int(config.data.ignore_index),
       batch_size=int(config.evaluate.batch_size),

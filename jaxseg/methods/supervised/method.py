@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -62,7 +63,8 @@ def build_model(config) -> FCN:
   )
 
 
-def _augment_spec(config) -> dict:
+def augment_spec(config) -> dict:
+  """The segmentation train augment of `config.augment` / `normalize` / `data.ignore_index`."""
   a = config.augment
   return dict(
       scale_range=tuple(a.scale_range),
@@ -75,7 +77,8 @@ def _augment_spec(config) -> dict:
   )
 
 
-def _eval_spec(config) -> dict:
+def eval_spec(config) -> dict:
+  """The eval transform of `config.evaluate.eval_size` / `normalize` / `data.ignore_index`."""
   # Pad/centre-crop to one size so eval batches stack (padding is ignore_index).
   return dict(
       crop_size=tuple(config.evaluate.eval_size),
@@ -85,6 +88,22 @@ def _eval_spec(config) -> dict:
   )
 
 
+def segmentation_loss(model, ignore_index: int, params, model_state, batch, rng):
+  """Per-pixel softmax cross-entropy (ignore_index skipped) and pixel accuracy of one batch:
+  (loss, ({'pixel_accuracy'}, new model_state)); `model` maps images to logits [B, H, W, C]."""
+  logits, updates = model.apply(
+      {"params": params, **model_state},
+      batch["image"],
+      train=True,
+      rngs={"dropout": rng},
+      mutable=list(model_state),
+  )
+  loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore_index)
+  valid = batch["mask"] != ignore_index
+  acc = jnp.sum((jnp.argmax(logits, -1) == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
+  return loss, ({"pixel_accuracy": acc}, updates)
+
+
 def make_task(config) -> loop.TrainTask:
   model = build_model(config)
   ignore = config.data.ignore_index
@@ -92,25 +111,11 @@ def make_task(config) -> loop.TrainTask:
   def init_fn(rng, batch):
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
-  def loss_fn(params, model_state, batch, rng):
-    logits, updates = model.apply(
-        {"params": params, **model_state},
-        batch["image"],
-        train=True,
-        rngs={"dropout": rng},
-        mutable=list(model_state),
-    )
-    loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore)
-    pred = jnp.argmax(logits, axis=-1)
-    valid = batch["mask"] != ignore
-    acc = jnp.sum((pred == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
-    return loss, ({"pixel_accuracy": acc}, updates)
-
   return loop.TrainTask(
       init_fn=init_fn,
-      loss_fn=loss_fn,
+      loss_fn=functools.partial(segmentation_loss, model, ignore),
       train_source=datasets.build_source(config.data, "train"),
-      augment=transforms.build_augment(_augment_spec(config)),
+      augment=transforms.build_augment(augment_spec(config)),
       keys=("image", "mask"),
       make_evaluator=_evaluator(config),
   )
@@ -136,7 +141,7 @@ def _scorer(config, ts):
   return dataset_scorer(
       predict,
       datasets.build_source(config.data, "eval"),
-      transforms.build_eval_transform(_eval_spec(config)),
+      transforms.build_eval_transform(eval_spec(config)),
       num_classes=config.data.num_classes,
       ignore_index=config.data.ignore_index,
       batch_size=int(config.evaluate.batch_size),
