@@ -72,9 +72,9 @@ def upsample_labels(soft: jax.Array, out_size: tuple[int, int], upsampling: str)
             taken to be centred on pixel s i + (s - 1) / 2.
   aligned   cell i is centred on pixel s i, where its label was read (`Colorizer.prep` picks
             `[::s, ::s]`) and where a stride-s encoder's output i is centred. The official upsampling
-            shifts every propagated mask by (s - 1) / 2 pixels right and down (1.5 at stride 4), and
-            frame-by-frame propagation adds the shifts up (35 pixels after 23 frames of an identity
-            affinity, see tests/test_vos_method.py); this one maps a label grid back onto itself.
+            places every propagated mask (s - 1) / 2 pixels right and down of where its labels were
+            read (1.5 at stride 4) before the arg-max re-quantises it; this one maps a label grid back
+            onto itself (tests/test_vos_upsampling.py).
   """
   b, h, w, k = soft.shape
   height, width = out_size
