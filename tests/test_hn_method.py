@@ -151,3 +151,31 @@ def test_reduced_demo_hn_pretraining_beats_random_init(tmp_path):
   metrics = json.load(open(tmp_path / "metrics.json"))
   gain = metrics["hn_5pct"]["miou"] - metrics["random_5pct"]["miou"]
   assert gain > 0.03, metrics
+
+
+def test_imagenet_arm_loads_converted_resnet_weights_into_the_backbone(tmp_path):
+  from jaxseg.models import convert  # pylint: disable=import-outside-toplevel
+  from jaxseg.models.resnet import ResNet  # pylint: disable=import-outside-toplevel
+
+  config = _tiny_config()
+  x = np.zeros((1, 32, 32, 3), np.float32)
+  fresh = method.build_model(config, 5).init(jax.random.key(1), x, train=False)
+  resnet = ResNet(depth=18, width_multiplier=config.model.width_multiplier)
+  weights = jax.jit(lambda v: resnet.init(jax.random.key(7), v, train=False))(x)
+  convert.save_variables(str(tmp_path / "r18.msgpack"), weights)
+  with config.unlocked():
+    config.init.imagenet = str(tmp_path / "r18.msgpack")
+  params, state = method.imagenet_init(config, 5)(
+      fresh["params"], {"batch_stats": fresh["batch_stats"]}
+  )
+  same = jax.tree_util.tree_map(np.array_equal, params["backbone"], weights["params"])
+  assert all(jax.tree_util.tree_leaves(same))
+  stats = jax.tree_util.tree_map(
+      np.array_equal, state["batch_stats"]["backbone"], weights["batch_stats"]
+  )
+  assert all(jax.tree_util.tree_leaves(stats))
+  assert params["head"] is fresh["params"]["head"]
+  with config.unlocked():
+    config.init.imagenet = ""
+  with pytest.raises(Exception, match="init.imagenet"):
+    method.imagenet_init(config, 5)
