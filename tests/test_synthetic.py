@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import multiprocessing
 import pickle
 
@@ -261,6 +262,197 @@ def test_video_objects_move_and_occlusions_change():
         fractions.append(np.sum(clip["instances"][t] == i + 1) / max(full, 1))
       occlusion_changes += max(fractions) - min(fractions) > 0.2
   assert occlusion_changes >= 2
+
+
+# ---------------------------------------------------------------------------------------------- video dynamics
+
+
+def _digest(samples, keys):
+  """A short hash of the arrays `keys` of every sample (floats rounded to 1e-3, so only real changes count)."""
+  h = hashlib.sha256()
+  for sample in samples:
+    for key in keys:
+      a = np.asarray(sample[key])
+      if a.dtype.kind == "f":
+        a = np.round(a.astype(np.float64), 3)
+      h.update(key.encode())
+      h.update(str(a.shape).encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:16]
+
+
+_STILL = ("image", "mask", "instances", "labels")
+
+
+@pytest.mark.parametrize(
+    "name,make,keys,expected",
+    [
+        (
+            "default",
+            lambda: synthetic.SyntheticScenes(6, num_classes=6, image_size=(64, 64), seed=3),
+            _STILL,
+            "9e0e586c2f12d3dc",
+        ),
+        (
+            "shifted_depth",
+            lambda: synthetic.SyntheticScenes(
+                4,
+                num_classes=5,
+                image_size=(32, 48),
+                seed=7,
+                with_depth=True,
+                style="shifted",
+                object_scale=1.6,
+            ),
+            _STILL + ("depth", "intrinsics"),
+            "fbedc541eb2d5f40",
+        ),
+        (
+            "foggy",
+            lambda: synthetic.SyntheticScenes(
+                3,
+                num_classes=20,
+                image_size=40,
+                seed=11,
+                style="foggy",
+                min_objects=2,
+                max_objects=6,
+            ),
+            _STILL,
+            "def82116eda791fc",
+        ),
+        (
+            "videos",
+            lambda: synthetic.SyntheticVideos(
+                3,
+                num_frames=4,
+                frame_interval=1.5,
+                image_size=48,
+                seed=2,
+                min_objects=3,
+                max_objects=4,
+            ),
+            ("frames", "masks", "instances", "frame_labels"),
+            "eb62c40289413151",
+        ),
+        (
+            "clips",
+            lambda: synthetic.SyntheticClips(
+                3, num_clips=4, clip_length=2, num_frames=12, image_size=40, seed=5
+            ),
+            ("clip",),
+            "fc603fce5f304067",
+        ),
+    ],
+)
+def test_outputs_are_those_from_before_the_video_dynamics(name, make, keys, expected):
+  """Still images (SEAM, UDA, supervised demos) and dynamics-free videos are bit for bit what the code
+  rendered before the video dynamics existed (hashes recorded from that code)."""
+  dataset = make()
+  assert _digest([dataset[i] for i in range(len(dataset))], keys) == expected, name
+
+
+_DYNAMICS = dict(
+    background_speed=0.03, scale_amplitude=0.25, illumination_amplitude=0.2, colour_drift=0.1
+)
+
+
+def test_video_dynamics_start_from_the_still_image_and_change_later_frames():
+  kwargs = dict(num_frames=8, image_size=48, seed=4, min_objects=2, max_objects=3)
+  plain = synthetic.SyntheticVideos(6, **kwargs)
+  moving = synthetic.SyntheticVideos(6, **kwargs, **_DYNAMICS)
+  images = synthetic.SyntheticScenes(6, image_size=48, seed=4, min_objects=2, max_objects=3)
+  for index in range(6):
+    a, b = plain[index], moving[index]
+    assert plain.scene(index) == moving.scene(index)  # the dynamics draw from their own generator
+    np.testing.assert_array_equal(b["frames"][0], images[index]["image"])
+    np.testing.assert_array_equal(b["masks"][0], images[index]["mask"])
+    np.testing.assert_array_equal(b["instances"][0], images[index]["instances"])
+    assert not np.array_equal(a["frames"][-1], b["frames"][-1])
+    assert not np.array_equal(a["instances"][-1], b["instances"][-1])  # objects scale
+    # The object ids keep their classes.
+    scene = moving.scene(index)
+    for t in range(8):
+      for instance_id in np.unique(b["instances"][t][b["instances"][t] > 0]):
+        assert np.all(
+            b["masks"][t][b["instances"][t] == instance_id]
+            == scene.objects[instance_id - 1].class_id
+        )
+  # Clips are cut from the same videos.
+  clips = synthetic.SyntheticClips(
+      6, num_clips=12, clip_length=3, frame_gaps=(2,), **kwargs, **_DYNAMICS
+  )
+  for item in (0, 7):
+    frames = clips.frame_indices(item)
+    np.testing.assert_array_equal(clips[item]["clip"], moving[item % 6]["frames"][frames])
+
+
+def _render(scene, dynamics, time, noise=0.0):
+  style = synthetic.Style(noise_std=noise)
+  return synthetic.render_scene(scene, time=time, style=style, dynamics=dynamics)
+
+
+def _dynamics(**changes):
+  still = synthetic.Dynamics(
+      background_velocity=(0.0, 0.0),
+      background_waves=(),
+      object_scales=(),
+      illumination=(0.0, 1.0, 0.0),
+      colour=((0.0, 1.0, 0.0),) * 3,
+      noise_std=None,
+  )
+  return dataclasses.replace(still, **changes)
+
+
+def test_each_dynamic_does_what_it_says():
+  scene = synthetic.SyntheticScenes(1, image_size=64, seed=1, min_objects=1, max_objects=1).scene(0)
+  empty = dataclasses.replace(scene, objects=())
+  # Pan: at time 2 the background texture has slid 2 x 3/64 of the width = 6 pixels to the left.
+  pan = _dynamics(
+      background_velocity=(0.0, 3.0 / 64.0),
+      background_waves=((5.0, 0.3, 0.2, 0.1, (1.0, -1.0, 0.5)),),
+  )
+  start, later = _render(empty, pan, 0.0)["image"], _render(empty, pan, 2.0)["image"]
+  assert np.abs(start[:, 6:].astype(int) - later[:, :-6]).max() <= 1
+  assert np.abs(start.astype(int) - later).mean() > 1.0
+  assert (
+      _render(empty, pan, 0.0)["image"].std(axis=(0, 1))
+      > _render(empty, None, 0.0)["image"].std(axis=(0, 1))
+  ).all()
+  # Scale: the object's area follows the radius scale squared; its foot stays on the floor.
+  grow = _dynamics(object_scales=((0.3, 0.5, 0.0),))
+  scale = grow.object_scale(0, 2.0)
+  area = lambda d, t: (_render(scene, d, t)["mask"] > 0).sum()
+  np.testing.assert_allclose(area(grow, 2.0) / area(None, 2.0), scale**2, rtol=0.15)
+  assert grow.object_scale(0, 0.0) == 1.0
+  # Illumination and colour drift: a gain on the image, geometry untouched.
+  light = _dynamics(
+      illumination=(0.2, 0.5, 0.0), colour=((0.1, 0.4, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0))
+  )
+  gain = light.gain(2.0)
+  assert gain[0] > gain[1] == gain[2] > 1.0
+  np.testing.assert_array_equal(light.gain(0.0), np.ones(3, np.float32))
+  lit, plain = _render(scene, light, 2.0), _render(scene, None, 2.0)
+  np.testing.assert_array_equal(lit["mask"], plain["mask"])
+  ratio = lit["image"].astype(float).mean((0, 1)) / plain["image"].astype(float).mean((0, 1))
+  np.testing.assert_allclose(ratio, gain, rtol=0.05)
+  # Noise: the style's by default, or the dynamics' own.
+  noisy = _render(scene, _dynamics(noise_std=0.06), 1.0)["image"].astype(float)
+  clean = _render(scene, None, 1.0)["image"].astype(float)
+  assert 0.04 < (noisy - clean).std() / 255.0 < 0.08
+
+
+def test_bad_dynamics_arguments_raise():
+  for kwargs, message in [
+      (dict(background_speed=-0.1), "background_speed"),
+      (dict(scale_amplitude=2.0), "scale_amplitude"),
+      (dict(colour_drift=True), "colour_drift"),
+      (dict(noise_std=1.0), "noise_std"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      synthetic.SyntheticVideos(2, **kwargs)
+    with pytest.raises(ValueError, match=message):
+      synthetic.SyntheticClips(2, num_clips=2, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- learnability

@@ -144,6 +144,32 @@ def test_synthetic_clips_are_deterministic_and_follow_the_gaps():
     SyntheticClips(2, num_clips=4, clip_length=3, num_frames=6, frame_gaps=(3,))
 
 
+def test_synthetic_demo_trains_and_evaluates_on_the_same_video_dynamics(tmp_path):
+  from configs.vos import get_config  # pylint: disable=import-outside-toplevel
+  from jaxseg.data.synthetic import SyntheticClips, VideoDynamics  # pylint: disable=import-outside-toplevel
+  from jaxseg.methods.vos import data  # pylint: disable=import-outside-toplevel
+
+  config = get_config("synthetic")
+  clips = data.train_source(config)
+  assert clips.dynamics_options == VideoDynamics(
+      background_speed=0.02,
+      background_detail=0.1,
+      scale_amplitude=0.2,
+      illumination_amplitude=0.3,
+      colour_drift=0.05,
+      noise_std=0.06,
+  )
+  assert clips.frame_gaps == (2, 5, 8)
+  config.eval_data.synthetic.update(num_videos=2, num_frames=3)
+  root = data.davis_root(config, str(tmp_path))
+  names = open(os.path.join(root, "ImageSets", "2017", "val.txt")).read().split()
+  assert names and names[0].startswith("synth")
+  # Off in default_config's sections: noise_std < 0 is the style's noise, so no dynamics at all.
+  section = method.default_config().train_data.synthetic
+  plain = SyntheticClips(2, num_clips=2, **data._video_kwargs(section))  # pylint: disable=protected-access
+  assert plain.dynamics(0) is None and plain.dynamics_options == VideoDynamics()
+
+
 def test_first_frame_ids_renumber_visible_objects():
   from jaxseg.methods.vos.data import first_frame_ids  # pylint: disable=import-outside-toplevel
 

@@ -19,8 +19,16 @@ Sample layout (`SyntheticScenes[i]`)
   `SyntheticVideos[i]` holds frames [T, H, W, 3], masks [T, H, W], instances [T, H, W] (ids stable over time),
   labels [K] (over the clip), frame_labels [T, K], times [T], index, and depths [T, H, W] / intrinsics.
 
+Video dynamics (`SyntheticVideos` and `SyntheticClips` only, all off by default; `VideoDynamics`): a panning
+background with extra colour texture (`background_speed`, `background_detail`), objects that grow and shrink
+(`scale_amplitude`), a global illumination and white-balance drift (`illumination_amplitude`,
+`colour_drift`) and the sensor noise (`noise_std`). Their per-video draws come from their own generator
+`np.random.default_rng([seed, i, 1])`, so the scenes (objects, classes, motion) are the same with or without
+them.
+
 Determinism: sample i is a function of (seed, i, constructor arguments) only; its generator is
-`np.random.default_rng([seed, i])`. Frame 0 of video i equals image i for the same arguments.
+`np.random.default_rng([seed, i])`. Frame 0 of video i equals image i for the same arguments (with video
+dynamics too, unless `background_detail` or `noise_std` is set: each term is the identity at time 0).
 """
 
 from __future__ import annotations
@@ -36,10 +44,13 @@ from jaxseg.data.synthetic_render import STYLES, Style, get_style, render_scene
 from jaxseg.data.synthetic_scenes import (
     Background,
     Camera,
+    Dynamics,
     ObjectSpec,
     Pose,
     Scene,
+    VideoDynamics,
     object_pose,
+    sample_dynamics,
     sample_scene,
 )
 from jaxseg.data.synthetic_shapes import (
@@ -64,19 +75,23 @@ __all__ = [
     "Background",
     "Camera",
     "ClassAppearance",
+    "Dynamics",
     "ObjectSpec",
     "Pose",
     "Scene",
     "SceneConfig",
     "Style",
     "SyntheticScenes",
+    "SyntheticClips",
     "SyntheticVideos",
+    "VideoDynamics",
     "class_appearance",
     "class_names",
     "get_style",
     "image_labels",
     "object_pose",
     "render_scene",
+    "sample_dynamics",
     "sample_scene",
     "shape_sdf",
     "texture_weight",
@@ -197,6 +212,20 @@ class _SceneSource:
     return class_names(self.config.num_classes)
 
 
+class _VideoSource(_SceneSource):
+  """What both video sources share: the `VideoDynamics` and their per-video draws."""
+
+  dynamics_options: VideoDynamics
+
+  def dynamics(self, video: int) -> Dynamics | None:
+    """Video `video`'s draws of the dynamics (None when there are none: the still-image rendering)."""
+    options = self.dynamics_options
+    if not options.changes_frames and options.noise_std is None:
+      return None
+    rng = np.random.default_rng([self.config.seed, video, 1])
+    return sample_dynamics(rng, self.config.scene(video), options)
+
+
 class SyntheticScenes(_SceneSource):
   """Random-access source of synthetic segmentation samples (see the module docstring for the layout).
 
@@ -258,13 +287,19 @@ class SyntheticScenes(_SceneSource):
     return sample
 
 
-class SyntheticVideos(_SceneSource):
+class SyntheticVideos(_VideoSource):
   """Random-access source of synthetic clips: objects move, rotate and occlude each other over time.
 
   A sample holds frames uint8 [T, H, W, 3], masks uint8 [T, H, W], instances int32 [T, H, W] (an object keeps
   its id in every frame), labels float32 [K] (classes visible enough in any frame), frame_labels float32
   [T, K], times float32 [T] (frame t is rendered at t * frame_interval), index int64, and with with_depth
   depths float32 [T, H, W] and intrinsics float32 [3, 3].
+
+  Video dynamics (keyword arguments, all off by default; `VideoDynamics` documents each): background_speed
+  (pan of the background texture, fraction of the width per unit time), background_detail (extra colour
+  texture in the background), scale_amplitude (objects grow and shrink), illumination_amplitude and
+  colour_drift (global brightness and white-balance drift), noise_std (per-frame sensor noise; None: the
+  style's).
   """
 
   def __init__(
@@ -282,9 +317,23 @@ class SyntheticVideos(_SceneSource):
       with_depth: bool = False,
       min_visible_pixels: int | None = None,
       object_scale: float = 1.0,
+      background_speed: float = 0.0,
+      background_detail: float = 0.0,
+      scale_amplitude: float = 0.0,
+      illumination_amplitude: float = 0.0,
+      colour_drift: float = 0.0,
+      noise_std: float | None = None,
   ):
     self.num_videos = _check_int("num_videos", num_videos, 0)
     self.num_frames = _check_int("num_frames", num_frames, 1)
+    self.dynamics_options = VideoDynamics(
+        background_speed=background_speed,
+        background_detail=background_detail,
+        scale_amplitude=scale_amplitude,
+        illumination_amplitude=illumination_amplitude,
+        colour_drift=colour_drift,
+        noise_std=noise_std,
+    )
     if (
         isinstance(frame_interval, bool)
         or not isinstance(frame_interval, numbers.Real)
@@ -310,7 +359,8 @@ class SyntheticVideos(_SceneSource):
   def __repr__(self) -> str:
     return (
         f"SyntheticVideos(num_videos={self.num_videos}, num_frames={self.num_frames}, "
-        f"frame_interval={self.frame_interval}, config={self.config})"
+        f"frame_interval={self.frame_interval}, config={self.config}, "
+        f"dynamics={self.dynamics_options})"
     )
 
   def scene(self, index: int) -> Scene:
@@ -321,7 +371,10 @@ class SyntheticVideos(_SceneSource):
     config = self.config
     scene = config.scene(index)
     times = np.arange(self.num_frames, dtype=np.float32) * np.float32(self.frame_interval)
-    frames = [render_scene(scene, time=float(t), style=config.style) for t in times]
+    dynamics = self.dynamics(index)
+    frames = [
+        render_scene(scene, time=float(t), style=config.style, dynamics=dynamics) for t in times
+    ]
     masks = np.stack([f["mask"] for f in frames])
     frame_labels = np.stack(
         [image_labels(m, config.num_classes, config.min_visible_pixels) for m in masks]
@@ -341,7 +394,7 @@ class SyntheticVideos(_SceneSource):
     return sample
 
 
-class SyntheticClips(_SceneSource):
+class SyntheticClips(_VideoSource):
   """Unlabelled training clips of synthetic videos (the frame-pair / clip sampler of MAST and CRW).
 
   Item i is a clip of video `i % num_videos` (the same scenes as `SyntheticVideos` with these arguments):
@@ -349,6 +402,12 @@ class SyntheticClips(_SceneSource):
   frame uniformly from those that keep the clip inside the video's `num_frames`, both from
   rng([seed, 7, i]), so item i is the same clip in every epoch and process. Keys: clip uint8
   [T, H, W, 3], index int64 (no masks: the clips train without labels).
+
+  Video dynamics (keyword arguments, all off by default; `VideoDynamics` documents each): background_speed
+  (pan of the background texture, fraction of the width per unit time), background_detail (extra colour
+  texture in the background), scale_amplitude (objects grow and shrink), illumination_amplitude and
+  colour_drift (global brightness and white-balance drift), noise_std (per-frame sensor noise; None: the
+  style's).
   """
 
   def __init__(
@@ -361,6 +420,12 @@ class SyntheticClips(_SceneSource):
       frame_gaps: Sequence[int] = (1, 2, 3),
       gap_probs: Sequence[float] | None = None,
       frame_interval: float = 1.0,
+      background_speed: float = 0.0,
+      background_detail: float = 0.0,
+      scale_amplitude: float = 0.0,
+      illumination_amplitude: float = 0.0,
+      colour_drift: float = 0.0,
+      noise_std: float | None = None,
       **scene_kwargs: Any,
   ):
     self.num_videos = _check_int("num_videos", num_videos, 1)
@@ -384,6 +449,14 @@ class SyntheticClips(_SceneSource):
     self.gap_probs = tuple(float(p) for p in probs)
     self.frame_interval = float(frame_interval)
     self.config = SceneConfig(**scene_kwargs)
+    self.dynamics_options = VideoDynamics(
+        background_speed=background_speed,
+        background_detail=background_detail,
+        scale_amplitude=scale_amplitude,
+        illumination_amplitude=illumination_amplitude,
+        colour_drift=colour_drift,
+        noise_std=noise_std,
+    )
 
   def __len__(self) -> int:
     return self.num_clips
@@ -391,7 +464,8 @@ class SyntheticClips(_SceneSource):
   def __repr__(self) -> str:
     return (
         f"SyntheticClips(num_videos={self.num_videos}, num_clips={self.num_clips}, "
-        f"clip_length={self.clip_length}, frame_gaps={self.frame_gaps}, config={self.config})"
+        f"clip_length={self.clip_length}, frame_gaps={self.frame_gaps}, config={self.config}, "
+        f"dynamics={self.dynamics_options})"
     )
 
   def frame_indices(self, index: int) -> np.ndarray:
@@ -405,9 +479,12 @@ class SyntheticClips(_SceneSource):
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     frames = self.frame_indices(index)
-    scene = self.config.scene(int(index) % self.num_videos)
+    video = int(index) % self.num_videos
+    scene, dynamics = self.config.scene(video), self.dynamics(video)
     clip = [
-        render_scene(scene, time=float(t) * self.frame_interval, style=self.config.style)["image"]
+        render_scene(
+            scene, time=float(t) * self.frame_interval, style=self.config.style, dynamics=dynamics
+        )["image"]
         for t in frames
     ]
     return dict(clip=np.stack(clip), index=np.int64(index))

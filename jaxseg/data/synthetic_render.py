@@ -11,7 +11,9 @@ Extension points
     ('default', 'shifted', 'foggy'); add one there or pass a `Style`.
   - Depth: `render_scene` always returns `depth` and `intrinsics`.
   - Video: `render_scene(..., time=t)` moves objects (`synthetic_scenes.object_pose`) and re-sorts them by
-    depth, so occlusions change over time.
+    depth, so occlusions change over time. `render_scene(..., dynamics=d)` (a `synthetic_scenes.Dynamics`)
+    also pans and enriches the background texture, scales the objects, drifts the illumination and sets the
+    sensor noise; without it the rendering is exactly the still images' one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import math
 
 import numpy as np
 
-from jaxseg.data.synthetic_scenes import Background, Camera, ObjectSpec, Pose, Scene, object_pose
+from jaxseg.data.synthetic_scenes import (
+    Background,
+    Camera,
+    Dynamics,
+    ObjectSpec,
+    Pose,
+    Scene,
+    object_pose,
+)
 from jaxseg.data.synthetic_shapes import shape_sdf, texture_weight
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -119,9 +129,18 @@ def _time_key(time: float) -> int:
 
 
 def _render_background(
-    background: Background, camera: Camera, height: int, width: int, style: Style
+    background: Background,
+    camera: Camera,
+    height: int,
+    width: int,
+    style: Style,
+    dynamics: Dynamics | None = None,
+    time: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(rgb float32 [H, W, 3] in about [0, 1], depth float32 [H, W] in metres)."""
+  """(rgb float32 [H, W, 3] in about [0, 1], depth float32 [H, W] in metres).
+
+  With `dynamics`, the texture (gradient, waves, tiles, and the extra colour waves of `dynamics`) is read
+  at coordinates shifted by the pan offset at `time`; the floor line and the depth stay put."""
   rows = (np.arange(height, dtype=np.float32) + 0.5) / height
   cols = (np.arange(width, dtype=np.float32) + 0.5) / width
   floor, wall = camera.floor_depth(rows), camera.wall_depth(rows)
@@ -134,6 +153,10 @@ def _render_background(
   )  # [H, 3]
 
   y, x = rows[:, None] - 0.5, cols[None, :] - 0.5
+  off_y, off_x = (0.0, 0.0) if dynamics is None else dynamics.background_offset(time)
+  panned = off_y != 0.0 or off_x != 0.0
+  if panned:  # texture coordinates: the texture is unbounded and slides under the image
+    y, x = y + np.float32(off_y), x + np.float32(off_x)
   angle = background.gradient_angle
   brightness = 1.0 + background.gradient_strength * (
       x * math.cos(angle) + y * math.sin(angle)
@@ -148,8 +171,19 @@ def _render_background(
     tiles_y = max(1, round(6 * height / min(height, width)))
     tiles_x = max(1, round(6 * width / min(height, width)))
     tints = rng.uniform(-0.12, 0.12, size=(tiles_y, tiles_x, 3)).astype(np.float32)
-    tile = tints[(rows * tiles_y).astype(np.int64)][:, (cols * tiles_x).astype(np.int64)]
+    if panned:  # the tiles repeat beyond the image
+      ty = np.floor((y[:, 0] + 0.5) * tiles_y).astype(np.int64) % tiles_y
+      tx = np.floor((x[0] + 0.5) * tiles_x).astype(np.int64) % tiles_x
+    else:
+      ty, tx = (rows * tiles_y).astype(np.int64), (cols * tiles_x).astype(np.int64)
+    tile = tints[ty][:, tx]
     rgb = base[:, None, :] * (brightness[..., None] + tile)
+  if dynamics is not None:
+    # Extra colour texture: each wave moves the colour along its own RGB direction.
+    for cycles, wave_angle, phase, amplitude, direction in dynamics.background_waves:
+      along = x * math.cos(wave_angle) + y * math.sin(wave_angle)
+      wave = amplitude * np.sin(2 * np.pi * (cycles * along + phase))
+      rgb = rgb + base[:, None, :] * wave[..., None] * np.float32(direction)
   return rgb.astype(np.float32), depth
 
 
@@ -198,8 +232,17 @@ def _paint_object(
   depth[y0:y1, x0:x1][inside] = pose.depth
 
 
-def _finish(image: np.ndarray, style: Style, noise_seed: int, time: float) -> np.ndarray:
-  """Style colour transform, blur and sensor noise; float [H, W, 3] -> uint8."""
+def _finish(
+    image: np.ndarray,
+    style: Style,
+    noise_seed: int,
+    time: float,
+    gain: np.ndarray | None = None,
+) -> np.ndarray:
+  """Illumination gain (video dynamics), style colour transform, blur and sensor noise; float [H, W, 3] ->
+  uint8."""
+  if gain is not None:
+    image = image * gain
   if style.saturation != 1.0 or style.hue_rotation != 0.0 or style.gain != (1.0, 1.0, 1.0):
     image = image @ _colour_matrix(style).T
   if style.contrast != 1.0 or style.brightness != 0.0:
@@ -222,8 +265,10 @@ def render_scene(
     width: int | None = None,
     time: float = 0.0,
     style: str | Style = "default",
+    dynamics: Dynamics | None = None,
 ) -> dict[str, np.ndarray]:
-  """Rasterises `scene` at `time` (objects moved by their velocities).
+  """Rasterises `scene` at `time` (objects moved by their velocities; `dynamics`: the video-only changes
+  of `synthetic_scenes.sample_dynamics`, None for none).
 
   Returns image uint8 [H, W, 3], mask uint8 [H, W] (0 background, 1..K class), instances int32 [H, W]
   (0 background, 1 + index into scene.objects), depth float32 [H, W] (metres) and intrinsics float32 [3, 3].
@@ -234,17 +279,37 @@ def render_scene(
   width = scene.image_size[1] if width is None else int(width)
   if min(height, width) < 1:
     raise ValueError(f"render_scene: image size must be positive, got {(height, width)}")
-  image, depth = _render_background(scene.background, scene.camera, height, width, style)
+  gain = None
+  if dynamics is not None:
+    if dynamics.object_scales and len(dynamics.object_scales) != len(scene.objects):
+      raise ValueError(
+          f"dynamics has {len(dynamics.object_scales)} object scales for {len(scene.objects)} objects"
+      )
+    if dynamics.noise_std is not None:
+      style = dataclasses.replace(style, noise_std=dynamics.noise_std)
+    if dynamics.illumination[0] or any(c[0] for c in dynamics.colour):
+      gain = dynamics.gain(time)
+  image, depth = _render_background(
+      scene.background, scene.camera, height, width, style, dynamics, time
+  )
   mask = np.zeros((height, width), dtype=np.uint8)
   instances = np.zeros((height, width), dtype=np.int32)
   poses = [
-      object_pose(obj, scene.camera, height=height, width=width, time=time) for obj in scene.objects
+      object_pose(
+          obj,
+          scene.camera,
+          height=height,
+          width=width,
+          time=time,
+          scale=1.0 if dynamics is None else dynamics.object_scale(i, time),
+      )
+      for i, obj in enumerate(scene.objects)
   ]
   # Painter's order: far to near (ties by position in the scene), so nearer objects occlude farther ones.
   for i in sorted(range(len(poses)), key=lambda i: (-poses[i].depth, i)):
     _paint_object(scene.objects[i], poses[i], i + 1, image, mask, instances, depth)
   return dict(
-      image=_finish(image, style, scene.background.noise_seed, time),
+      image=_finish(image, style, scene.background.noise_seed, time, gain),
       mask=mask,
       instances=instances,
       depth=depth,

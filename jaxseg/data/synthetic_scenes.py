@@ -17,7 +17,10 @@ Extension points
   nothing here touches pixels.
   - Depth: `Camera` holds the geometry (floor / wall depth per row, intrinsics).
   - Video: each object has a velocity and an angular velocity; `object_pose(..., time=t)` moves it, reflecting
-    at the borders of the floor.
+    at the borders of the floor. `VideoDynamics` (all off by default) adds a panning, more textured background,
+    objects that grow and shrink, a global illumination and colour drift and stronger sensor noise; its per-video
+    draws (`Dynamics`, `sample_dynamics`) come from their own generator, so the scene draws are the same with
+    or without them, and every term is the identity at time 0.
   - New classes, shapes or textures: `synthetic_shapes`.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 
@@ -136,6 +140,147 @@ class Pose:
   radius: float
   rotation: float
   depth: float  # metres
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoDynamics:
+  """Video-only changes over time besides the objects' motion and rotation (all off by default).
+
+  Each term is the identity at time 0, so frame 0 of a video is the still image with the same arguments
+  (except with `background_detail`, which adds texture to every frame, or `noise_std`). Times are in the
+  units of `SyntheticVideos.times` (one frame with frame_interval 1). Every video draws its own amounts in
+  [0.5, 1] x the given maximum and its own directions, periods and phases (`sample_dynamics`).
+  """
+
+  # Pan of the background texture (floor and wall: a slowly turning camera), fraction of the image width per
+  # unit time; the direction is within 30 degrees of horizontal, left or right.
+  background_speed: float = 0.0
+  # Relative amplitude of three extra colour waves of 3..8 cycles per image in the background (0: the still
+  # images' smooth low-contrast background; 0.1 gives visible colour texture).
+  background_detail: float = 0.0
+  # Objects grow and shrink: radius x exp(a (sin(w t + p) - sin p)), a up to this, a period of 12..36.
+  scale_amplitude: float = 0.0
+  # Global brightness: every pixel x exp(a (sin(w t + p) - sin p)) before the style, a up to this.
+  illumination_amplitude: float = 0.0
+  # White balance: each RGB channel x exp(a_c (sin(w_c t + p_c) - sin p_c)), a_c up to this.
+  colour_drift: float = 0.0
+  # Per-frame sensor noise std in [0, 1] intensity units; None keeps the style's (0.02 for 'default').
+  # Unlike the other terms, it changes frame 0 too.
+  noise_std: float | None = None
+
+  def __post_init__(self):
+    for name in (
+        "background_speed",
+        "background_detail",
+        "scale_amplitude",
+        "illumination_amplitude",
+        "colour_drift",
+    ):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+      object.__setattr__(self, name, float(value))
+    if self.noise_std is not None:
+      if (
+          isinstance(self.noise_std, bool)
+          or not isinstance(self.noise_std, numbers.Real)
+          or not 0 <= self.noise_std <= 0.5
+      ):
+        raise ValueError(f"noise_std must be None or a number in [0, 0.5], got {self.noise_std!r}")
+      object.__setattr__(self, "noise_std", float(self.noise_std))
+
+  @property
+  def changes_frames(self) -> bool:
+    """Whether a video renders differently from the dynamics-free one (the noise override aside)."""
+    return any(
+        (
+            self.background_speed,
+            self.background_detail,
+            self.scale_amplitude,
+            self.illumination_amplitude,
+            self.colour_drift,
+        )
+    )
+
+
+Oscillation = tuple[
+    float, float, float
+]  # (amplitude, angular frequency, phase) of a(sin(w t + p) - sin p)
+
+
+def _oscillation(value: Oscillation, time: float) -> float:
+  amplitude, omega, phase = value
+  return amplitude * (math.sin(omega * time + phase) - math.sin(phase))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dynamics:
+  """One video's draws of `VideoDynamics`."""
+
+  background_velocity: tuple[
+      float, float
+  ]  # (vy, vx) of the texture, fractions of the image per unit time
+  # Extra background waves: (cycles per image, angle, phase in cycles, amplitude, RGB direction).
+  background_waves: tuple[tuple[float, float, float, float, tuple[float, float, float]], ...]
+  object_scales: tuple[Oscillation, ...]  # one per object of the scene, of log(radius scale)
+  illumination: Oscillation  # of log(brightness gain)
+  colour: tuple[Oscillation, Oscillation, Oscillation]  # of log(gain) of R, G, B
+  noise_std: float | None
+
+  def object_scale(self, index: int, time: float) -> float:
+    """Radius multiplier of object `index` at `time` (1 at time 0)."""
+    if not self.object_scales:
+      return 1.0
+    return math.exp(_oscillation(self.object_scales[index], time))
+
+  def background_offset(self, time: float) -> tuple[float, float]:
+    """(dy, dx) shift of the background texture at `time`, fractions of the image."""
+    return (self.background_velocity[0] * time, self.background_velocity[1] * time)
+
+  def gain(self, time: float) -> np.ndarray:
+    """float32 [3] RGB gain of the illumination at `time` (ones at time 0)."""
+    log_gain = [_oscillation(self.illumination, time) + _oscillation(c, time) for c in self.colour]
+    return np.exp(np.asarray(log_gain, np.float64)).astype(np.float32)
+
+  @property
+  def changes_frames(self) -> bool:
+    return bool(
+        any(self.background_velocity)
+        or self.background_waves
+        or any(a for a, _, _ in self.object_scales)
+        or self.illumination[0]
+        or any(a for a, _, _ in self.colour)
+    )
+
+
+def sample_dynamics(rng: np.random.Generator, scene: Scene, options: VideoDynamics) -> Dynamics:
+  """Draws one video's `Dynamics` (a fixed number of draws, whatever the options)."""
+
+  def oscillation(amplitude: float) -> Oscillation:
+    a, period, phase = rng.uniform(0.5, 1.0), rng.uniform(12.0, 36.0), rng.uniform(0.0, 2 * np.pi)
+    return (float(a * amplitude), float(2 * np.pi / period), float(phase))
+
+  speed = rng.uniform(0.5, 1.0) * options.background_speed
+  angle = rng.uniform(-np.pi / 6, np.pi / 6) + (np.pi if rng.uniform() < 0.5 else 0.0)
+  waves = []
+  for _ in range(3):
+    cycles, wave_angle, phase = rng.uniform(3.0, 8.0), rng.uniform(0.0, 2 * np.pi), rng.uniform()
+    direction = rng.standard_normal(3)
+    direction = direction / max(np.linalg.norm(direction), 1e-6) * math.sqrt(3.0)
+    amplitude = rng.uniform(0.5, 1.0) * options.background_detail
+    if amplitude > 0:
+      waves.append((cycles, wave_angle, phase, amplitude, tuple(float(d) for d in direction)))
+  object_scales = tuple(oscillation(options.scale_amplitude) for _ in scene.objects)
+  illumination = oscillation(options.illumination_amplitude)
+  colour = tuple(oscillation(options.colour_drift) for _ in range(3))
+  return Dynamics(
+      background_velocity=(float(speed * math.sin(angle)), float(speed * math.cos(angle))),
+      background_waves=tuple(waves),
+      object_scales=object_scales if options.scale_amplitude > 0 else (),
+      illumination=illumination,
+      colour=colour,
+      noise_std=options.noise_std,
+  )
 
 
 def _hsv(hue: float, saturation: float, value: float) -> tuple[float, float, float]:
@@ -253,11 +398,27 @@ def _reflect(x: float, low: float, high: float) -> float:
 
 
 def object_pose(
-    obj: ObjectSpec, camera: Camera, *, height: int, width: int, time: float = 0.0
+    obj: ObjectSpec,
+    camera: Camera,
+    *,
+    height: int,
+    width: int,
+    time: float = 0.0,
+    scale: float = 1.0,
 ) -> Pose:
-  """Pose of `obj` at `time` in an image of height x width pixels."""
+  """Pose of `obj` at `time` in an image of height x width pixels; `scale` multiplies its radius (video
+  dynamics), keeping its foot where it would be at scale 1."""
   radius_y = obj.radius * min(height, width) / height  # radius as a fraction of the height
   foot_low, foot_high = _foot_range(camera)
+  if scale != 1.0:
+    foot = _reflect(obj.centre[0] + radius_y + obj.velocity[0] * time, foot_low, foot_high)
+    x = _reflect(obj.centre[1] + obj.velocity[1] * time, _X_MARGIN, 1.0 - _X_MARGIN)
+    return Pose(
+        centre=((foot - scale * radius_y) * height, x * width),
+        radius=scale * obj.radius * min(height, width),
+        rotation=obj.rotation + obj.angular_velocity * time,
+        depth=float(camera.floor_depth(foot)),
+    )
   y = _reflect(obj.centre[0] + obj.velocity[0] * time, foot_low - radius_y, foot_high - radius_y)
   x = _reflect(obj.centre[1] + obj.velocity[1] * time, _X_MARGIN, 1.0 - _X_MARGIN)
   depth = float(camera.floor_depth(y + radius_y))

@@ -17,7 +17,7 @@ from jaxseg.data import synthetic
 from jaxseg.evaluation.outputs import write_palette_png
 
 
-def _scene_kwargs(s) -> dict:
+def _video_kwargs(s) -> dict:
   return dict(
       image_size=tuple(s.image_size),
       seed=int(s.seed),
@@ -25,6 +25,12 @@ def _scene_kwargs(s) -> dict:
       max_objects=int(s.max_objects),
       object_scale=float(s.object_scale),
       style=str(s.style),
+      background_speed=float(s.background_speed),
+      background_detail=float(s.background_detail),
+      scale_amplitude=float(s.scale_amplitude),
+      illumination_amplitude=float(s.illumination_amplitude),
+      colour_drift=float(s.colour_drift),
+      noise_std=None if float(s.noise_std) < 0 else float(s.noise_std),
   )
 
 
@@ -42,7 +48,7 @@ def train_source(config):
         frame_gaps=tuple(d.frame_gaps),
         gap_probs=tuple(d.gap_probs) if d.gap_probs else None,
         frame_interval=float(s.frame_interval),
-        **_scene_kwargs(s),
+        **_video_kwargs(s),
     )
   if d.name in ("videos", "davis"):
     from jaxseg.data.videos import VideoFolderSource  # pylint: disable=g-import-not-at-top
@@ -102,7 +108,7 @@ def write_synthetic_davis(root: str, d, split: str, resolution: str) -> None:
       num_frames=int(s.num_frames),
       frame_interval=float(s.frame_interval),
       num_classes=6,
-      **_scene_kwargs(s),
+      **_video_kwargs(s),
   )
   names = []
   for i in range(len(videos)):

@@ -145,7 +145,9 @@ def propagate_mast(
   if query_features is None:
     query_features = features
   num_frames = features.shape[0]
-  num_classes = num_objects + 1
+  # The label channels are padded to a multiple of 4 so that videos with 1..3 objects share one compiled
+  # step; the padded channels stay 0 and never win the argmax (the real ones sum to > 0 everywhere).
+  num_classes = -(-(num_objects + 1) // 4) * 4
   # Full resolution one-hot labels; mast_colorize subsamples them [::4, ::4] (Colorizer.prep).
   labels = [jnp.asarray(one_hot_ids(first_ids, num_classes))]
   ids = [jnp.asarray(first_ids, jnp.uint8)]
