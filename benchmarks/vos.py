@@ -1,0 +1,180 @@
+"""Speed and memory of label propagation with MAST's memory (the `vos` method's `propagate_mast`).
+
+For each frame size, a synthetic video of --frames frames goes through the paper config's encoder
+(`configs/vos.py:mast`: ResNet-18 at output stride 4, random weights: speed does not depend on them) and
+MAST's memory: to predict frame i + 1, the long-term frames 0 and 5 and the recent frames i, i - 2, i - 4,
+window radius 12, references more than 15 frames back through the ROI path. The whole video runs once to
+compile every memory pattern, then again timed. Printed per size: encoder and propagation frames/s, the
+compiled propagation step's memory (XLA's memory analysis of the largest memory pattern: arguments +
+outputs + temporaries) and its bytes per pixel, which stays flat when memory is linear in pixels, the
+size a dense HW x HW affinity over the same references would need, and on accelerators the device's peak
+bytes in use.
+
+  python benchmarks/vos.py                                  # 120x214, 240x427, 480x854 (DAVIS 480p), 24 frames
+  python benchmarks/vos.py --sizes=64x112,128x224 --frames=8 --width=0.25   # quick CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from configs import vos as vos_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxseg.methods.vos import method, propagation  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+  sizes = []
+  for item in text.split(","):
+    h, w = item.lower().split("x")
+    sizes.append((int(h), int(w)))
+  return sizes
+
+
+def synthetic_video(num_frames: int, height: int, width: int, num_objects: int = 2):
+  """(float32 Lab-normalised frames [T, H, W, 3], uint8 first-frame ids [H, W]); deterministic."""
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+  ids = np.zeros((height, width), np.uint8)
+  for k in range(1, num_objects + 1):
+    y0, x0 = height * k // (num_objects + 2), width * k // (num_objects + 2)
+    ids[y0 : y0 + height // 4, x0 : x0 + width // 4] = k
+  return method.frames_to_input(frames, "mast"), ids
+
+
+def step_memory(features, ids, num_objects: int, cfg) -> tuple[int, int]:
+  """(bytes, number of references) of the compiled propagation step with the most references (late frames:
+  long-term 0 and 5 through the ROI path plus three recent frames)."""
+  num_frames = features.shape[0]
+  i = num_frames - 2
+  refs = propagation.mast_reference_frames(
+      i, tuple(cfg.long_term), int(cfg.short_term), int(cfg.short_gap)
+  )
+  ref_index, current = propagation.canonical_schedule(
+      refs, i + 1, int(cfg.roi_gap), int(cfg.max_dilation)
+  )
+  num_classes = -(-(num_objects + 1) // 4) * 4
+  labels = jnp.zeros((len(refs), 1, *ids.shape, num_classes), jnp.float32)
+  compiled = propagation._mast_step.lower(  # pylint: disable=protected-access
+      jnp.stack([features[r][None] for r in refs]),
+      features[i + 1][None],
+      labels,
+      radius=int(cfg.radius),
+      ref_index=ref_index,
+      current=current,
+      roi_gap=int(cfg.roi_gap),
+      max_dil=int(cfg.max_dilation),
+      out_size=tuple(ids.shape),
+      upsampling=str(cfg.upsampling),
+  ).compile()
+  m = compiled.memory_analysis()
+  total = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  return total, len(refs)
+
+
+def run_size(encoder, variables, cfg, height: int, width: int, num_frames: int) -> dict:
+  x, ids = synthetic_video(num_frames, height, width)
+  encode = jax.jit(lambda v, f: encoder.apply(v, f, train=False))
+
+  def pass_once():
+    start = time.perf_counter()
+    feats = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(num_frames)])
+    feats.block_until_ready()
+    mid = time.perf_counter()
+    out = propagation.propagate_mast(feats, ids, 2, cfg)  # returns host ids: synchronised
+    return mid - start, time.perf_counter() - mid, feats, out
+
+  pass_once()  # compiles the encoder and every memory pattern
+  enc_s, prop_s, feats, out = pass_once()
+  mem, num_refs = step_memory(feats, ids, 2, cfg)
+  h, w = feats.shape[1:3]
+  dense = num_refs * (h * w) ** 2 * 4  # one fp32 affinity HW x (refs * HW)
+  row = dict(
+      size=f"{height}x{width}",
+      pixels=height * width,
+      feature_grid=f"{h}x{w}",
+      encoder_fps=num_frames / enc_s,
+      propagation_fps=(num_frames - 1) / prop_s,
+      total_fps=(num_frames - 1) / (enc_s * (num_frames - 1) / num_frames + prop_s),
+      step_bytes=mem,
+      step_bytes_per_pixel=mem / (height * width),
+      dense_affinity_bytes=dense,
+      predicted_frames=int(out.shape[0]),
+  )
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    row["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  return row
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument("--sizes", default="120x214,240x427,480x854", help="HxW,HxW,... (480p last)")
+  parser.add_argument(
+      "--frames", type=int, default=24, help="frames per video (>= 17 reaches the ROI)"
+  )
+  parser.add_argument(
+      "--width", type=float, default=None, help="encoder width (default: the config's)"
+  )
+  parser.add_argument("--dtype", default="float32", help="encoder compute dtype")
+  parser.add_argument("--json", default="", help="also write the rows to this file")
+  args = parser.parse_args(argv)
+
+  config = vos_config.get_config("mast")
+  if args.width is not None:
+    config.model.width_multiplier = args.width
+  config.train.compute_dtype = args.dtype
+  encoder = method.build_encoder(config)
+  variables = encoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
+  cfg = config.propagate
+  print(
+      f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; encoder width "
+      f"{config.model.width_multiplier}, {args.dtype}; MAST memory: long-term {tuple(cfg.long_term)}, "
+      f"{cfg.short_term} recent every {cfg.short_gap}, radius {cfg.radius}, ROI beyond {cfg.roi_gap}",
+      flush=True,
+  )
+  rows = []
+  header = (
+      f"{'size':>10} {'grid':>8} {'enc fps':>8} {'prop fps':>9} {'total fps':>9} "
+      f"{'step MiB':>9} {'B/pixel':>8} {'dense MiB':>10}"
+  )
+  print(header, flush=True)
+  for height, width in _parse_sizes(args.sizes):
+    row = run_size(encoder, variables, cfg, height, width, args.frames)
+    rows.append(row)
+    print(
+        f"{row['size']:>10} {row['feature_grid']:>8} {row['encoder_fps']:8.2f} "
+        f"{row['propagation_fps']:9.2f} {row['total_fps']:9.2f} {row['step_bytes'] / 2**20:9.1f} "
+        f"{row['step_bytes_per_pixel']:8.1f} {row['dense_affinity_bytes'] / 2**20:10.1f}"
+        + (
+            f"  device peak {row['device_peak_bytes'] / 2**20:.0f} MiB"
+            if "device_peak_bytes" in row
+            else ""
+        ),
+        flush=True,
+    )
+  per_pixel = [r["step_bytes_per_pixel"] for r in rows]
+  print(
+      f"propagation step bytes per pixel: {min(per_pixel):.1f} .. {max(per_pixel):.1f} "
+      f"(flat = linear in pixels; a dense affinity grows with pixels^2)",
+      flush=True,
+  )
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=1)
+  return rows
+
+
+if __name__ == "__main__":
+  main()
