@@ -51,23 +51,25 @@ def synthetic_video(num_frames: int, height: int, width: int, num_objects: int =
   return method.frames_to_input(frames, "mast"), ids
 
 
-def step_memory(features, ids, num_objects: int, cfg) -> tuple[int, int]:
-  """(bytes, number of references) of the compiled propagation step with the most references (late frames:
-  long-term 0 and 5 through the ROI path plus three recent frames)."""
-  num_frames = features.shape[0]
-  i = num_frames - 2
+def step_memory(features, ids, num_objects: int, cfg, target: int = 23) -> tuple[int, int]:
+  """(bytes, number of references) of the compiled propagation step that predicts frame `target` (by
+  default a late frame: long-term frames 0 and 5 through the ROI path plus three recent frames, the most
+  references), for the shapes of `features` [T, h, w, C] and `ids` [H, W] (shapes only: lowered on
+  abstract arrays, so the video may be shorter)."""
+  i = target - 1
   refs = propagation.mast_reference_frames(
       i, tuple(cfg.long_term), int(cfg.short_term), int(cfg.short_gap)
   )
   ref_index, current = propagation.canonical_schedule(
-      refs, i + 1, int(cfg.roi_gap), int(cfg.max_dilation)
+      refs, target, int(cfg.roi_gap), int(cfg.max_dilation)
   )
   num_classes = -(-(num_objects + 1) // 4) * 4
-  labels = jnp.zeros((len(refs), 1, *ids.shape, num_classes), jnp.float32)
+  _, h, w, c = features.shape
+  f32 = jnp.float32
   compiled = propagation._mast_step.lower(  # pylint: disable=protected-access
-      jnp.stack([features[r][None] for r in refs]),
-      features[i + 1][None],
-      labels,
+      jax.ShapeDtypeStruct((len(refs), 1, h, w, c), f32),
+      jax.ShapeDtypeStruct((1, h, w, c), f32),
+      jax.ShapeDtypeStruct((len(refs), 1, *ids.shape, num_classes), f32),
       radius=int(cfg.radius),
       ref_index=ref_index,
       current=current,

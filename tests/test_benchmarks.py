@@ -3,14 +3,14 @@
 Speed itself is never asserted here; `benchmarks/` prints it.
 """
 
+import importlib.util
 import os
 import sys
 
 import pytest
 
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-)
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCHMARKS)
 
 import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
@@ -76,3 +76,19 @@ def test_pseudo_label_pass_benchmark_is_exact_and_bounded():
   assert small["images_per_s"] > 0
   # The pass keeps histograms, not pixels: 4x the images, about the same peak.
   assert large["peak_pass_mib"] < 1.5 * small["peak_pass_mib"] + 1
+
+
+def test_vos_propagation_benchmark_memory_is_linear_in_pixels():
+  # By path: `vos` is also configs/vos.py's module name.
+  spec = importlib.util.spec_from_file_location("benchmark_vos", os.path.join(BENCHMARKS, "vos.py"))
+  vos = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(vos)
+  rows = vos.main(["--sizes=16x24,32x48,64x96", "--frames=3", "--width=0.125"])
+  assert [r["size"] for r in rows] == ["16x24", "32x48", "64x96"]
+  assert all(r["predicted_frames"] == 3 and r["propagation_fps"] > 0 for r in rows)
+  # The step with the ROI path and 5 references: bytes = a + b * pixels, so the increments per pixel
+  # between sizes agree (a dense HW x HW affinity would make the second 4x the first).
+  (p1, b1), (p2, b2), (p3, b3) = ((r["pixels"], r["step_bytes"]) for r in rows)
+  slope_small, slope_large = (b2 - b1) / (p2 - p1), (b3 - b2) / (p3 - p2)
+  assert abs(slope_large / slope_small - 1) < 0.25, rows  # measured 1.10 (buffer granularity)
+  assert rows[2]["dense_affinity_bytes"] == 16 * rows[1]["dense_affinity_bytes"]
