@@ -42,3 +42,15 @@ def test_perfect_prediction():
       np.asarray(confusion_matrix(labels, np.where(labels == 255, 0, labels), 3))
   )
   assert m["miou"] == 1.0 and m["pixel_accuracy"] == 1.0
+
+
+def test_dataset_scorer_names_an_eval_batch_that_does_not_split_over_the_mesh():
+  from jaxseg.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from jaxseg.evaluation.segmentation import dataset_scorer  # pylint: disable=import-outside-toplevel
+  from jaxseg.train import sharding as shd  # pylint: disable=import-outside-toplevel
+
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",))
+  kwargs = dict(num_classes=3, ignore_index=255, batch_sharding=shd.batch_sharding(mesh))
+  with pytest.raises(ConfigError, match="eval batch size 3 .* 2-way 'data' axis"):
+    dataset_scorer(lambda v, b: b["image"], [], None, batch_size=3, **kwargs)
+  assert callable(dataset_scorer(lambda v, b: b["image"], [], None, batch_size=4, **kwargs))

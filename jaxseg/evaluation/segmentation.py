@@ -120,6 +120,14 @@ def dataset_scorer(
   from jaxseg.data import pipeline  # pylint: disable=g-import-not-at-top
   from jaxseg.train import sharding as shd  # pylint: disable=g-import-not-at-top
 
+  data_shards = int(batch_sharding.mesh.shape["data"])
+  if int(batch_size) % data_shards:
+    from jaxseg.config import ConfigError  # pylint: disable=g-import-not-at-top
+
+    raise ConfigError(
+        f"eval batch size {batch_size} does not split over the mesh's {data_shards}-way 'data' axis; "
+        f"hint: set the method's evaluate batch size to a multiple of {data_shards}"
+    )
   step = confusion_step(predict_fn, num_classes=num_classes, ignore_index=ignore_index)
 
   def score(variables, keep_examples: int = 0):
