@@ -12,7 +12,8 @@ COMMAND (embedded synthetic domain shift, 2-core CPU, minutes):
   python launch.py --config=configs/uda.py:synthetic --workdir=runs/uda
   source-only -> AdvEnt -> ESL pseudo labels -> self-training -> target mIoU of every stage.
 
-Variants (`:arg`): advent (default) | minent | source_only | esl | synthetic; `steps=N`; `runlocal`.
+Variants (`:arg`): advent (default) | minent | source_only | esl | synthetic; `steps=N`; `runlocal`;
+`reduced` (with synthetic: the CI budget of the demo, tests/test_uda_method.py's seed-study claim).
 """
 
 from jaxseg.config import parse_arg
@@ -20,7 +21,7 @@ from jaxseg.methods.uda import default_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, variant="advent", steps=0, runlocal=False)
+  arg = parse_arg(arg, variant="advent", steps=0, runlocal=False, reduced=False)
   config = default_config()
   if arg.variant in ("minent", "source_only"):
     config.loss.name = arg.variant  # minent.yml: the same optimisers and budget
@@ -38,6 +39,8 @@ def get_config(arg=None):
   if arg.steps:
     for section in (config, config.source_only, config.self_train):
       section.train.total_steps = arg.steps
+  if arg.reduced:
+    _reduced(config)
   if arg.runlocal:
     if arg.variant != "synthetic":
       _synthetic(config)
@@ -98,3 +101,12 @@ def _synthetic(config):
   config.pseudo_labels.checkpoint = "best"
   config.evaluate.checkpoint = "best"
   config.self_train.objective = "advent"
+
+
+def _reduced(config):
+  """The synthetic demo at a budget that fits a few CI minutes: half the scenes, 150 steps a stage."""
+  for data in (config.source_data, config.target_data):
+    data.synthetic.update(num_train=300, num_eval=60)
+  for section in (config, config.source_only, config.self_train):
+    section.train.update(total_steps=150, checkpoint_every=75, eval_every=75, log_every=50)
+  config.evaluate.num_pictures = 2

@@ -127,26 +127,39 @@ def test_images_resize_bicubic_as_advent_and_masks_nearest():
   assert not np.array_equal(bilinear, expected)
 
 
+# The demo's headline claim at a CI budget (`configs/uda.py:synthetic,reduced`: 300 scenes per domain,
+# 150 steps a stage, 60 target eval scenes), which also runs every stage and checks its outputs.
+# Seed study at this budget (`--config.seed=0,1,2`, one CPU device, target mIoU %, source only -> AdvEnt ->
+# self-training on ESL pseudo labels): seed 0 36.5 -> 52.5 -> 59.0; seed 1 47.8 -> 52.4 -> 55.0; seed 2
+# 47.9 -> 54.8 -> 56.0. Smallest gains over source only: AdvEnt +4.6, self-training +7.2 points; the
+# margins leave room for other machines' rounding (self-training over AdvEnt, +1.2 to +6.5, is not
+# asserted). ~4-5 min on 2 free cores (561-1182 s measured on 2 cores shared with 3-4 other jobs).
+ADAPT_MARGIN = 0.02
+SELF_TRAIN_MARGIN = 0.03
+
+
 @pytest.mark.slow
 @pytest.mark.ci
-def test_runlocal_pipeline_writes_every_stage(tmp_path):
+def test_reduced_demo_adaptation_beats_source_only(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   cmd = [
       sys.executable,
       "launch.py",
-      "--config=configs/uda.py:synthetic,runlocal",
+      "--config=configs/uda.py:synthetic,reduced",
       f"--workdir={tmp_path}",
+      "--config.train.progress_bar=False",
   ]
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
   assert proc.returncode == 0, proc.stderr[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert {"source_only", "adapt", "self_train"} <= set(metrics)
-  assert all(0.0 <= metrics[s]["miou"] <= 1.0 for s in ("source_only", "adapt", "self_train"))
+  miou = {s: metrics[s]["miou"] for s in ("source_only", "adapt", "self_train")}
+  assert miou["adapt"] > miou["source_only"] + ADAPT_MARGIN, metrics
+  assert miou["self_train"] > miou["source_only"] + SELF_TRAIN_MARGIN, metrics
   summary = metrics["pseudo_labels"]
   assert set(summary["thresholds"]) == {"esl", "maxprob"}
   assert all(t >= 0.1 for t in summary["thresholds"]["esl"])  # ESL's entropy floor
   assert all(t <= 0.9 for t in summary["thresholds"]["maxprob"])  # BDL's cap
-  assert len(os.listdir(tmp_path / "pseudo_labels" / "esl")) == 32
+  assert len(os.listdir(tmp_path / "pseudo_labels" / "esl")) == 300
   assert (tmp_path / "pictures" / "uda.png").stat().st_size > 1000
   for stage in ("source_only", "adapt", "pseudo_labels", "self_train", "evaluate"):
     assert (tmp_path / "stages" / f"{stage}.json").exists()
