@@ -5,7 +5,8 @@ optimiser) and, with --reference, the official PyTorch implementation's step at 
 machine, and prints jaxseg / official.
 
   python benchmarks/train_step.py --method=seam                      # paper shapes: ResNet-38, 448^2 + x0.3 view
-  python benchmarks/train_step.py --method=uda                       # DeepLab-v2 R101, 1280x720 src + 1024x512 trg
+  python benchmarks/train_step.py --method=uda                       # AdvEnt: DeepLab-v2 R101 + 2 D, 1280x720 + 1024x512
+  python benchmarks/train_step.py --method=uda --size=320 --steps=2 --repeats=2 --reference=/path/to/ADVENT
   python benchmarks/train_step.py --method=seam --reference=/path/to/SEAM    # + official step, same device
   python benchmarks/train_step.py --method=vos --reference=/path/to/MAST     # MAST pairs, 256^2, batch 12
   python benchmarks/train_step.py --method=seam --size=112 --batch=2 --steps=3   # quick CPU check
@@ -14,11 +15,21 @@ Methods (shapes from the papers / official configs):
   seam  SEAM train step: two views (448^2 crop and its x0.3 rescale), cls + ER + ECR + PCM min-pooling losses,
         SGD with the official parameter groups; batch 8 per device. Reference: YudeWang/SEAM
         (`network/resnet38_SEAM.py`, `train_SEAM.py`'s loss lines restated around the imported pieces).
-  uda   ADVENT MinEnt step (the source-supervised + target-entropy step ESL's self-training shares): DeepLab-v2
-        R101 multi-level, source 1280x720 with labels, target 1024x512, CE (main + 0.1 aux) + entropy
-        (0.001 main + 0.0002 aux), SGD momentum 0.9, 10x lr on the heads; batch 1 per device as ADVENT.
-        Reference: valeoai/ADVENT (`advent/model/deeplabv2.py`, `advent/utils/func.py: loss_calc`,
-        `advent/utils/loss.py: entropy_loss`).
+  uda   The `uda` method's AdvEnt step (its default objective): DeepLab-v2 R101 multi-level, source
+        1280x720 with labels, target 1024x512; segmenter CE (main + 0.1 aux, logits upsampled to the label
+        size) + adversarial BCE on the target self-information maps (0.001 main + 0.0002 aux, D frozen),
+        and the two FC discriminators (main and aux heads) on the detached source / target maps (each term
+        halved); SGD momentum 0.9 with 10x lr on the heads and ADVENT's per-listing backbone updates, Adam
+        (0.9, 0.99) for each discriminator; batch 1 per device as ADVENT. `--uda-objective=minent` times
+        the MinEnt step instead (CE + 0.001 / 0.0002 x target entropy; no discriminator).
+        Reference: valeoai/ADVENT, one iteration of `advent/domain_adaptation/train_UDA.py: train_advent`
+        (or `train_minent`) restated around its imported pieces (`advent/model/deeplabv2.py`,
+        `advent/model/discriminator.py: get_fc_discriminator`, `advent/utils/func.py: loss_calc,
+        prob_2_entropy, bce_loss, adjust_learning_rate*`, `advent/utils/loss.py: entropy_loss`): the
+        official order of forward / backward passes, requires_grad toggles and optimiser steps, labels
+        source 0 / target 1, cfg.TRAIN's values (domain_adaptation/config.py, restated: it needs easydict);
+        `F.softmax`'s implicit dim (1) is written out. On CPU `bce_loss` (which moves its label tensor to
+        `get_device()`, -1 there) is restated with the same ops.
   vos   MAST step (the `vos` method's `mast_loss`): pairs of 256^2 Lab frames, one of a/b dropped, ResNet-18
         features, colorizer with R = 6, smooth-L1 (x20); Adam 1e-3; batch 12 per device. Reference:
         zlai0/MAST (`models/mast.py: MAST` with training=True, its `dropout2d_lab`, `main.py: compute_lphoto`'s
@@ -73,7 +84,7 @@ PEAK_TFLOPS = {
 
 TARGETS = {  # printed next to the results (issue 7); a benchmark reports, it does not assert
     "seam": "official fp32 ratio >= 3x on a GPU (>= 1x on CPU); MFU >= 45% bf16 on H100/H200",
-    "uda": "official fp32 ratio >= 2x on a GPU",
+    "uda": "AdvEnt step: official fp32 ratio >= 1x on CPU, >= 2x on a GPU",
     "vos": "MAST's PyTorch step: >= 1x on this CPU, >= 2x on a GPU",
 }
 
@@ -129,23 +140,35 @@ def uda_shapes(args) -> tuple[tuple[int, int], tuple[int, int]]:
   )
 
 
+UDA_OBJECTIVES = ("advent", "minent")
+# ADVENT's FC discriminator: five 4x4 / 2 convs, so its input (a map at the label size) needs >= 32 px a side.
+UDA_MIN_DISCRIMINATOR_SIDE = 32
+
+
 def uda_case(args, dtype: str):
-  """The `uda` method's own MinEnt step (source CE + target entropy, the step ADVENT's train_minent
-  takes and ESL's self-training shares), paper optimisers, random inputs at the requested shapes."""
+  """The `uda` method's own step for `--uda-objective` (AdvEnt by default: segmenter + the two
+  discriminators, each network with its optimiser group), paper optimisers, random inputs at the
+  requested shapes."""
   from jaxseg.methods.uda import method as uda  # pylint: disable=g-import-not-at-top
 
+  objective = args.uda_objective
   source, target = uda_shapes(args)
+  if objective == "advent" and min(*source, *target) < UDA_MIN_DISCRIMINATOR_SIDE:
+    raise SystemExit(
+        f"--method=uda --uda-objective=advent: source {source} / target {target} (H, W) are below the "
+        f"discriminators' {UDA_MIN_DISCRIMINATOR_SIDE} px (five stride-2 convs); use --size >= 80"
+    )
   batch = (args.batch or 1) * num_devices(args)
   config = uda.default_config()
   config.train.batch_size = batch
   config.train.compute_dtype = dtype
   config.model.width_multiplier = args.width
-  config.loss.name = "minent"
+  config.loss.name = objective
   config.input.update(source_size=source, target_size=target)
   segmenter, disc = uda.build_networks(config)
   task = loop.TrainTask(
       init_fn=lambda rng, b: uda.init_variables(config, rng, b),
-      loss_fn=functools.partial(uda.uda_loss, segmenter, disc, config.loss, "minent"),
+      loss_fn=functools.partial(uda.uda_loss, segmenter, disc, config.loss, objective),
       train_source=None,
       augment=None,
   )
@@ -394,12 +417,15 @@ def reference_seam(args, path: str) -> Callable[[], float]:
 
 
 def reference_uda(args, path: str) -> Callable[[], float]:
+  """One iteration of ADVENT's `train_advent` (or `train_minent`, --uda-objective=minent), official
+  config values (domain_adaptation/config.py), on device-resident random inputs."""
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
   from torch import nn  # pylint: disable=import-outside-toplevel
 
   sys.path.insert(0, path)
   deeplabv2 = importlib.import_module("advent.model.deeplabv2")
+  discriminator = importlib.import_module("advent.model.discriminator")
   func = importlib.import_module("advent.utils.func")
   losses = importlib.import_module("advent.utils.loss")
   device = _torch_device(torch)
@@ -407,29 +433,147 @@ def reference_uda(args, path: str) -> Callable[[], float]:
   batch = args.batch or 1
   model = deeplabv2.get_deeplab_v2(num_classes=19, multi_level=True).to(device)
   model.train()
-  lr = 2.5e-4
-  optimizer = torch.optim.SGD(model.optim_parameters(lr), lr=lr, momentum=0.9, weight_decay=5e-4)
+  train_cfg = types.SimpleNamespace(  # cfg.TRAIN's values the iteration reads
+      LEARNING_RATE=2.5e-4,
+      LEARNING_RATE_D=1e-4,
+      MOMENTUM=0.9,
+      WEIGHT_DECAY=5e-4,
+      MAX_ITERS=250000,
+      POWER=0.9,
+      LAMBDA_SEG_MAIN=1.0,
+      LAMBDA_SEG_AUX=0.1,
+      LAMBDA_ADV_MAIN=0.001,
+      LAMBDA_ADV_AUX=0.0002,
+      LAMBDA_ENT_MAIN=0.001,
+      LAMBDA_ENT_AUX=0.0002,
+  )
+  cfg = types.SimpleNamespace(TRAIN=train_cfg)
+  lr = train_cfg.LEARNING_RATE
+  optimizer = torch.optim.SGD(
+      model.optim_parameters(lr),
+      lr=lr,
+      momentum=train_cfg.MOMENTUM,
+      weight_decay=train_cfg.WEIGHT_DECAY,
+  )
+  # source (H, W): the official nn.Upsample(size=(INPUT_SIZE[1], INPUT_SIZE[0])) of a (W, H) config.
   interp = nn.Upsample(size=source, mode="bilinear", align_corners=True)
   interp_target = nn.Upsample(size=target, mode="bilinear", align_corners=True)
   gen = torch.Generator().manual_seed(0)
   images_source = (torch.randn(batch, 3, *source, generator=gen) * 50).to(device)
   labels = torch.randint(0, 19, (batch, *source), generator=gen)
   images = (torch.randn(batch, 3, *target, generator=gen) * 50).to(device)
+  loss_calc, prob_2_entropy = func.loss_calc, func.prob_2_entropy
+  iteration = [0]
 
-  def step():  # advent/domain_adaptation/train_UDA.py: train_minent, one iteration
+  if args.uda_objective == "minent":
+
+    def step():  # train_UDA.py: train_minent, one iteration
+      optimizer.zero_grad()
+      func.adjust_learning_rate(optimizer, iteration[0], cfg)
+      pred_src_aux, pred_src_main = model(images_source)
+      loss = train_cfg.LAMBDA_SEG_MAIN * loss_calc(
+          interp(pred_src_main), labels, device
+      ) + train_cfg.LAMBDA_SEG_AUX * loss_calc(interp(pred_src_aux), labels, device)
+      loss.backward()
+      pred_trg_aux, pred_trg_main = model(images)
+      loss = train_cfg.LAMBDA_ENT_AUX * losses.entropy_loss(
+          F.softmax(interp_target(pred_trg_aux), dim=1)
+      ) + train_cfg.LAMBDA_ENT_MAIN * losses.entropy_loss(
+          F.softmax(interp_target(pred_trg_main), dim=1)
+      )
+      loss.backward()
+      optimizer.step()
+      iteration[0] += 1
+      return loss
+
+    return _timer(torch, step, batch)
+
+  if device.type == "cuda":
+    bce_loss = func.bce_loss
+  else:
+
+    def bce_loss(y_pred, y_label):
+      """func.bce_loss's ops; the official moves the label tensor to `y_pred.get_device()`, which
+      is -1 (refused by `.to`) for a CPU tensor."""
+      y_truth_tensor = torch.FloatTensor(y_pred.size())
+      y_truth_tensor.fill_(y_label)
+      return nn.BCEWithLogitsLoss()(y_pred, y_truth_tensor)
+
+  d_aux = discriminator.get_fc_discriminator(num_classes=19).to(device)
+  d_aux.train()
+  d_main = discriminator.get_fc_discriminator(num_classes=19).to(device)
+  d_main.train()
+  optimizer_d_aux = torch.optim.Adam(
+      d_aux.parameters(), lr=train_cfg.LEARNING_RATE_D, betas=(0.9, 0.99)
+  )
+  optimizer_d_main = torch.optim.Adam(
+      d_main.parameters(), lr=train_cfg.LEARNING_RATE_D, betas=(0.9, 0.99)
+  )
+  source_label, target_label = 0, 1
+
+  def step():  # train_UDA.py: train_advent, one iteration (MULTI_LEVEL)
+    i_iter = iteration[0]
     optimizer.zero_grad()
+    optimizer_d_aux.zero_grad()
+    optimizer_d_main.zero_grad()
+    func.adjust_learning_rate(optimizer, i_iter, cfg)
+    func.adjust_learning_rate_discriminator(optimizer_d_aux, i_iter, cfg)
+    func.adjust_learning_rate_discriminator(optimizer_d_main, i_iter, cfg)
+    # only train segnet: no gradients into the discriminators
+    for param in d_aux.parameters():
+      param.requires_grad = False
+    for param in d_main.parameters():
+      param.requires_grad = False
+    # train on source
     pred_src_aux, pred_src_main = model(images_source)
-    loss = func.loss_calc(interp(pred_src_main), labels, device) + 0.1 * func.loss_calc(
-        interp(pred_src_aux), labels, device
+    pred_src_aux = interp(pred_src_aux)
+    loss_seg_src_aux = loss_calc(pred_src_aux, labels, device)
+    pred_src_main = interp(pred_src_main)
+    loss_seg_src_main = loss_calc(pred_src_main, labels, device)
+    loss = (
+        train_cfg.LAMBDA_SEG_MAIN * loss_seg_src_main + train_cfg.LAMBDA_SEG_AUX * loss_seg_src_aux
     )
     loss.backward()
+    # adversarial training to fool the discriminators
     pred_trg_aux, pred_trg_main = model(images)
-    loss = 0.0002 * losses.entropy_loss(
-        F.softmax(interp_target(pred_trg_aux), dim=1)
-    ) + 0.001 * losses.entropy_loss(F.softmax(interp_target(pred_trg_main), dim=1))
+    pred_trg_aux = interp_target(pred_trg_aux)
+    d_out_aux = d_aux(prob_2_entropy(F.softmax(pred_trg_aux, dim=1)))
+    loss_adv_trg_aux = bce_loss(d_out_aux, source_label)
+    pred_trg_main = interp_target(pred_trg_main)
+    d_out_main = d_main(prob_2_entropy(F.softmax(pred_trg_main, dim=1)))
+    loss_adv_trg_main = bce_loss(d_out_main, source_label)
+    loss = (
+        train_cfg.LAMBDA_ADV_MAIN * loss_adv_trg_main + train_cfg.LAMBDA_ADV_AUX * loss_adv_trg_aux
+    )
     loss.backward()
+    # train the discriminators
+    for param in d_aux.parameters():
+      param.requires_grad = True
+    for param in d_main.parameters():
+      param.requires_grad = True
+    # with source
+    pred_src_aux = pred_src_aux.detach()
+    d_out_aux = d_aux(prob_2_entropy(F.softmax(pred_src_aux, dim=1)))
+    loss_d_aux = bce_loss(d_out_aux, source_label) / 2
+    loss_d_aux.backward()
+    pred_src_main = pred_src_main.detach()
+    d_out_main = d_main(prob_2_entropy(F.softmax(pred_src_main, dim=1)))
+    loss_d_main = bce_loss(d_out_main, source_label) / 2
+    loss_d_main.backward()
+    # with target
+    pred_trg_aux = pred_trg_aux.detach()
+    d_out_aux = d_aux(prob_2_entropy(F.softmax(pred_trg_aux, dim=1)))
+    loss_d_aux = bce_loss(d_out_aux, target_label) / 2
+    loss_d_aux.backward()
+    pred_trg_main = pred_trg_main.detach()
+    d_out_main = d_main(prob_2_entropy(F.softmax(pred_trg_main, dim=1)))
+    loss_d_main = bce_loss(d_out_main, target_label) / 2
+    loss_d_main.backward()
     optimizer.step()
-    return loss
+    optimizer_d_aux.step()
+    optimizer_d_main.step()
+    iteration[0] += 1
+    return loss_d_main
 
   return _timer(torch, step, batch)
 
@@ -621,6 +765,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   )
   parser.add_argument(
       "--reference", default="", help="path to the official checkout (SEAM, ADVENT or MAST)"
+  )
+  parser.add_argument(
+      "--uda-objective",
+      default="advent",
+      choices=UDA_OBJECTIVES,
+      help="--method=uda: the step timed (jaxseg and --reference): advent (segmenter + two "
+      "discriminators) or minent",
   )
   parser.add_argument("--json", default="", help="also write the results here")
   return parser.parse_args(argv)

@@ -180,22 +180,16 @@ def test_first_frame_ids_renumber_visible_objects():
   assert ids[1, 2, 2] == 0 and ids[1, 3, 3] == 2  # object 4 is not in frame 0: background
 
 
-@pytest.mark.slow
-@pytest.mark.ci
-@pytest.mark.parametrize("variant", ["synthetic", "synthetic_crw"])
-def test_runlocal_pipeline_writes_everything(tmp_path, variant):
-  workdir = tmp_path / variant
+def _launch_demo(workdir, config: str, *extra: str) -> dict:
+  """Runs launch.py on one CPU device; checks the outputs of every stage; returns metrics.json."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   out = subprocess.run(
-      [
-          sys.executable,
-          "launch.py",
-          f"--config=configs/vos.py:{variant},runlocal",
-          f"--workdir={workdir}",
-      ],
+      [sys.executable, "launch.py", f"--config={config}", f"--workdir={workdir}", *extra],
       cwd=REPO,
+      env=env,
       capture_output=True,
       text=True,
-      timeout=900,
+      timeout=1500,
       check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
@@ -208,6 +202,35 @@ def test_runlocal_pipeline_writes_everything(tmp_path, variant):
   assert any(s.startswith("synth") for s in seqs)
   assert (workdir / "results" / "model" / "global_results-val.csv").exists()
   assert list((workdir / "pictures").glob("*.gif"))
+  return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_runlocal_crw_pipeline_writes_everything(tmp_path):
+  _launch_demo(tmp_path / "crw", "configs/vos.py:synthetic_crw,runlocal")
+
+
+# The demo's claim at a CI budget: MAST's objective, 300 steps, 8 held-out videos (one CPU device), J&F of
+# the trained encoder vs copying the first mask (raw Lab pixels are reported, not asserted: at this budget
+# they still win, see the README). Seed study (`--config.seed`, J&F %, trained / copy-first / raw Lab):
+# seed 0 31.2 / 19.1 / 36.0, seed 1 25.6 / 19.1 / 36.0, seed 2 26.5 / 19.1 / 36.0: the smallest gain over
+# copying is 6.5 points; the margin leaves room for other machines. 205-260 s each on 2 busy cores.
+TRAINED_OVER_COPY_MARGIN = 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_reduced_demo_trained_propagation_beats_copying_the_first_mask(tmp_path):
+  metrics = _launch_demo(
+      tmp_path / "mast",
+      "configs/vos.py:synthetic,steps=300",
+      "--config.train.progress_bar=False",
+      "--config.eval_data.synthetic.num_videos=8",
+      "--config.propagate.num_pictures=1",
+  )
+  trained, copied = metrics["model"]["J&F-Mean"], metrics["copy_first"]["J&F-Mean"]
+  assert trained > copied + TRAINED_OVER_COPY_MARGIN, metrics
 
 
 def _behaviour(refs, current, roi_gap=15, max_dil=4):
