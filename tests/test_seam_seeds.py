@@ -1,0 +1,173 @@
+"""SEAM demo: same command twice gives identical numbers; the seed-study table; a reduced run in CI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxseg.methods.seam import seed_study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(config: str, workdir, *extra, timeout=1200):
+  """launch.py on one CPU device (as the seed study measured), not the test session's 8 fake ones."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  out = subprocess.run(
+      [
+          sys.executable,
+          "launch.py",
+          f"--config={config}",
+          f"--workdir={workdir}",
+          "--config.train.progress_bar=False",
+          *extra,
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_same_command_twice_gives_identical_numbers(tmp_path):
+  """The SEAM demo pipeline (two views, PCM, multi-scale inference, sweep) is bit-for-bit repeatable."""
+  for name in ("a", "b"):
+    _launch(
+        "configs/seam.py:synthetic,runlocal",
+        tmp_path / name,
+        '--config.stages=("train", "infer")',
+        "--config.data.synthetic.num_eval=8",
+        # One scale (+ flip): the same code path, a quarter of the inference compilations.
+        "--config.infer.scales=(1.0,)",
+    )
+  for path in ("infer/metrics.json", "metrics.jsonl"):
+    assert _read(tmp_path / "a" / path) == _read(tmp_path / "b" / path), path
+  cams = sorted(os.listdir(tmp_path / "a" / "infer" / "cams"))
+  assert cams
+  for name in cams:
+    a = _read_npy(tmp_path / "a" / "infer" / "cams" / name)
+    b = _read_npy(tmp_path / "b" / "infer" / "cams" / name)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
+
+
+def _read_npy(path):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  return np.load(path, allow_pickle=True).item()
+
+
+def test_study_table_rows_gains_and_spread():
+  runs = {
+      0: dict(
+          cam=dict(metrics=dict(cam_miou=0.40)),
+          seam=dict(metrics=dict(cam_miou=0.50, seam_cam_miou=0.55, random_walk_miou=0.6)),
+          supervised=dict(metrics=dict(miou=0.8)),
+      ),
+      1: dict(
+          cam=dict(metrics=dict(cam_miou=0.30)),
+          seam=dict(metrics=dict(cam_miou=0.45, seam_cam_miou=0.48)),
+      ),
+  }
+  table = seed_study.study_table(runs)
+  assert list(table) == [
+      "plain CAM",
+      "SEAM raw CAM",
+      "SEAM CAM (PCM)",
+      "random walk",
+      "supervised bound",
+      "gain: SEAM CAM - plain CAM",
+      "gain: PCM - SEAM raw CAM",
+  ]
+  gain = table["gain: SEAM CAM - plain CAM"]
+  assert gain["seeds"] == pytest.approx({0: 15.0, 1: 18.0})
+  assert gain["mean"] == pytest.approx(16.5) and gain["min"] == pytest.approx(15.0)
+  assert gain["std"] == pytest.approx(2.1213203)  # sample std (ddof=1) of 15 and 18
+  assert table["random walk"]["seeds"][1] is None and table["random walk"]["std"] == 0.0
+  text = seed_study.markdown(table, [0, 1])
+  assert "| plain CAM | 40.0 | 30.0 | 35.0 ± 7.1 | 30.0 … 40.0 |" in text
+  assert "| random walk | 60.0 | – | 60.0 ± 0.0 | 60.0 … 60.0 |" in text
+
+
+def test_arm_commands_share_seed_and_budget():
+  cam = seed_study.arm_command("cam", 2, "/w/cam", 300, True, ("--config.x=1",))
+  seam = seed_study.arm_command("seam", 2, "/w/seam", 300, False)
+  sup = seed_study.arm_command("supervised", 2, "/w/sup", 300, True)
+  assert "--config=configs/seam.py:synthetic_cam,steps=300" in cam and "--config.x=1" in cam
+  assert "--config=configs/seam.py:synthetic,steps=300" in seam
+  assert '--config.stages=("train", "infer", "evaluate")' in seam
+  assert "--config=configs/supervised.py:seam" in sup
+  assert all("--config.seed=2" in c for c in (cam, seam, sup))
+  # launch.py needs --config before any --config.* override.
+  assert all(
+      c.index(next(a for a in c if a.startswith("--config="))) == 2 for c in (cam, seam, sup)
+  )
+
+
+def test_one_forward_for_both_outputs_gives_the_same_numbers():
+  """`multiscale_cams_multi` (the infer stage's one forward) equals one `multiscale_cams` per output."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from jaxseg.methods.seam import cam_inference as ci  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(0)
+  w_rv, w_cam = rng.standard_normal((2, 3, 7)).astype(np.float32)
+  calls = []
+
+  def apply_fn(_, images):
+    calls.append(images.shape)
+    return {
+        "cam_rv": jnp.einsum("bhwc,ck->bhwk", jnp.tanh(images), w_rv),
+        "cam": jnp.einsum("bhwc,ck->bhwk", images, w_cam),
+    }
+
+  image = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+  label = np.array([1, 0, 1, 0, 0, 1], np.float32)
+  both = ci.multiscale_cams_multi(apply_fn, None, image, label, outputs=("cam_rv", "cam"))
+  assert len(calls) == len(ci.OFFICIAL_SCALES)  # one forward per scale (image + flip as a batch)
+  for output in ("cam_rv", "cam"):
+    np.testing.assert_array_equal(
+        both[output], ci.multiscale_cams(apply_fn, None, image, label, output=output)
+    )
+  gts = [rng.integers(0, 7, (20, 28)) for _ in range(3)]
+  cams = [both["cam"], both["cam_rv"], both["cam"][::-1]]
+  labels = [label, label, label[::-1]]
+  sweep = ci.ThresholdSweep((0.0, 0.2, 0.5), num_classes=7)
+  for cam, lab, gt in zip(cams, labels, gts):
+    sweep.add(cam, lab, gt)
+  expected = ci.threshold_sweep(cams, labels, gts, (0.0, 0.2, 0.5), num_classes=7)
+  got = sweep.result()
+  np.testing.assert_array_equal(got["confusion"], expected["confusion"])
+  assert got["best_miou"] == expected["best_miou"]
+
+
+# The SEAM demo at a CI budget (SEAM arm only: train + infer, 150 steps, 60 eval scenes). It asserts only
+# the direction measured at every budget tried (1 CPU device, seed 0): PCM CAM over SEAM's raw fc8 CAM,
+# +4.7 (300 steps), +2.9 (600 steps), and +1.8 at 200 steps before the head learning-rate fix. SEAM over
+# plain CAM is NOT a reduced-budget claim: at 300 steps plain CAM 56.9 beat SEAM CAM 50.3 (seed 0); SEAM
+# needs the demo's 600 steps (62.7 vs 52.2).
+# Not yet marked `ci`: its margin has not been measured over seeds under the tests' 8 fake devices.
+REDUCED_DEMO = [
+    '--config.stages=("train", "infer")',
+    "--config.data.synthetic.num_eval=60",
+]
+
+
+@pytest.mark.slow
+def test_reduced_demo_pcm_not_worse_than_raw_cam(tmp_path):
+  _launch("configs/seam.py:synthetic,steps=150", tmp_path, *REDUCED_DEMO)
+  with open(tmp_path / "infer" / "metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["cam_rv"]["best_miou"] >= metrics["cam"]["best_miou"], metrics
