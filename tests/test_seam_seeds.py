@@ -153,21 +153,19 @@ def test_one_forward_for_both_outputs_gives_the_same_numbers():
   assert got["best_miou"] == expected["best_miou"]
 
 
-# The SEAM demo at a CI budget (SEAM arm only: train + infer, 150 steps, 60 eval scenes). It asserts only
-# the direction measured at every budget tried (1 CPU device, seed 0): PCM CAM over SEAM's raw fc8 CAM,
-# +4.7 (300 steps), +2.9 (600 steps), and +1.8 at 200 steps before the head learning-rate fix. SEAM over
-# plain CAM is NOT a reduced-budget claim: at 300 steps plain CAM 56.9 beat SEAM CAM 50.3 (seed 0); SEAM
-# needs the demo's 600 steps (62.7 vs 52.2).
-# Not yet marked `ci`: its margin has not been measured over seeds under the tests' 8 fake devices.
-REDUCED_DEMO = [
-    '--config.stages=("train", "infer")',
-    "--config.data.synthetic.num_eval=60",
-]
+# The SEAM demo at a CI budget (SEAM arm only: train + infer, 300 steps, the 200 eval scenes; one CPU
+# device). It asserts the direction that holds at this budget: the PCM CAM over SEAM's raw fc8 CAM. Seed
+# study at 300 steps (mIoU %, raw -> PCM): seed 0 45.6 -> 50.3, seed 1 45.3 -> 49.1, seed 2 47.7 -> 50.8; the
+# smallest gain, 3.1 points, supports the 1-point margin (~4-5 min on 2 free cores, 508-570 s busy). SEAM over plain CAM is NOT a reduced-budget claim:
+# at 300 steps plain CAM 56.9 beat SEAM CAM 50.3 (seed 0); SEAM needs the demo's 600 steps (62.7 vs 52.2).
+PCM_MARGIN = 0.01
+REDUCED_DEMO = ['--config.stages=("train", "infer")']
 
 
 @pytest.mark.slow
-def test_reduced_demo_pcm_not_worse_than_raw_cam(tmp_path):
-  _launch("configs/seam.py:synthetic,steps=150", tmp_path, *REDUCED_DEMO)
+@pytest.mark.ci
+def test_reduced_demo_pcm_beats_raw_cam(tmp_path):
+  _launch("configs/seam.py:synthetic,steps=300", tmp_path, *REDUCED_DEMO)
   with open(tmp_path / "infer" / "metrics.json") as f:
     metrics = json.load(f)
-  assert metrics["cam_rv"]["best_miou"] >= metrics["cam"]["best_miou"], metrics
+  assert metrics["cam_rv"]["best_miou"] > metrics["cam"]["best_miou"] + PCM_MARGIN, metrics
