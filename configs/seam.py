@@ -15,7 +15,8 @@ COMMAND (embedded synthetic scenes, 2-core CPU, ~25 min with the random walk):
   Measured (1 CPU device, 200 eval scenes, 600 steps, train + infer; seeds 0 / 1 / 2; see `_synthetic`
   for the head learning-rate fix these need): plain CAM 52.2 / 53.2 / 49.2, SEAM raw CAM 59.7 / 56.6 /
   67.0, SEAM CAM (PCM) 62.7 / 59.9 / 68.0 (SEAM - plain CAM +10.5 / +6.7 / +18.9, PCM - raw CAM +2.9 /
-  +3.3 / +1.1). The random walk and the supervised bound were not re-measured in this study.
+  +3.3 / +1.1); supervised bound (configs/supervised.py:seam) 87.6 / 87.3 / 86.6. The random walk was
+  not re-measured over seeds.
   Before the fix the plain CAM lost whole classes (IoU < 10 %) and which ones depended on rounding.
   Same command twice on one machine gives identical numbers (tests/test_seam_seeds.py); another CPU
   instruction set, XLA version or device count (the tests' 8 fake devices) rounds differently and may
