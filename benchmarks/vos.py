@@ -63,7 +63,7 @@ def step_memory(features, ids, num_objects: int, cfg, target: int = 23) -> tuple
   ref_index, current = propagation.canonical_schedule(
       refs, target, int(cfg.roi_gap), int(cfg.max_dilation)
   )
-  num_classes = -(-(num_objects + 1) // 4) * 4
+  num_classes = propagation.padded_num_classes(num_objects)
   _, h, w, c = features.shape
   f32 = jnp.float32
   compiled = propagation._mast_step.lower(  # pylint: disable=protected-access

@@ -29,3 +29,9 @@ def iterator_state(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "data", "process_0-of-1.json")
   with open(path) as f:
     return json.load(f)
+
+
+def one_device_env():
+  """The environment for a launch.py subprocess on one CPU device (as the demos' seed studies ran), not
+  the test session's 8 fake devices."""
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")

@@ -23,10 +23,6 @@ import toy_multi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-
-
 def _params(state):
   return jax.device_get(state["params"])
 
@@ -96,7 +92,12 @@ def _launch(workdir, *extra):
       f"--workdir={workdir}",
   ]
   return subprocess.run(
-      cmd + list(extra), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+      cmd + list(extra),
+      cwd=ROOT,
+      env=subprocs.one_device_env(),
+      capture_output=True,
+      text=True,
+      timeout=600,
   )
 
 
@@ -125,11 +126,17 @@ def test_nan_exits_with_status_1_and_one_message(tmp_path):
 def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path):
   straight, stopped = tmp_path / "straight", tmp_path / "stopped"
   script = [sys.executable, os.path.join(ROOT, "tests", "toy_multi.py")]
-  subprocess.run(script + [str(straight)], cwd=ROOT, env=_env(), check=True, capture_output=True)
+  subprocess.run(
+      script + [str(straight)],
+      cwd=ROOT,
+      env=subprocs.one_device_env(),
+      check=True,
+      capture_output=True,
+  )
   proc = subprocess.Popen(
       script + [str(stopped)],
       cwd=ROOT,
-      env=_env(),
+      env=subprocs.one_device_env(),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,
@@ -141,7 +148,13 @@ def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path
   stopped_at = int(out.split("stopped after step ")[1].split(",")[0])
   assert stopped_at < 40 and (ckpt_dir / str(stopped_at)).is_dir()
   assert not (stopped / "stages" / "train.json").exists()
-  subprocess.run(script + [str(stopped)], cwd=ROOT, env=_env(), check=True, capture_output=True)
+  subprocess.run(
+      script + [str(stopped)],
+      cwd=ROOT,
+      env=subprocs.one_device_env(),
+      check=True,
+      capture_output=True,
+  )
   task, config = toy_multi.two_network_task(), toy_multi.main_config()
   a, _ = loop.load_state(config, str(straight), task, toy_multi.example_batch())
   b, _ = loop.load_state(config, str(stopped), task, toy_multi.example_batch())

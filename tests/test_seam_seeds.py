@@ -9,12 +9,14 @@ import pytest
 
 from jaxseg.methods.seam import seed_study
 
+import subprocs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _launch(config: str, workdir, *extra, timeout=1200):
   """launch.py on one CPU device (as the seed study measured), not the test session's 8 fake ones."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocs.one_device_env()
   out = subprocess.run(
       [
           sys.executable,

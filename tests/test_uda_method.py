@@ -13,6 +13,8 @@ import pytest
 
 from jaxseg.methods.uda import method
 
+import subprocs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -141,7 +143,7 @@ SELF_TRAIN_MARGIN = 0.03
 @pytest.mark.slow
 @pytest.mark.ci
 def test_reduced_demo_adaptation_beats_source_only(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocs.one_device_env()
   cmd = [
       sys.executable,
       "launch.py",

@@ -17,6 +17,8 @@ from jaxseg.models import convert
 from jaxseg.models.correspondence_encoders import MastEncoder
 from jaxseg.models.seeded import seeded_state_dict
 
+import subprocs
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "vos", "mast.npz")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,7 +184,7 @@ def test_first_frame_ids_renumber_visible_objects():
 
 def _launch_demo(workdir, config: str, *extra: str) -> dict:
   """Runs launch.py on one CPU device; checks the outputs of every stage; returns metrics.json."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocs.one_device_env()
   out = subprocess.run(
       [sys.executable, "launch.py", f"--config={config}", f"--workdir={workdir}", *extra],
       cwd=REPO,

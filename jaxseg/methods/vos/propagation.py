@@ -37,6 +37,13 @@ def one_hot_ids(ids: np.ndarray, num_classes: int) -> np.ndarray:
   return np.eye(num_classes, dtype=np.float32)[np.minimum(ids, num_classes - 1)]
 
 
+def padded_num_classes(num_objects: int) -> int:
+  """Label channels of `propagate_mast`: background + objects, padded to a multiple of 4 so that videos
+  with 1..3 objects share one compiled step; the padded channels stay 0 and never win the argmax (the
+  real ones sum to > 0 everywhere)."""
+  return -(-(num_objects + 1) // 4) * 4
+
+
 def canonical_schedule(
     refs: list[int], current: int, roi_gap: int, max_dilation: int
 ) -> tuple[tuple[int, ...], int]:
@@ -145,9 +152,7 @@ def propagate_mast(
   if query_features is None:
     query_features = features
   num_frames = features.shape[0]
-  # The label channels are padded to a multiple of 4 so that videos with 1..3 objects share one compiled
-  # step; the padded channels stay 0 and never win the argmax (the real ones sum to > 0 everywhere).
-  num_classes = -(-(num_objects + 1) // 4) * 4
+  num_classes = padded_num_classes(num_objects)
   # Full resolution one-hot labels; mast_colorize subsamples them [::4, ::4] (Colorizer.prep).
   labels = [jnp.asarray(one_hot_ids(first_ids, num_classes))]
   ids = [jnp.asarray(first_ids, jnp.uint8)]
