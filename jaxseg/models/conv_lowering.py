@@ -13,20 +13,27 @@ Policy (`conv_lowering()`; the default "auto"):
     1x1 convolutions into GEMMs there).
   * CPU, kernels of at least `MATMUL_MIN_KERNEL` (2^17) elements: 1x1 convolutions -> matmul always (no
     im2col copy at all); k x k convolutions -> im2col + matmul when the output has at most
-    `4 * out_channels` pixels (N*Ho*Wo), i.e. when the im2col buffer is at most 4x the kernel, otherwise the
-    convolution op. Smaller kernels keep the op: either way costs microseconds there, and the op compiles
-    faster (the unit tests' tiny networks).
+    `4 * out_channels` pixels (N*Ho*Wo), i.e. when the im2col buffer is at most 4x the kernel, otherwise
+    XLA's op forward and for the input gradient, with the kernel gradient as one GEMM per kernel tap
+    (`xla_conv_gemm_weight_grad`: XLA's own kernel gradient runs 2-4x slower on CPU). Smaller kernels keep
+    the op: either way costs microseconds there, and the op compiles faster (the unit tests' tiny networks).
+Two more CPU-only rewrites live here because they answer the same XLA:CPU costs: `dilated_conv_sum`
+(DeepLab-v2's ASPP classifier as one GEMM plus shifted adds) and `fusion_boundary` (stops XLA:CPU from
+recomputing residual chains inside fusions).
 Results agree with `lax.conv_general_dilated` to fp32 rounding (tests/test_conv_lowering.py); the choice
 never changes parameters, shapes or the experiment, so it is not a config key. `with conv_lowering("xla"):`
-(or "matmul") forces one lowering while tracing, e.g. for the side-by-side benchmark.
+(or "matmul") forces one lowering while tracing, e.g. for the side-by-side benchmark ("xla" also turns
+the two rewrites off). Traces are cached per function: set the lowering before the first trace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -88,24 +95,10 @@ def im2col_conv(
   Columns are ordered (kh, kw, C), the row-major order of the HWIO kernel, so the kernel reshapes to
   [kh*kw*C, O] without a copy. Padding is explicit ((top, bottom), (left, right)), zeros.
   """
-  n, h, w, c = x.shape
+  c = x.shape[-1]
   kh, kw = kernel.shape[:2]
-  (pt, pb), (pl, pr) = padding
-  sh, sw = strides
-  dh, dw = dilation
-  ho, wo = _output_hw((h, w), (kh, kw), strides, padding, dilation)
-  if pt or pb or pl or pr:
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  columns = [
-      lax.slice(
-          x,
-          (0, a * dh, b * dw, 0),
-          (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c),
-          (1, sh, sw, 1),
-      )
-      for a in range(kh)
-      for b in range(kw)
-  ]
+  out_hw = _output_hw(x.shape[1:3], (kh, kw), strides, padding, dilation)
+  columns = _shifted_windows(x, (kh, kw), strides, padding, dilation, out_hw)
   patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
   out_dtype = None
   if preferred_element_type is None and jnp.finfo(patches.dtype).bits < 32:
@@ -130,6 +123,98 @@ def _use_matmul(out_pixels: int, kernel_shape: Sequence[int]) -> bool:
   if kh * kw * in_channels * out_channels < MATMUL_MIN_KERNEL:
     return False
   return (kh == 1 and kw == 1) or out_pixels <= IM2COL_KERNEL_RATIO * out_channels
+
+
+def _use_gemm_weight_grad(kernel_shape: Sequence[int]) -> bool:
+  """Under "auto" on CPU: XLA's op forward, GEMM weight gradient (k x k kernels of MATMUL_MIN_KERNEL+)."""
+  if _lowering.get() != "auto" or uses_xla_convolutions():
+    return False
+  kh, kw, in_channels, out_channels = kernel_shape
+  return kh * kw * in_channels * out_channels >= MATMUL_MIN_KERNEL
+
+
+def _shifted_windows(x, kernel_hw, strides, padding, dilation, out_hw):
+  """The kh*kw strided windows of zero-padded x [N, H, W, C] that meet each kernel tap, each [N, Ho, Wo, C]."""
+  n, _, _, c = x.shape
+  (pt, pb), (pl, pr) = padding
+  if pt or pb or pl or pr:
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
+  return [
+      lax.slice(
+          x,
+          (0, a * dh, b * dw, 0),
+          (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c),
+          (1, sh, sw, 1),
+      )
+      for a in range(kernel_hw[0])
+      for b in range(kernel_hw[1])
+  ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def xla_conv_gemm_weight_grad(
+    x, kernel, strides, padding, dilation, precision, preferred_element_type
+):
+  """XLA's convolution op, with the weight gradient as one GEMM per kernel tap.
+
+  x [N, H, W, C], kernel [kh, kw, C, O] (HWIO) -> [N, Ho, Wo, O]; padding explicit. The values and the
+  input gradient are XLA's own (its forward op and its transposed convolution); only the kernel gradient
+  differs in how it is computed: dk[a, b] = window(a, b)^T @ dy over the N*Ho*Wo pixels. XLA's CPU backend
+  computes that gradient as a convolution with batch and feature swapped, which moves both operands into
+  batch-last layouts and runs 3-4x slower than these GEMMs (DeepLab-v2's dilated layer3/4 convolutions:
+  102 vs 52 ms for a 46x81x256 map), while the forward op and the input gradient run at GEMM speed.
+  """
+  return _xla_conv(x, kernel, strides, padding, dilation, precision, preferred_element_type)
+
+
+def _xla_conv(x, kernel, strides, padding, dilation, precision, preferred_element_type):
+  return lax.conv_general_dilated(
+      x,
+      kernel,
+      strides,
+      padding,
+      rhs_dilation=dilation,
+      dimension_numbers=_NHWC,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+  )
+
+
+def _gemm_weight_grad_fwd(x, kernel, strides, padding, dilation, precision, preferred_element_type):
+  y = _xla_conv(x, kernel, strides, padding, dilation, precision, preferred_element_type)
+  return y, (x, kernel)
+
+
+def _gemm_weight_grad_bwd(
+    strides, padding, dilation, precision, preferred_element_type, residuals, dy
+):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(
+      lambda x: _xla_conv(x, kernel, strides, padding, dilation, precision, preferred_element_type),
+      x,
+  )
+  (dx,) = input_vjp(dy)
+  kh, kw, c, o = kernel.shape
+  windows = _shifted_windows(x, (kh, kw), strides, padding, dilation, dy.shape[1:3])
+  dy_rows = dy.reshape(-1, o).astype(x.dtype)
+  # bf16 operands accumulate in f32, like the forward GEMMs (see im2col_conv).
+  accumulate = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else None
+  taps = [
+      lax.dot_general(
+          window.reshape(-1, c),
+          dy_rows,
+          (((0,), (0,)), ((), ())),
+          precision=precision,
+          preferred_element_type=accumulate,
+      )
+      for window in windows
+  ]
+  dk = jnp.stack(taps).reshape(kh, kw, c, o).astype(kernel.dtype)
+  return dx, dk
+
+
+xla_conv_gemm_weight_grad.defvjp(_gemm_weight_grad_fwd, _gemm_weight_grad_bwd)
 
 
 def conv_general_dilated(
@@ -171,6 +256,10 @@ def conv_general_dilated(
         return im2col_conv(
             lhs, rhs, window_strides, pads, dilation, precision, preferred_element_type
         )
+      if _use_gemm_weight_grad(rhs.shape):
+        return xla_conv_gemm_weight_grad(
+            lhs, rhs, tuple(window_strides), pads, dilation, precision, preferred_element_type
+        )
   return lax.conv_general_dilated(
       lhs,
       rhs,
@@ -184,3 +273,71 @@ def conv_general_dilated(
       precision=precision,
       preferred_element_type=preferred_element_type,
   )
+
+
+def fusion_boundary(x: jax.Array) -> jax.Array:
+  """x unchanged (values and gradients), but XLA's CPU fusion cannot recompute it inside its consumers.
+
+  XLA's CPU instruction fusion duplicates cheap elementwise producers into every consumer, and it removes
+  `optimization_barrier`s before fusing. In a residual stack (out = relu(bn(conv(x)) + x)) that chains: the
+  fusion computing block k's output re-derives blocks 1..k-1 from their convolution outputs instead of
+  reading the materialised input, so the elementwise work grows with the square of the depth (DeepLab-v2's
+  23-block layer3: 23 fusions reading 4..48 maps each, ~13x the memory traffic, forward and backward).
+  A conditional is never fused through, so its output is read, not recomputed. The predicate is true for
+  every input (nothing compares below -inf, NaN included) but is not a constant XLA can fold; the false
+  branch is never taken. CPU only, under "auto"/"matmul": on accelerators (a conditional would cost a
+  device-to-host read there) and with "xla" (the side-by-side baseline) x is returned as is.
+  """
+  if uses_xla_convolutions() or jax.default_backend() != "cpu":
+    return x
+  always = jnp.logical_not(x.reshape(-1)[0] < -jnp.inf)
+  return lax.cond(always, lambda v: v, jnp.zeros_like, x)
+
+
+def dilated_conv_sum(
+    x: jax.Array,
+    kernels: Sequence[jax.Array],
+    biases: Sequence[jax.Array],
+    dilations: Sequence[int],
+) -> jax.Array:
+  """sum_i (3x3 conv of x with kernels[i], dilation = padding = dilations[i]) + biases[i].
+
+  x [N, H, W, C]; kernels[i] [3, 3, C, O] (HWIO); biases[i] [O] -> [N, H, W, O] (DeepLab-v2's ASPP
+  classifier). Under "auto"/"matmul" on CPU it is one GEMM then shifted adds: Z = x @ [every tap of every
+  kernel] ([C, 9 * len(kernels) * O]) and out[i, j] = sum over taps of Z_tap[i + da, j + db] (zero
+  outside the map). Same sums as the convolutions (fp32 rounding aside), but the GEMM has 9 * 4 * O
+  output columns instead of O, so it runs at GEMM speed where a 2048 -> 19 convolution does not, no
+  padded copy of the 2048-channel input is made, and taps that fall off the map cost nothing. Its
+  gradients are XLA's own (autodiff of the dot, pad and slices). Elsewhere: the convolutions themselves.
+  """
+  chex.assert_rank(x, 4)
+  if len(kernels) != len(biases) or len(kernels) != len(dilations):
+    raise ValueError(f"{len(kernels)} kernels, {len(biases)} biases, {len(dilations)} dilations")
+  if uses_xla_convolutions():
+    out = None
+    for kernel, bias, d in zip(kernels, biases, dilations):
+      y = lax.conv_general_dilated(
+          x, kernel, (1, 1), ((d, d), (d, d)), rhs_dilation=(d, d), dimension_numbers=_NHWC
+      )
+      y = y + bias
+      out = y if out is None else out + y
+    return out
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernels[0].shape
+  # [C, (branch, a, b, O)]: every tap's [C, O] slice side by side.
+  taps = jnp.concatenate([k.transpose(2, 0, 1, 3).reshape(c, kh * kw * o) for k in kernels], axis=1)
+  accumulate = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else None
+  z = lax.dot_general(
+      x.reshape(n * h * w, c), taps, (((1,), (0,)), ((), ())), preferred_element_type=accumulate
+  ).reshape(n, h, w, -1)
+  reach = max(max(kh // 2, kw // 2) * d for d in dilations)
+  z = jnp.pad(z, ((0, 0), (reach, reach), (reach, reach), (0, 0)))
+  out = sum(bias.astype(z.dtype) for bias in biases)
+  column = 0
+  for d in dilations:
+    for a in range(kh):
+      for b in range(kw):
+        top, left = reach + (a - kh // 2) * d, reach + (b - kw // 2) * d
+        out = out + lax.slice(z, (0, top, left, column), (n, top + h, left + w, column + o))
+        column += o
+  return out.astype(x.dtype)

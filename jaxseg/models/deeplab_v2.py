@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import conv_lowering
 from jaxseg.models.layers import BatchNorm, conv2d, max_pool_torch, scaled_channels
 from jaxseg.models.resnet import Bottleneck, ResLayer
 
@@ -41,7 +42,9 @@ ASPP_DILATIONS = (6, 12, 18, 24)
 class ClassifierModule(nn.Module):
   """Sum of 3x3 convs (bias, dilation = padding = d for d in `dilations`): [B,h,w,C] -> [B,h,w,classes].
 
-  Submodules 'conv2d_list'/'0'..'3' (ADVENT's `layerN.conv2d_list.i`). Kernels ~ N(0, 0.01) as in ADVENT.
+  Submodules 'conv2d_list'/'0'..'3' (ADVENT's `layerN.conv2d_list.i`), each with an HWIO 'kernel'
+  [3, 3, C, classes] and a 'bias'. Kernels ~ N(0, 0.01) as in ADVENT, biases 0. The sum is computed by
+  `conv_lowering.dilated_conv_sum` (one GEMM and shifted adds on CPU, the convolutions elsewhere).
   """
 
   num_classes: int
@@ -51,39 +54,47 @@ class ClassifierModule(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    out = None
-    convs = _ConvList(
-        self.num_classes, tuple(self.dilations), self.dtype, self.param_dtype, name="conv2d_list"
+    convs = _ConvList(self.num_classes, tuple(self.dilations), self.param_dtype, name="conv2d_list")
+    kernels, biases = convs(x.shape[-1])
+    cast = lambda arrays: [a.astype(self.dtype) for a in arrays]  # noqa: E731
+    return conv_lowering.dilated_conv_sum(
+        x.astype(self.dtype), cast(kernels), cast(biases), self.dilations
     )
-    for branch in convs(x):
-      out = branch if out is None else out + branch
-    return out
 
 
 class _ConvList(nn.Module):
-  """The `nn.ModuleList` of ClassifierModule: one dilated 3x3 conv per dilation, named '0', '1', ..."""
+  """The `nn.ModuleList` of ClassifierModule: one 3x3 conv's parameters per dilation, named '0', '1', ..."""
 
   num_classes: int
   dilations: tuple[int, ...]
-  dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> list[jax.Array]:
-    return [
-        conv2d(
-            self.num_classes,
-            3,
-            dilation=d,
-            padding=d,
-            use_bias=True,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.initializers.normal(0.01),
-            name=str(i),
-        )(x)
-        for i, d in enumerate(self.dilations)
+  def __call__(self, in_channels: int) -> tuple[list[jax.Array], list[jax.Array]]:
+    params = [
+        _ConvParams(self.num_classes, in_channels, self.param_dtype, name=str(i))()
+        for i in range(len(self.dilations))
     ]
+    return [k for k, _ in params], [b for _, b in params]
+
+
+class _ConvParams(nn.Module):
+  """An `nn.Conv(features, (3, 3), use_bias=True)`'s variables ('kernel' HWIO, 'bias'), same init."""
+
+  features: int
+  in_channels: int
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param(
+        "kernel",
+        nn.initializers.normal(0.01),
+        (3, 3, self.in_channels, self.features),
+        self.param_dtype,
+    )
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+    return kernel, bias
 
 
 class DeepLabV2(nn.Module):

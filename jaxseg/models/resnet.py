@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import conv_lowering
 from jaxseg.models.layers import BatchNorm, conv2d, max_pool_torch, scaled_channels
 
 Dtype = Any
@@ -108,7 +109,8 @@ class Bottleneck(nn.Module):
       shortcut = Downsample(
           self.planes * self.expansion, self.stride, self.conv, self.norm, name="downsample"
       )(x)
-    return nn.relu(y + shortcut)
+    # Materialised once: see conv_lowering.fusion_boundary (XLA:CPU recomputes residual chains).
+    return conv_lowering.fusion_boundary(nn.relu(y + shortcut))
 
 
 class ResLayer(nn.Module):
