@@ -241,6 +241,10 @@ def _gemm_weight_grad_bwd(
   )
   (dx,) = input_vjp(dy)
   kh, kw, c, o = kernel.shape
+  # A data dependency on dy (x + 0 * dy[0]): without it XLA:CPU's scheduler computes the padded copy and
+  # the kh*kw windows of every layer as soon as the forward pass has x, and keeps them all alive until
+  # the backward pass reaches that layer (+1.5 GiB on DeepLab-v2 at 640 px).
+  x = x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
   windows = _shifted_windows(x, (kh, kw), strides, padding, dilation, dy.shape[1:3])
   dy_rows = dy.reshape(-1, o).astype(x.dtype)
   # bf16 operands accumulate in f32, like the forward GEMMs (see im2col_conv).
@@ -328,15 +332,61 @@ def fusion_boundary(x: jax.Array) -> jax.Array:
   fusion computing block k's output re-derives blocks 1..k-1 from their convolution outputs instead of
   reading the materialised input, so the elementwise work grows with the square of the depth (DeepLab-v2's
   23-block layer3: 23 fusions reading 4..48 maps each, ~13x the memory traffic, forward and backward).
-  A conditional is never fused through, so its output is read, not recomputed. The predicate is true for
-  every input (nothing compares below -inf, NaN included) but is not a constant XLA can fold; the false
-  branch is never taken. CPU only, under "auto"/"matmul": on accelerators (a conditional would cost a
-  device-to-host read there) and with "xla" (the side-by-side baseline) x is returned as is.
+  A conditional is never fused through, so its output is read, not recomputed; the cotangent passes
+  through one too (the gradient chain has the same shape). CPU only, under "auto"/"matmul": on
+  accelerators (a conditional would cost a device-to-host read there) and with "xla" (the side-by-side
+  baseline) x is returned as is.
   """
-  if uses_xla_convolutions() or jax.default_backend() != "cpu":
+  if not _use_fusion_boundary():
     return x
+  return _boundary(x)
+
+
+def relu_fusion_boundary(x: jax.Array) -> jax.Array:
+  """`fusion_boundary(relu(x))` that keeps only its output for the backward pass.
+
+  Autodiff of the composition would keep both relu's input and the boundary's output (two copies of every
+  residual block's output); the relu mask is read from the output instead (out > 0 iff x > 0).
+  """
+  if not _use_fusion_boundary():
+    return jax.nn.relu(x)
+  return _relu_boundary(x)
+
+
+def _use_fusion_boundary() -> bool:
+  return not uses_xla_convolutions() and jax.default_backend() == "cpu"
+
+
+def _materialise(x: jax.Array) -> jax.Array:
+  # The predicate is true for every input (nothing compares below -inf, NaN included) but is not a
+  # constant XLA can fold, and the branches differ, so the conditional stays; the false one never runs.
   always = jnp.logical_not(x.reshape(-1)[0] < -jnp.inf)
   return lax.cond(always, lambda v: v, jnp.zeros_like, x)
+
+
+@jax.custom_vjp
+def _boundary(x):
+  return _materialise(x)
+
+
+_boundary.defvjp(lambda x: (_materialise(x), None), lambda _, g: (_materialise(g),))
+
+
+@jax.custom_vjp
+def _relu_boundary(x):
+  return _materialise(jnp.maximum(x, 0))
+
+
+def _relu_boundary_fwd(x):
+  out = _materialise(jnp.maximum(x, 0))
+  return out, out
+
+
+def _relu_boundary_bwd(out, g):
+  return (_materialise(jnp.where(out > 0, g, jnp.zeros_like(g))),)
+
+
+_relu_boundary.defvjp(_relu_boundary_fwd, _relu_boundary_bwd)
 
 
 def dilated_conv_sum(

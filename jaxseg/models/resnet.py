@@ -110,7 +110,7 @@ class Bottleneck(nn.Module):
           self.planes * self.expansion, self.stride, self.conv, self.norm, name="downsample"
       )(x)
     # Materialised once: see conv_lowering.fusion_boundary (XLA:CPU recomputes residual chains).
-    return conv_lowering.fusion_boundary(nn.relu(y + shortcut))
+    return conv_lowering.relu_fusion_boundary(y + shortcut)
 
 
 class ResLayer(nn.Module):
