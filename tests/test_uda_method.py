@@ -165,3 +165,25 @@ def test_reduced_demo_adaptation_beats_source_only(tmp_path):
   assert (tmp_path / "pictures" / "uda.png").stat().st_size > 1000
   for stage in ("source_only", "adapt", "pseudo_labels", "self_train", "evaluate"):
     assert (tmp_path / "stages" / f"{stage}.json").exists()
+  _check_pseudo_label_pass_resumes(tmp_path)
+
+
+def _check_pseudo_label_pass_resumes(workdir):
+  """An interrupted pass (some PNGs missing) resumes: the missing ones come back byte-identical, the
+  complete ones are not rewritten, the thresholds are read back, not recomputed."""
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import uda as uda_config  # pylint: disable=import-outside-toplevel
+  from jaxseg.methods.uda import stages  # pylint: disable=import-outside-toplevel
+
+  label_dir = workdir / "pseudo_labels" / "esl"
+  names = sorted(os.listdir(label_dir))
+  lost = {n: (label_dir / n).read_bytes() for n in names[:5]}
+  kept = {n: (label_dir / n).stat().st_mtime_ns for n in names[5:]}
+  for n in lost:
+    (label_dir / n).unlink()
+  thresholds = (workdir / "pseudo_labels" / "thresholds.json").read_text()
+  stages.pseudo_labels(uda_config.get_config("synthetic,reduced"), str(workdir))
+  assert sorted(os.listdir(label_dir)) == names
+  assert all((label_dir / n).read_bytes() == data for n, data in lost.items())
+  assert all((label_dir / n).stat().st_mtime_ns == t for n, t in kept.items())
+  assert (workdir / "pseudo_labels" / "thresholds.json").read_text() == thresholds
