@@ -126,13 +126,17 @@ def test_nan_exits_with_status_1_and_one_message(tmp_path):
 def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path):
   straight, stopped = tmp_path / "straight", tmp_path / "stopped"
   script = [sys.executable, os.path.join(ROOT, "tests", "toy_multi.py")]
-  subprocess.run(
-      script + [str(straight)],
-      cwd=ROOT,
-      env=subprocs.one_device_env(),
-      check=True,
-      capture_output=True,
-  )
+
+  def run_to_completion(workdir):
+    subprocess.run(
+        script + [str(workdir)],
+        cwd=ROOT,
+        env=subprocs.one_device_env(),
+        check=True,
+        capture_output=True,
+    )
+
+  run_to_completion(straight)
   proc = subprocess.Popen(
       script + [str(stopped)],
       cwd=ROOT,
@@ -148,13 +152,7 @@ def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path
   stopped_at = int(out.split("stopped after step ")[1].split(",")[0])
   assert stopped_at < 40 and (ckpt_dir / str(stopped_at)).is_dir()
   assert not (stopped / "stages" / "train.json").exists()
-  subprocess.run(
-      script + [str(stopped)],
-      cwd=ROOT,
-      env=subprocs.one_device_env(),
-      check=True,
-      capture_output=True,
-  )
+  run_to_completion(stopped)
   task, config = toy_multi.two_network_task(), toy_multi.main_config()
   a, _ = loop.load_state(config, str(straight), task, toy_multi.example_batch())
   b, _ = loop.load_state(config, str(stopped), task, toy_multi.example_batch())

@@ -101,8 +101,8 @@ def im2col_conv(
   columns = _shifted_windows(x, (kh, kw), strides, padding, dilation, out_hw)
   patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
   out_dtype = None
-  if preferred_element_type is None and jnp.finfo(patches.dtype).bits < 32:
-    # bf16/f16 operands: accumulate in f32 (XLA:CPU's bf16 GEMM is faster that way too), return bf16.
+  if preferred_element_type is None and _accumulation_dtype(patches.dtype) is not None:
+    # bf16/f16 operands: accumulate in f32, return bf16.
     preferred_element_type, out_dtype = jnp.float32, patches.dtype
   n, ho, wo, k = patches.shape
   y = _patch_gemm(
@@ -144,7 +144,7 @@ def _patch_gemm_fwd(patches, kernel, precision, preferred_element_type):
 
 def _patch_gemm_bwd(precision, preferred_element_type, residuals, dy):
   patches, kernel = residuals
-  accumulate = jnp.float32 if jnp.finfo(patches.dtype).bits < 32 else None
+  accumulate = _accumulation_dtype(patches.dtype)
   dy = dy.astype(patches.dtype)
   dpatches = lax.dot_general(
       dy, kernel, (((1,), (1,)), ((), ())), precision=precision, preferred_element_type=accumulate
@@ -157,6 +157,11 @@ def _patch_gemm_bwd(precision, preferred_element_type, residuals, dy):
 
 
 _patch_gemm.defvjp(_patch_gemm_fwd, _patch_gemm_bwd)
+
+
+def _accumulation_dtype(dtype):
+  """f32 for bf16/f16 operands (XLA:CPU's low-precision GEMMs are faster accumulating in f32 too), else None."""
+  return jnp.float32 if jnp.finfo(dtype).bits < 32 else None
 
 
 def _use_matmul(out_pixels: int, kernel_shape: Sequence[int]) -> bool:
@@ -247,8 +252,7 @@ def _gemm_weight_grad_bwd(
   x = x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
   windows = _shifted_windows(x, (kh, kw), strides, padding, dilation, dy.shape[1:3])
   dy_rows = dy.reshape(-1, o).astype(x.dtype)
-  # bf16 operands accumulate in f32, like the forward GEMMs (see im2col_conv).
-  accumulate = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else None
+  accumulate = _accumulation_dtype(x.dtype)
   taps = [
       lax.dot_general(
           window.reshape(-1, c),
@@ -411,17 +415,14 @@ def dilated_conv_sum(
   if uses_xla_convolutions():
     out = None
     for kernel, bias, d in zip(kernels, biases, dilations):
-      y = lax.conv_general_dilated(
-          x, kernel, (1, 1), ((d, d), (d, d)), rhs_dilation=(d, d), dimension_numbers=_NHWC
-      )
-      y = y + bias
+      y = _xla_conv(x, kernel, (1, 1), ((d, d), (d, d)), (d, d), None, None) + bias
       out = y if out is None else out + y
     return out
   n, h, w, c = x.shape
   kh, kw, _, o = kernels[0].shape
   # [C, (branch, a, b, O)]: every tap's [C, O] slice side by side.
   taps = jnp.concatenate([k.transpose(2, 0, 1, 3).reshape(c, kh * kw * o) for k in kernels], axis=1)
-  accumulate = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else None
+  accumulate = _accumulation_dtype(x.dtype)
   z = lax.dot_general(
       x.reshape(n * h * w, c), taps, (((1,), (0,)), ((), ())), preferred_element_type=accumulate
   ).reshape(n, h, w, -1)
