@@ -16,7 +16,8 @@ COMMAND (embedded demo, 2-core CPU, minutes):
   -> fine-tuning with 1% and 5% of the labelled images from random init and from HN pre-training;
   prints the mIoU table, writes runs/hn/results.md and runs/hn/pictures/.
 
-Variants (`:arg`): nyu (default) | synthetic; `steps=N` (pre-training steps); `runlocal`.
+Variants (`:arg`): nyu (default) | synthetic; `steps=N` (pre-training steps); `runlocal`; `reduced` (with
+synthetic: the CI budget of the HN > random init claim).
 """
 
 from jaxseg.config import parse_arg
@@ -24,12 +25,14 @@ from jaxseg.methods.hn import default_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, variant="nyu", steps=0, runlocal=False)
+  arg = parse_arg(arg, variant="nyu", steps=0, runlocal=False, reduced=False)
   config = default_config()
   if arg.variant == "synthetic" or arg.runlocal:
     _synthetic(config)
   elif arg.variant != "nyu":
     raise ValueError(f"unknown variant {arg.variant!r}: expected nyu or synthetic")
+  if arg.reduced:
+    _reduced(config)
   if arg.steps:
     config.train.total_steps = arg.steps
   if arg.runlocal:
@@ -40,6 +43,18 @@ def get_config(arg=None):
     config.finetune.label_fractions = (0.25,)
     config.evaluate.num_pictures = 2
   return config
+
+
+def _reduced(config):
+  """The CI budget of the demo's claim (`jaxseg.tools.results` study `hn_ci`): 300 rooms of HN labels,
+  200 pre-training steps, 120 fine-tuning steps with 5% (20) of the labelled rooms (1% is 4 images: too
+  few for a stable margin), 40 eval rooms, no pictures."""
+  config.pretrain_data.synthetic.num_train = 300
+  config.train.total_steps = 200
+  config.finetune.train.total_steps = 120
+  config.finetune.label_fractions = (0.05,)
+  config.data.synthetic.num_eval = 40
+  config.evaluate.num_pictures = 0
 
 
 def _synthetic(config):
