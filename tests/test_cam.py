@@ -2,6 +2,7 @@
 smoothing, metrics, pictures and the CLI (demo path and a stand-in load_inference_model)."""
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
@@ -15,6 +16,8 @@ from jaxseg.cam import __main__ as cli
 from jaxseg.cam import activations, demo, methods, metrics, overlay, postprocess
 from jaxseg.cam import targets as targets_lib
 from jaxseg.models import resize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 B, S = 3, 16
 
@@ -363,7 +366,7 @@ def test_interpolation_matches_cv2_and_torch_conventions():
 
 
 def test_resnet_backbone_layers_and_fullgrad_layers():
-  resnet = pytest.importorskip("jaxseg.models.resnet")
+  from jaxseg.models import resnet  # pylint: disable=import-outside-toplevel
 
   class Classifier(nn.Module):
 
@@ -498,38 +501,39 @@ def test_cli_demo_all_methods_and_layers(tmp_path, capsys):
   assert exit_info.value.code == 2 and "unknown CAM method" in capsys.readouterr().err
 
 
-def test_cli_workdir_uses_load_inference_model(tmp_path, monkeypatch, capsys):
-  """The CLI's trained-model path, with a stand-in for jaxseg.methods.load_inference_model (FCN)."""
-  import jaxseg.methods
+def test_cli_workdir_reads_a_real_runlocal_checkpoint(tmp_path, capsys):
+  """The CLI's trained-model path on a real workdir: `configs/supervised.py:runlocal` trained for its 4
+  steps (config.json + orbax checkpoint, as launch.py writes them), then CAMs from that checkpoint.
+  """
+  import importlib.util  # pylint: disable=import-outside-toplevel
 
-  model = demo.SmallFCN(num_classes=3)
-  variables = demo.random_variables(model, seed=0, size=S)
-  calls = []
+  import jaxseg.methods  # pylint: disable=import-outside-toplevel
+  from jaxseg.data import datasets  # pylint: disable=import-outside-toplevel
 
-  def load_inference_model(workdir):
-    calls.append(workdir)
-    return model.apply, variables, {"num_classes": 3}
-
-  monkeypatch.setattr(jaxseg.methods, "load_inference_model", load_inference_model, raising=False)
-  (tmp_path / "config.json").write_text("{}")  # a workdir (the stand-in does not read it)
+  spec = importlib.util.spec_from_file_location(
+      "supervised_config", os.path.join(ROOT, "configs", "supervised.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("synthetic,runlocal")
+  config.stages = ("train",)
+  config.train.progress_bar = False
+  workdir = tmp_path / "run"
+  jaxseg.methods.save_config(config, str(workdir))
+  jaxseg.methods.get_method("supervised").run(config, str(workdir))
   image_path = tmp_path / "a.png"
   Image.fromarray(cli.demo_image(40, seed=1)).save(image_path)
   out = tmp_path / "seg.png"
-  args = [
-      f"--workdir={tmp_path}",
-      f"--image={image_path}",
-      "--size=24",
-      "--method=hirescam",
-      f"--out={out}",
-  ]
-  with pytest.raises(SystemExit) as exit_info:  # no --layer: the error suggests layers
-    cli.main(args)
-  assert exit_info.value.code == 2 and "block3" in capsys.readouterr().err
-  assert cli.main(args + ["--layer=block3", "--class=1"]) == 0
-  assert calls[-1] == str(tmp_path)
+  args = [f"--workdir={workdir}", f"--image={image_path}", "--size=32", "--method=hirescam"]
+  with pytest.raises(SystemExit) as exit_info:  # a layer the model does not have: close matches
+    cli.main(args + ["--layer=backbone/layer9", f"--out={out}"])
+  assert exit_info.value.code == 2 and "backbone/layer" in capsys.readouterr().err
+  assert cli.main(args + ["--layer=backbone/layer4", "--class=1", f"--out={out}"]) == 0
   picture = np.asarray(Image.open(out))
   assert picture.ndim == 3 and picture.shape[1] > 2 * 128  # image + overlay, enlarged to 128 px
-  assert "class 1" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  names = datasets.class_names(config.data)
+  assert names[1] in printed  # the trained config's class name, read from the workdir
 
 
 def test_public_api_exports():

@@ -113,10 +113,22 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   config.evaluate.num_pictures = 2
   run(config, str(tmp_path))
   metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert {"cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics)
+  assert {"raw_cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics)
+  results_md = (tmp_path / "results.md").read_text()
+  assert "SEAM raw CAM (fc8)" in results_md and "SEAM random walk" in results_md
   assert len(os.listdir(tmp_path / "infer" / "cams")) == 4
   assert len(os.listdir(tmp_path / "affinity" / "masks")) == 4
   assert os.path.getsize(tmp_path / "pictures" / "seam.png") > 1000
+
+
+def _find(tree, name):
+  """The subtree called `name` anywhere in a nested dict (the backbone's place differs per network)."""
+  if name in tree:
+    return tree[name]
+  for value in tree.values():
+    if isinstance(value, dict) and (found := _find(value, name)) is not None:
+      return found
+  return None
 
 
 def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
@@ -135,7 +147,16 @@ def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
       np.asarray(state["params"]["conv1a"]["kernel"]), expected["conv1a"]["kernel"]
   )
   aff_task = affinity_stage.make_task(config, [])
-  assert aff_task.init_weights is not None
+  # AffinityNet's own parameters (abstract shapes are enough to merge into), then its init_weights.
+  image = np.zeros((1, 48, 48, 3), np.float32)
+  fresh = jax.eval_shape(aff_task.init_fn, jax.random.key(0), {"image": image})
+  fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), fresh)
+  aff_params, _ = aff_task.init_weights(
+      fresh["params"], {k: v for k, v in fresh.items() if k != "params"}
+  )
+  np.testing.assert_array_equal(
+      np.asarray(_find(aff_params, "conv1a")["kernel"]), expected["conv1a"]["kernel"]
+  )
   config.init.weights = str(tmp_path / "missing.params")
   with pytest.raises(FileNotFoundError, match="missing.params"):
     method.make_task(config)

@@ -513,7 +513,8 @@ def test_scene_renders_consistently_at_another_resolution(scenes):
 
 
 def test_works_as_a_grain_source():
-  grain = pytest.importorskip("grain")
+  import grain  # pylint: disable=import-outside-toplevel
+
   dataset = synthetic.SyntheticScenes(10, image_size=32)
   batch = grain.MapDataset.source(dataset).batch(4)[1]
   assert batch["image"].shape == (4, 32, 32, 3) and batch["labels"].shape == (4, 6)

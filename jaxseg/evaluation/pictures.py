@@ -26,12 +26,14 @@ def image_grid(
     min_width: int = 128,
     header: str | None = None,
     legend: Sequence[tuple[int, str]] | None = None,
+    strips: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
   """Lays out uint8 tiles [H, W, 3] (same size) in a grid with titles.
 
   Tiles narrower than `min_width` are enlarged by an integer factor (nearest
   neighbour) so the titles fit. `header` is a line of text above the grid,
-  `legend` [(class id, name)] a row of palette swatches with names below it.
+  `legend` [(class id, name)] a row of palette swatches with names below it,
+  `strips` uint8 [h, w, 3] pictures below that (`colour_bar`, `text_strip`).
   Returns a uint8 white-background picture.
   """
   tiles = [np.asarray(t) for t in tiles]
@@ -56,7 +58,9 @@ def image_grid(
   canvas_w = columns * cell_w + pad
   head = title_height + pad if header else 0
   key = class_legend(legend, canvas_w - 2 * pad) if legend else None
-  foot = key.shape[0] + pad if key is not None else 0
+  below = ([key] if key is not None else []) + [np.asarray(x) for x in strips]
+  foot = sum(x.shape[0] + pad for x in below)
+  canvas_w = max(canvas_w, *(x.shape[1] + 2 * pad for x in below)) if below else canvas_w
   canvas = Image.new("RGB", (canvas_w, head + rows * cell_h + pad + foot), "white")
   draw = ImageDraw.Draw(canvas)
   font = ImageFont.load_default()
@@ -68,16 +72,64 @@ def image_grid(
     canvas.paste(Image.fromarray(tile), (x, y + top))
     if titles:
       draw.text((x, y), titles[i], fill="black", font=font)
-  if key is not None:
-    canvas.paste(Image.fromarray(key), (pad, head + rows * cell_h + pad))
+  y = head + rows * cell_h + pad
+  for strip in below:
+    canvas.paste(Image.fromarray(strip), (pad, y))
+    y += strip.shape[0] + pad
   return np.asarray(canvas)
+
+
+def text_strip(text: str, width: int, *, line_height: int = 14) -> np.ndarray:
+  """uint8 [h, width, 3] white strip with `text` in black, wrapped at spaces to fit `width`."""
+  font = ImageFont.load_default()
+  lines, line = [], ""
+  for word in text.split(" "):
+    trial = f"{line} {word}".strip()
+    if line and font.getlength(trial) > width:
+      lines.append(line)
+      line = word
+    else:
+      line = trial
+  lines.append(line)
+  strip = Image.new("RGB", (max(width, 1), line_height * len(lines)), "white")
+  draw = ImageDraw.Draw(strip)
+  for i, text_line in enumerate(lines):
+    draw.text((0, i * line_height + 1), text_line, fill="black", font=font)
+  return np.asarray(strip)
+
+
+def grey_heat(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+  """float [H, W] -> uint8 [H, W, 3]: `low` black to `high` white (the colours of `colour_bar`)."""
+  scaled = np.clip((np.asarray(values, np.float32) - low) / max(high - low, 1e-12), 0, 1)
+  return np.repeat(np.round(255 * scaled).astype(np.uint8)[..., None], 3, -1)
+
+
+def colour_bar(
+    title: str, width: int, *, low: float = 0.0, high: float = 1.0, height: int = 10
+) -> np.ndarray:
+  """uint8 strip: `title`, then a black-to-white ramp (`grey_heat`'s colours) labelled `low` and
+  `high` at its ends."""
+  font = ImageFont.load_default()
+  left, right = f"{low:g}", f"{high:g}"
+  label = f"{title}: "
+  x0 = int(np.ceil(font.getlength(label + left))) + 4
+  x1 = max(x0 + 32, width - int(np.ceil(font.getlength(right))) - 4)
+  strip = Image.new("RGB", (max(width, x1 + 40), max(height, 12) + 2), "white")
+  draw = ImageDraw.Draw(strip)
+  draw.text((0, 1), label + left, fill="black", font=font)
+  ramp = grey_heat(np.tile(np.linspace(low, high, x1 - x0)[None], (height, 1)), low, high)
+  strip.paste(Image.fromarray(ramp), (x0, 1))
+  draw.rectangle((x0 - 1, 0, x1, height + 1), outline=(96, 96, 96))
+  draw.text((x1 + 4, 1), right, fill="black", font=font)
+  return np.asarray(strip)
 
 
 def legend_entries(
     masks: Iterable[np.ndarray], class_names: Sequence[str] | None = None
 ) -> list[tuple[int, str]]:
   """[(class id, name)] of the labels present in `masks`, sorted; 255 is 'ignore', a class
-  without a name (or beyond `class_names`) is its number."""
+  without a name (or beyond `class_names`) is its number. Pass the notes that say what 'ignore'
+  means in that picture to `write_image_grid`."""
   present = set()
   for mask in masks:
     present.update(int(v) for v in np.unique(np.asarray(mask)))
@@ -125,9 +177,14 @@ def write_image_grid(
     titles: Sequence[str] | None = None,
     *,
     legend: Sequence[tuple[int, str]] | None = None,
+    header: str | None = None,
+    notes: Sequence[str] = (),
+    colour_bars: Sequence[tuple[str, float, float]] = (),
 ) -> str:
-  """Writes rows of equal-size uint8 [H, W, 3] tiles as a PNG, column titles on top and the class
-  `legend` [(id, name)] (see `legend_entries`) below; returns the path."""
+  """Writes rows of equal-size uint8 [H, W, 3] tiles as a PNG, column titles on top, `header` above,
+  the class `legend` [(id, name)] (see `legend_entries`) below, then a `colour_bar` per (title, low,
+  high) and a line of text per note (what a colour means, e.g. the ignore label); returns the path.
+  """
   rows = [list(r) for r in rows]
   if not rows or not rows[0]:
     raise ValueError(f"write_image_grid({path}): no tiles")
@@ -141,7 +198,13 @@ def write_image_grid(
       raise ValueError(f"write_image_grid({path}): {len(titles)} titles for {columns} columns")
     tile_titles = list(titles) + [""] * (len(tiles) - columns)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(image_grid(tiles, tile_titles, columns=columns, legend=legend)).save(path)
+  width = columns * (max(tiles[0].shape[1], 128) + 4)
+  strips = [colour_bar(t, min(width, 360), low=lo, high=hi) for t, lo, hi in colour_bars]
+  strips += [text_strip(n, max(width - 8, 200)) for n in notes]
+  grid = image_grid(
+      tiles, tile_titles, columns=columns, legend=legend, header=header, strips=strips
+  )
+  Image.fromarray(grid).save(path)
   return path
 
 

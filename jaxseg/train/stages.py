@@ -74,7 +74,18 @@ def run_stages(
       )
     multihost.sync(f"jaxseg_stage_{stage}_marked")
     results[stage] = result
+  if config.stages and config.stages[-1] not in results:
+    print_results(workdir)
   return results
+
+
+def print_results(workdir: str) -> None:
+  """Prints `workdir/results.md` (every method's last stage writes it): a rerun whose stages were all
+  finished shows the same table as the run that computed it."""
+  path = os.path.join(workdir, "results.md")
+  if multihost.is_main_process() and os.path.exists(path):
+    with open(path) as f:
+      print(f"results ({path}):\n{f.read().rstrip()}", flush=True)
 
 
 def train_stage(

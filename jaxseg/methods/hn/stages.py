@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jaxseg.data import datasets
 from jaxseg.data.palette import colorize
 from jaxseg.depth import hn_labels as compute_hn_labels
 from jaxseg.depth.hn_labels import HNParams
 from jaxseg.evaluation.outputs import write_json, write_palette_png
-from jaxseg.evaluation.pictures import write_image_grid
+from jaxseg.evaluation.pictures import legend_entries, write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer
 from jaxseg.methods.hn import data, method
 from jaxseg.methods.supervised.method import eval_spec
@@ -89,7 +90,7 @@ def hn_labels(config, workdir: str) -> dict:
 def _label_pictures(config, workdir: str, source) -> str:
   labeller = _labeller(config)
   ignore = int(config.hn.ignore_index)
-  rows = []
+  rows, label_maps = [], []
   for i in range(min(4, len(source))):
     ex = source[i]
     depth = np.asarray(ex["depth"], np.float32)
@@ -102,8 +103,21 @@ def _label_pictures(config, workdir: str, source) -> str:
     labels = np.asarray(jnp.where(aux["valid"][0], _combined(aux, config), ignore))
     tiles.append(colorize(labels.astype(np.uint8)))
     rows.append(tiles)
+    label_maps.append(labels.astype(np.uint8))
   titles = ["RGB", "depth", "height bins", "angle bins", "HN labels"]
-  return write_image_grid(os.path.join(workdir, "pictures", "hn_labels.png"), rows, titles)
+  num_angle = len(tuple(config.hn.angle_edges)) + 1
+  names = [f"h{c // num_angle} a{c % num_angle}" for c in range(method.num_hn_classes(config))]
+  return write_image_grid(
+      os.path.join(workdir, "pictures", "hn_labels.png"),
+      rows,
+      titles,
+      legend=legend_entries(label_maps, names),
+      notes=[
+          "HN label h<i> a<j>: height bin i above the floor x bin j of the normal's angle to gravity "
+          "(the height / angle columns show the bin numbers in the same palette); depth: near "
+          "white, far grey, black = no depth; ignore: no depth (Kinect-like holes), so no label"
+      ],
+  )
 
 
 def _combined(aux, config):
@@ -260,7 +274,27 @@ def _prediction_pictures(config, workdir: str, examples_by_arm: dict) -> str:
       tiles.append(colorize(examples_by_arm[arm][i]["pred"].astype(np.uint8)))
     rows.append(tiles)
   titles = ["RGB", "ground truth"] + [f"{a} init" for a in arms]
-  return write_image_grid(os.path.join(workdir, "pictures", "predictions.png"), rows, titles)
+  fraction = min(float(f) for f in config.finetune.label_fractions)
+  train_size = len(data.semantic_source(config, "train"))
+  count = len(data.labelled_subset(train_size, fraction, int(config.finetune.subset_seed)))
+  masks = [t for e in examples_by_arm.values() for x in e for t in (x["mask"], x["pred"])]
+  return write_image_grid(
+      os.path.join(workdir, "pictures", "predictions.png"),
+      rows,
+      titles,
+      header=f"fine-tuned with {100 * fraction:g}% of the labelled images ({count} of "
+      f"{train_size}); held-out rooms",
+      legend=legend_entries([np.asarray(m).astype(np.uint8) for m in masks], _class_names(config)),
+      notes=["ignore: pixels without a semantic label in the ground truth"],
+  )
+
+
+def _class_names(config) -> list[str]:
+  if str(config.data.name) == "synthetic_indoor":
+    from jaxseg.data.synthetic_indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
+
+    return list(INDOOR_CLASSES)
+  return datasets.class_names(config.data)
 
 
 STAGE_FNS = {

@@ -111,7 +111,10 @@ def evaluate(config, workdir: str) -> dict:
   infer_metrics = read_json(
       os.path.join(workdir, "infer", "metrics.json"), "run the 'infer' stage first"
   )
-  for key, name in (("cam", "cam"), ("cam_rv", "seam_cam")):
+  # Named as the README's rows: the fc8 CAM is the "plain CAM" of the CAM baseline (loss.name='cam', no
+  # PCM) and SEAM's "raw CAM" otherwise; the PCM output is the "SEAM CAM".
+  fc8 = "plain_cam" if config.loss.name == "cam" else "raw_cam"
+  for key, name in (("cam", fc8), ("cam_rv", "seam_cam")):
     if key in infer_metrics:
       summary[f"{name}_miou"] = infer_metrics[key]["best_miou"]
       summary[f"{name}_best_threshold"] = infer_metrics[key]["best_threshold"]
@@ -131,9 +134,10 @@ def evaluate(config, workdir: str) -> dict:
 
 # (metrics.json key prefix, row name) of the summary, in pipeline order.
 SUMMARY_ROWS = (
-    ("cam", "raw CAM (fc8)"),
+    ("plain_cam", "plain CAM"),
+    ("raw_cam", "SEAM raw CAM (fc8)"),
     ("seam_cam", "SEAM CAM (PCM)"),
-    ("random_walk", "after the random walk"),
+    ("random_walk", "SEAM random walk"),
 )
 
 

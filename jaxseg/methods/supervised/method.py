@@ -179,6 +179,8 @@ def evaluate(config, workdir: str) -> dict:
         checkpoint=str(config.evaluate.checkpoint),
     )
     write_json(os.path.join(workdir, "metrics.json"), summary)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n")
     if examples:
       path = write_segmentation_grid(
           os.path.join(workdir, "pictures", "predictions.png"),

@@ -6,7 +6,7 @@ Workdir layout:
   pseudo_labels/<kind>/<id>.png       target train pseudo labels (255 = ignored), written atomically;
   pseudo_labels/thresholds.json       the class thresholds (a relaunch reuses them and writes only
                                       the missing PNGs)
-  metrics.json                        target mIoU of every trained stage; pseudo-label precision and
+  metrics.json, results.md            target mIoU of every trained stage; pseudo-label precision and
                                       coverage per class (when the target train split has labels)
   pictures/uda.png                    target image | entropy | pseudo labels | prediction | ground truth
 """
@@ -24,7 +24,7 @@ from PIL import Image
 from jaxseg.data import datasets, transforms
 from jaxseg.data.palette import colorize
 from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
-from jaxseg.evaluation.pictures import write_image_grid
+from jaxseg.evaluation.pictures import grey_heat, legend_entries, write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
 from jaxseg.losses.adversarial import upsample_logits
 from jaxseg.methods.uda import method
@@ -309,7 +309,7 @@ def self_train(config, workdir: str) -> None:
 def evaluate(config, workdir: str) -> dict:
   """Target mIoU of every trained stage (label resolution, 19-class protocol), metrics.json, pictures."""
   names = datasets.class_names(config.target_data)
-  summary, last = {}, None
+  summary, variables = {}, {}
   for stage in TRAINING_STAGES:
     if not os.path.isdir(os.path.join(_stage_dir(workdir, stage), "checkpoints")):
       continue
@@ -319,46 +319,98 @@ def evaluate(config, workdir: str) -> dict:
         "miou": float(metrics["miou"]),
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
     }
-    last = (stage, state)
+    variables[stage] = segmenter_variables(state)
   pl_summary = os.path.join(workdir, "pseudo_labels", "summary.json")
   if os.path.exists(pl_summary):
     summary["pseudo_labels"] = read_json(pl_summary)
-  lines = [f"{s:<12} {100 * v['miou']:6.2f}" for s, v in summary.items() if "miou" in v]
-  print("target mIoU (%) by stage:\n" + "\n".join(lines), flush=True)
+  table = results_table(summary)
+  print(table, flush=True)
   if multihost.is_main_process():
     write_json(os.path.join(workdir, "metrics.json"), summary)
-    if last is not None and int(config.evaluate.num_pictures):
-      print(f"pictures: {_pictures(config, workdir, segmenter_variables(last[1]))}", flush=True)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n")
+    if variables and int(config.evaluate.num_pictures):
+      print(f"pictures: {_pictures(config, workdir, variables)}", flush=True)
   return {s: v["miou"] for s, v in summary.items() if "miou" in v}
 
 
-def _pictures(config, workdir: str, variables) -> str:
+STAGE_NAMES = {
+    "source_only": "source only",
+    "adapt": "AdvEnt / MinEnt (adapt)",
+    "self_train": "self-training on pseudo labels",
+}
+
+
+def results_table(summary: dict) -> str:
+  """Markdown: target mIoU of each trained stage; pseudo-label precision and coverage when scored."""
+  lines = ["| stage | target mIoU (%) |", "|---|---|"]
+  for stage, value in summary.items():
+    if "miou" in value:
+      lines.append(f"| {STAGE_NAMES.get(stage, stage)} | {100 * value['miou']:.1f} |")
+  labels = summary.get("pseudo_labels", {})
+  scored = [k for k in ("esl", "maxprob") if k in labels]
+  if scored:
+    lines += ["", "| pseudo labels | precision (%) | coverage (%) |", "|---|---|---|"]
+    for kind in scored:
+      name = {"esl": "ESL (entropy)", "maxprob": "max-prob (BDL)"}[kind]
+      lines.append(
+          f"| {name} | {100 * labels[kind]['precision']:.1f} | {100 * labels[kind]['coverage']:.1f} |"
+      )
+  return "\n".join(lines)
+
+
+def _pictures(config, workdir: str, variables: dict) -> str:
+  """Target train images (the ones with pseudo labels): image | entropy of the last model | pseudo
+  labels | source-only prediction | last model's prediction | ground truth, with the class legend, the
+  entropy colour bar and what the ignore colour means."""
   from jaxseg.losses.entropy import normalized_entropy  # pylint: disable=g-import-not-at-top
 
   segmenter, _ = method.build_networks(config)
-  source = datasets.build_source(config.target_data, "eval")
   transform = eval_input(config)
   forward = jax.jit(lambda v, x: segmenter.apply(v, x, train=False)["main"])
   kind = str(config.pseudo_labels.kind)
   train_source = datasets.build_source(config.target_data, "train")
-  rows = []
-  for i in range(min(int(config.evaluate.num_pictures), len(source), len(train_source))):
+  last = list(variables)[-1]
+  shown = (["source_only"] if "source_only" in variables and last != "source_only" else []) + [last]
+  rows, masks = [], []
+  for i in range(min(int(config.evaluate.num_pictures), len(train_source))):
     # Pseudo labels exist for the target *train* split: show those images.
     example = train_source[i]
     image = np.asarray(example["image"])
-    probs = jax.nn.softmax(
-        upsample_logits(forward(variables, transform(example)["image"][None]), image.shape[:2]), -1
-    )
-    entropy = np.asarray(normalized_entropy(probs)[0])
-    pred = np.asarray(jnp.argmax(probs[0], -1)).astype(np.uint8)
+    x = transform(example)["image"][None]
+    preds, entropy = [], None
+    for stage in shown:
+      probs = jax.nn.softmax(upsample_logits(forward(variables[stage], x), image.shape[:2]), -1)
+      preds.append(np.asarray(jnp.argmax(probs[0], -1)).astype(np.uint8))
+      entropy = np.asarray(normalized_entropy(probs)[0])  # of the last model
     path = os.path.join(_label_dir(workdir, kind), f"{_name(example, i)}.png")
     pseudo = np.asarray(Image.open(path)) if os.path.exists(path) else np.full(image.shape[:2], 255)
-    pseudo = resize_mask(pseudo, image.shape[:2])
-    heat = (np.clip(entropy, 0, 1)[..., None] * np.array([255, 255, 255])).astype(np.uint8)
-    gt = colorize(example["mask"]) if "mask" in example else np.full_like(image, 255)
-    rows.append([image, heat, colorize(pseudo), colorize(pred), gt])
-  titles = ["target image", "entropy", f"pseudo labels ({kind})", "prediction", "ground truth"]
-  return write_image_grid(os.path.join(workdir, "pictures", "uda.png"), rows, titles=titles)
+    pseudo = resize_mask(pseudo, image.shape[:2]).astype(np.uint8)
+    gt = example["mask"] if "mask" in example else None
+    masks += [pseudo, *preds] + ([gt] if gt is not None else [])
+    gt_tile = colorize(gt) if gt is not None else np.full_like(image, 255)
+    rows.append(
+        [image, grey_heat(entropy), colorize(pseudo), *(colorize(p) for p in preds), gt_tile]
+    )
+  short = {"source_only": "source only", "adapt": "adapted", "self_train": "self-trained"}
+  titles = [
+      "target image",
+      f"entropy ({short.get(last, last)})",
+      f"pseudo labels ({kind})",
+      *(short.get(s, s) for s in shown),
+      "ground truth",
+  ]
+  return write_image_grid(
+      os.path.join(workdir, "pictures", "uda.png"),
+      rows,
+      titles=titles,
+      legend=legend_entries(masks, datasets.class_names(config.target_data)),
+      colour_bars=[("normalised entropy (black: certain, white: uniform)", 0.0, 1.0)],
+      notes=[
+          "ignore: pixels without a pseudo label (ESL: entropy above the class threshold; max-prob: "
+          "probability below it), or without ground truth"
+      ],
+  )
 
 
 STAGE_FNS = {

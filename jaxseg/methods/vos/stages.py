@@ -7,7 +7,7 @@ Workdir layout:
                                  method: model (the trained encoder), copy_first, lab_pixels (baselines);
                                  a relaunch skips sequences whose PNGs are all there
   results/<method>/global_results-<split>.csv, per-sequence_results-<split>.csv  (the official files)
-  metrics.json                   J&F, J and F means of every method
+  metrics.json, results.md       J&F, J and F means of every method
   pictures/<seq>.gif             frames with the ground truth | each method's masks, animated
 """
 
@@ -128,15 +128,18 @@ def evaluate(config, workdir: str) -> dict:
     summary[name] = {k: float(v) for k, v in result["global"].items()}
   label = {"model": f"{config.recipe} (trained)", "copy_first": "copy first mask"}
   label["lab_pixels"] = "raw Lab pixels (untrained)"
-  rows = [f"{'method':<28}{'J&F':>8}{'J':>8}{'F':>8}"]
+  rows = [f"| propagation ({count} sequences) | J&F | J | F |", "|---|---|---|---|"]
   for name, g in summary.items():
     rows.append(
-        f"{label.get(name, name):<28}{100 * g['J&F-Mean']:8.2f}{100 * g['J-Mean']:8.2f}"
-        f"{100 * g['F-Mean']:8.2f}"
+        f"| {label.get(name, name)} | {100 * g['J&F-Mean']:.1f} | {100 * g['J-Mean']:.1f} | "
+        f"{100 * g['F-Mean']:.1f} |"
     )
-  print(f"DAVIS-2017 semi-supervised, {count} sequences:\n" + "\n".join(rows), flush=True)
+  table = "\n".join(rows)
+  print(f"DAVIS-2017 semi-supervised:\n{table}", flush=True)
   if multihost.is_main_process():
     write_json(os.path.join(workdir, "metrics.json"), summary)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n")
     for i in range(min(int(config.propagate.num_pictures), count)):
       path = write_gif(workdir, source[i], [m for m in ("model", *BASELINES) if m in summary])
       print(f"pictures: {path}", flush=True)
