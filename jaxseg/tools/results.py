@@ -89,6 +89,8 @@ class Study:
   rows: tuple[Row, ...]
   gains: tuple[Gain, ...] = ()
   timeout_s: int = 7200
+  # What each run's rows are read from, relative to its workdir (the last stage's output).
+  metrics_file: str = "metrics.json"
 
   def command(self, arm: str, seed: int, workdir: str) -> list[str]:
     """launch.py argv of one run (run from the repository root); --config comes first."""
@@ -171,6 +173,7 @@ _register(
         unit="mIoU %",
         seeds=(0, 1, 2),
         arms={"seam": ("--config=configs/seam.py:synthetic,reduced",)},
+        metrics_file="infer/metrics.json",  # the reduced run stops after 'infer'
         rows=(
             Row("SEAM raw CAM (fc8)", "seam", _get("cam", "best_miou")),
             Row("SEAM CAM (PCM)", "seam", _get("cam_rv", "best_miou")),
@@ -326,9 +329,11 @@ def one_device_env() -> dict:
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 
-def run_once(command: Sequence[str], workdir: str, timeout_s: int) -> dict:
-  """Launches `command` unless `workdir/metrics.json` exists; returns its metrics and wall seconds."""
-  metrics_path = os.path.join(workdir, "metrics.json")
+def run_once(
+    command: Sequence[str], workdir: str, timeout_s: int, metrics_file: str = "metrics.json"
+) -> dict:
+  """Launches `command` unless `workdir/<metrics_file>` exists; returns its metrics and wall seconds."""
+  metrics_path = os.path.join(workdir, metrics_file)
   seconds = None
   if not os.path.exists(metrics_path):
     os.makedirs(workdir, exist_ok=True)
@@ -435,7 +440,7 @@ def measure(study: Study, root: str, seeds: Sequence[int] | None = None) -> dict
     for arm in study.arms:
       workdir = os.path.join(root, f"{arm}_s{seed}")
       command = study.command(arm, seed, workdir)
-      result = run_once(command, workdir, study.timeout_s)
+      result = run_once(command, workdir, study.timeout_s, study.metrics_file)
       metrics[seed][arm] = result["metrics"]
       shown = [c for c in command[1:] if not c.startswith("--config.train.progress_bar")]
       runs[f"{arm}_s{seed}"] = dict(command="python " + " ".join(shown), seconds=result["seconds"])
