@@ -1,7 +1,6 @@
 """SEAM method wiring: configs, the two-view train step on 1 vs 8 devices, the stage pipeline."""
 
 import importlib.util
-import json
 import os
 
 import jax
@@ -90,35 +89,6 @@ def test_train_step_same_on_one_and_eight_devices(frozen_bn):
       assert a[key] == pytest.approx(b[key], rel=2e-4, abs=1e-6), key
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), p1, p8)
   assert np.isfinite(l1[-1]["loss"])
-
-
-@pytest.mark.slow
-@pytest.mark.ci
-def test_runlocal_pipeline_writes_everything(tmp_path):
-  from jaxseg.methods.seam import run
-
-  config = _tiny_config(frozen_bn=False)
-  # 48 px: a 6x6 feature grid, the smallest the random walk accepts (radius shrinks to 2).
-  config.data.synthetic.image_size = (48, 48)
-  config.augment.crop_size = (48, 48)
-  config.train.total_steps = 4
-  config.train.progress_bar = False
-  config.data.synthetic.num_eval = 4
-  config.infer.scales = (1.0,)
-  config.affinity.train.update(total_steps=2, batch_size=8, progress_bar=False)
-  config.affinity.num_images = 8
-  config.affinity.crop_size = (48, 48)
-  config.affinity.radius = 2
-  config.affinity.crf_iterations = 2
-  config.evaluate.num_pictures = 2
-  run(config, str(tmp_path))
-  metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert {"raw_cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics)
-  results_md = (tmp_path / "results.md").read_text()
-  assert "SEAM raw CAM (fc8)" in results_md and "SEAM random walk" in results_md
-  assert len(os.listdir(tmp_path / "infer" / "cams")) == 4
-  assert len(os.listdir(tmp_path / "affinity" / "masks")) == 4
-  assert os.path.getsize(tmp_path / "pictures" / "seam.png") > 1000
 
 
 def _find(tree, name):

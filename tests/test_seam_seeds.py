@@ -1,4 +1,5 @@
-"""SEAM demo: same command twice gives identical numbers; one forward for both CAMs; a reduced run in CI."""
+"""SEAM demo: every stage runs and the same command twice gives identical numbers; one forward for both
+CAMs; the reduced run of the PCM claim in CI."""
 
 import json
 import os
@@ -41,27 +42,40 @@ def _read(path):
     return f.read()
 
 
+# A small run of every stage (8 eval scenes, one inference scale + flip: the same code paths, a quarter of
+# the inference compilations); the second launch reuses the first's compiled programs through the test
+# run's compilation cache (tests/conftest.py).
+RUNLOCAL = (
+    "configs/seam.py:synthetic,runlocal",
+    "--config.data.synthetic.num_eval=8",
+    "--config.infer.scales=(1.0,)",
+    "--config.evaluate.num_pictures=2",
+)
+
+
 @pytest.mark.slow
 @pytest.mark.ci
-def test_same_command_twice_gives_identical_numbers(tmp_path):
-  """The SEAM demo pipeline (two views, PCM, multi-scale inference, sweep) is bit-for-bit repeatable."""
-  for name in ("a", "b"):
-    _launch(
-        "configs/seam.py:synthetic,runlocal",
-        tmp_path / name,
-        '--config.stages=("train", "infer")',
-        "--config.data.synthetic.num_eval=8",
-        # One scale (+ flip): the same code path, a quarter of the inference compilations.
-        "--config.infer.scales=(1.0,)",
-    )
+def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path):
+  """Every stage (train, infer, affinity, evaluate) writes its outputs; the same command again gives
+  identical numbers, CAMs and training logs (two views, PCM, multi-scale inference, sweep)."""
+  a, b = tmp_path / "a", tmp_path / "b"
+  _launch(RUNLOCAL[0], a, *RUNLOCAL[1:])
+  metrics = json.loads((a / "metrics.json").read_text())
+  assert {"raw_cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics), metrics
+  assert all(0 <= metrics[k] <= 1 for k in ("raw_cam_miou", "seam_cam_miou", "random_walk_miou"))
+  results_md = (a / "results.md").read_text()
+  assert "SEAM raw CAM (fc8)" in results_md and "SEAM random walk" in results_md
+  assert len(os.listdir(a / "infer" / "cams")) == 8
+  assert len(os.listdir(a / "affinity" / "masks")) == 8  # the eval scenes, random-walked
+  assert os.path.getsize(a / "pictures" / "seam.png") > 1000
+  _launch(RUNLOCAL[0], b, *RUNLOCAL[1:], '--config.stages=("train", "infer")')
   for path in ("infer/metrics.json", "metrics.jsonl"):
-    assert _read(tmp_path / "a" / path) == _read(tmp_path / "b" / path), path
-  cams = sorted(os.listdir(tmp_path / "a" / "infer" / "cams"))
-  assert cams
+    assert _read(a / path) == _read(b / path), path
+  cams = sorted(os.listdir(a / "infer" / "cams"))
   for name in cams:
-    a = _read_npy(tmp_path / "a" / "infer" / "cams" / name)
-    b = _read_npy(tmp_path / "b" / "infer" / "cams" / name)
-    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
+    cam_a = _read_npy(a / "infer" / "cams" / name)
+    cam_b = _read_npy(b / "infer" / "cams" / name)
+    assert cam_a.keys() == cam_b.keys() and all((cam_a[k] == cam_b[k]).all() for k in cam_a), name
 
 
 def _read_npy(path):

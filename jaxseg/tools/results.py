@@ -272,8 +272,9 @@ _register(
     )
 )
 
-# Each bound sits below the smallest value of its seed study at the CI budget (docs/results/<study>.json),
-# with room for another machine's rounding; the tests read the bound from here.
+# Each bound sits at about half the smallest value of its seed study at the CI budget
+# (docs/results/<study>.json) and below every earlier study's smallest value: rounding changes (another
+# CPU, XLA version or lowering) have moved these gains by up to 5 points. The tests read the bound here.
 CLAIMS: dict[str, Claim] = {
     c.name: c
     for c in (
@@ -295,21 +296,21 @@ CLAIMS: dict[str, Claim] = {
             "AdvEnt > source only",
             "uda_ci",
             "gain: AdvEnt - source only",
-            bound=2.0,
+            bound=3.0,
             test="tests/test_uda_method.py::test_reduced_demo_adaptation_beats_source_only",
         ),
         Claim(
             "self-training > source only",
             "uda_ci",
             "gain: self-training - source only",
-            bound=3.0,
+            bound=5.0,
             test="tests/test_uda_method.py::test_reduced_demo_adaptation_beats_source_only",
         ),
         Claim(
             "HN pre-training > random init (5% labels)",
             "hn_ci",
             "gain at 5%",
-            bound=3.0,
+            bound=5.0,
             test="tests/test_hn_method.py::test_reduced_demo_hn_pretraining_beats_random_init",
         ),
     )
