@@ -128,3 +128,26 @@ def test_each_claim_held_on_every_seed_of_its_study():
     assert claim.test.split("::")[1] in source
     (config,) = {c for c in results.STUDIES[claim.study].arms.values() for c in c[:1]}
     assert config.removeprefix("--config=") in source, (claim.name, config)
+
+
+def test_rerun_of_finished_stages_prints_the_results_table(tmp_path, capsys):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from jaxseg.train.stages import run_stages  # pylint: disable=import-outside-toplevel
+
+  calls = []
+
+  def evaluate(config, workdir):
+    calls.append("evaluate")
+    (tmp_path / "results.md").write_text("| stage | mIoU (%) |\n|---|---|\n| toy | 42.0 |\n")
+    return {"miou": 0.42}
+
+  config = ml_collections.ConfigDict({"stages": ("evaluate",)})
+  run_stages(config, str(tmp_path), {"evaluate": evaluate}, method="toy")
+  first = capsys.readouterr().out
+  assert calls == ["evaluate"] and "| toy | 42.0 |" not in first  # the stage printed its own table
+  assert run_stages(config, str(tmp_path), {"evaluate": evaluate}, method="toy") == {}
+  again = capsys.readouterr().out
+  assert calls == ["evaluate"] and "finished earlier" in again
+  assert f"results ({tmp_path / 'results.md'}):\n| stage | mIoU (%) |" in again
+  assert "| toy | 42.0 |" in again

@@ -153,18 +153,26 @@ def results_table(summary: dict) -> str:
 
 
 def write_pictures(config, workdir: str) -> str:
-  """Grid per image: image | CAM | SEAM CAM | pseudo mask | random walk | ground truth."""
+  """Grid per image: image | fc8 CAM | SEAM CAM (PCM) | pseudo mask | random walk | ground truth,
+  columns named as the results table's rows; a column whose stage has not run is left out."""
   from jaxseg.cam import overlay_cam  # pylint: disable=g-import-not-at-top
 
   apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)
+  outputs = ("cam", "cam_rv") if config.model.use_pcm else ("cam",)
+  threshold = float(config.infer.bg_threshold)
+  count = min(int(config.evaluate.num_pictures), len(source))
+  names = [str(source[i].get("id", f"{i:06d}")) for i in range(count)]
+  rw_paths = [os.path.join(workdir, "affinity", "masks", f"{n}.png") for n in names]
+  with_walk = bool(rw_paths) and all(os.path.exists(p) for p in rw_paths)
+  titles = ["image", "plain CAM" if config.loss.name == "cam" else "SEAM raw CAM (fc8)"]
+  titles += ["SEAM CAM (PCM)"] if config.model.use_pcm else []
+  titles += [f"pseudo mask (bg {threshold:g})"] + (["SEAM random walk"] if with_walk else [])
+  titles += ["ground truth"]
   rows, masks = [], []
-  titles = ["image", "CAM", "SEAM CAM", "pseudo mask", "random walk", "ground truth"]
-  for i in range(min(int(config.evaluate.num_pictures), len(source))):
+  for i in range(count):
     example = source[i]
     image = example["image"]
-    row = [image]
-    outputs = ("cam", "cam_rv") if config.model.use_pcm else ("cam",)
     cams = cam_inference.multiscale_cams_multi(
         apply,
         variables,
@@ -174,24 +182,22 @@ def write_pictures(config, workdir: str) -> str:
         flip=bool(config.infer.flip),
         outputs=outputs,
     )
-    for output in ("cam", "cam_rv"):
-      if output not in cams:
-        row.append(np.full_like(image, 255))
-        continue
+    row = [image]
+    for output in outputs:
       row.append(np.asarray(overlay_cam(image, np.clip(cams[output].max(axis=0), 0, 1))))
-    cams = cams[outputs[-1]]
-    pseudo = cam_inference.pseudo_label(cams, example["labels"], float(config.infer.bg_threshold))
+    pseudo = cam_inference.pseudo_label(cams[outputs[-1]], example["labels"], threshold)
     row.append(colorize(pseudo))
     masks += [pseudo, example["mask"]]
-    name = str(example.get("id", f"{i:06d}"))
-    rw_path = os.path.join(workdir, "affinity", "masks", f"{name}.png")
-    if os.path.exists(rw_path):
-      masks.append(np.asarray(Image.open(rw_path)))
+    if with_walk:
+      masks.append(np.asarray(Image.open(rw_paths[i])))
       row.append(colorize(masks[-1]))
-    else:
-      row.append(np.full_like(image, 255))
     row.append(colorize(example["mask"]))
     rows.append(row)
   legend = legend_entries(masks, datasets.class_names(config.data))
   path = os.path.join(workdir, "pictures", "seam.png")
-  return write_image_grid(path, rows, titles=titles, legend=legend)
+  notes = [
+      "CAM columns: the largest CAM over the image's classes (multi-scale + flip), blue 0 to red 1; "
+      f"pseudo mask: each pixel's class by the last CAM column, background where every CAM is below "
+      f"{threshold:g}"
+  ]
+  return write_image_grid(path, rows, titles=titles, legend=legend, notes=notes)
