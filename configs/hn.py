@@ -47,11 +47,11 @@ def get_config(arg=None):
 
 def _reduced(config):
   """The CI budget of the demo's claim (`jaxseg.tools.results` study `hn_ci`): 300 rooms of HN labels,
-  200 pre-training steps, 120 fine-tuning steps with 5% (20) of the labelled rooms (1% is 4 images: too
+  120 pre-training steps, 80 fine-tuning steps with 5% (20) of the labelled rooms (1% is 4 images: too
   few for a stable margin), 40 eval rooms, no pictures."""
   config.pretrain_data.synthetic.num_train = 300
-  config.train.total_steps = 200
-  config.finetune.train.total_steps = 120
+  config.train.total_steps = 120
+  config.finetune.train.total_steps = 80
   config.finetune.label_fractions = (0.05,)
   config.data.synthetic.num_eval = 40
   config.evaluate.num_pictures = 0

@@ -117,7 +117,7 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
 
 
 # The headline claim at a CI budget (`configs/hn.py:synthetic,reduced`: 300 rooms of HN labels, 200
-# pre-training steps, 120 fine-tuning steps with 5% of the labelled rooms); the bound and the seed study it
+# pre-training steps, 80 fine-tuning steps with 5% of the labelled rooms); the bound and the seed study it
 # comes from: `jaxseg.tools.results` (study hn_ci, README "CI claims").
 
 

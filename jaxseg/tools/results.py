@@ -272,9 +272,11 @@ _register(
     )
 )
 
-# Each bound sits at about half the smallest value of its seed study at the CI budget
-# (docs/results/<study>.json) and below every earlier study's smallest value: rounding changes (another
-# CPU, XLA version or lowering) have moved these gains by up to 5 points. The tests read the bound here.
+# Each bound sits well below the smallest value of its seed study at the CI budget
+# (docs/results/<study>.json): a gain's bound at about half the smallest gain and below every earlier
+# study's smallest (rounding changes, another CPU, XLA version or lowering, have moved these gains by up to
+# 5 points; the PCM gain was once +0.7 on seed 0), the supervised floor 6 points under the lowest seed.
+# The tests read the bound here.
 CLAIMS: dict[str, Claim] = {
     c.name: c
     for c in (
@@ -282,14 +284,14 @@ CLAIMS: dict[str, Claim] = {
             "supervised demo mIoU",
             "supervised_demo",
             "mIoU",
-            bound=60.0,
+            bound=65.0,
             test="tests/test_launch.py::test_supervised_synthetic_demo_reaches_miou",
         ),
         Claim(
             "PCM CAM > SEAM raw CAM",
             "seam_ci",
             "gain: PCM - SEAM raw CAM",
-            bound=0.0,
+            bound=0.5,
             test="tests/test_seam_seeds.py::test_reduced_demo_pcm_beats_raw_cam",
         ),
         Claim(
