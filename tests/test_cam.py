@@ -2,7 +2,6 @@
 smoothing, metrics, pictures and the CLI (demo path and a stand-in load_inference_model)."""
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
@@ -16,8 +15,6 @@ from jaxseg.cam import __main__ as cli
 from jaxseg.cam import activations, demo, methods, metrics, overlay, postprocess
 from jaxseg.cam import targets as targets_lib
 from jaxseg.models import resize
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 B, S = 3, 16
 
@@ -501,39 +498,8 @@ def test_cli_demo_all_methods_and_layers(tmp_path, capsys):
   assert exit_info.value.code == 2 and "unknown CAM method" in capsys.readouterr().err
 
 
-def test_cli_workdir_reads_a_real_runlocal_checkpoint(tmp_path, capsys):
-  """The CLI's trained-model path on a real workdir: `configs/supervised.py:runlocal` trained for its 4
-  steps (config.json + orbax checkpoint, as launch.py writes them), then CAMs from that checkpoint.
-  """
-  import importlib.util  # pylint: disable=import-outside-toplevel
-
-  import jaxseg.methods  # pylint: disable=import-outside-toplevel
-  from jaxseg.data import datasets  # pylint: disable=import-outside-toplevel
-
-  spec = importlib.util.spec_from_file_location(
-      "supervised_config", os.path.join(ROOT, "configs", "supervised.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("synthetic,runlocal")
-  config.stages = ("train",)
-  config.train.progress_bar = False
-  workdir = tmp_path / "run"
-  jaxseg.methods.save_config(config, str(workdir))
-  jaxseg.methods.get_method("supervised").run(config, str(workdir))
-  image_path = tmp_path / "a.png"
-  Image.fromarray(cli.demo_image(40, seed=1)).save(image_path)
-  out = tmp_path / "seg.png"
-  args = [f"--workdir={workdir}", f"--image={image_path}", "--size=32", "--method=hirescam"]
-  with pytest.raises(SystemExit) as exit_info:  # a layer the model does not have: close matches
-    cli.main(args + ["--layer=backbone/layer9", f"--out={out}"])
-  assert exit_info.value.code == 2 and "backbone/layer" in capsys.readouterr().err
-  assert cli.main(args + ["--layer=backbone/layer4", "--class=1", f"--out={out}"]) == 0
-  picture = np.asarray(Image.open(out))
-  assert picture.ndim == 3 and picture.shape[1] > 2 * 128  # image + overlay, enlarged to 128 px
-  printed = capsys.readouterr().out
-  names = datasets.class_names(config.data)
-  assert names[1] in printed  # the trained config's class name, read from the workdir
+# The CLI's trained-model path on a real checkpoint: tests/test_launch.py::test_cam_cli_reads_the_demo_checkpoint
+# (it reuses the supervised demo's workdir).
 
 
 def test_public_api_exports():

@@ -116,7 +116,7 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
     assert (tmp_path / "pictures" / name).exists()
 
 
-# The headline claim at a CI budget (`configs/hn.py:synthetic,reduced`: 300 rooms of HN labels, 200
+# The headline claim at a CI budget (`configs/hn.py:synthetic,reduced`: 300 rooms of HN labels, 120
 # pre-training steps, 80 fine-tuning steps with 5% of the labelled rooms); the bound and the seed study it
 # comes from: `jaxseg.tools.results` (study hn_ci, README "CI claims").
 

@@ -146,17 +146,17 @@ def test_two_processes_match_one(tmp_path):
 
 
 # The first demo as the README shows it; the bound and its seed study: `jaxseg.tools.results` (study
-# supervised_demo, README "CI claims").
-@pytest.mark.slow
-@pytest.mark.ci
-def test_supervised_synthetic_demo_reaches_miou(tmp_path):
+# supervised_demo, README "CI claims"). One run serves this file's demo tests.
+@pytest.fixture(scope="module")
+def supervised_demo(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("supervised_demo")
   out = _finish(
       subprocess.Popen(
           [
               sys.executable,
               "launch.py",
               "--config=configs/supervised.py:synthetic",
-              f"--workdir={tmp_path}",
+              f"--workdir={workdir}",
               "--config.train.progress_bar=False",
           ],
           cwd=ROOT,
@@ -167,7 +167,41 @@ def test_supervised_synthetic_demo_reaches_miou(tmp_path):
       ),
       timeout=900,
   )
-  with open(tmp_path / "metrics.json") as f:
+  return workdir, out
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_supervised_synthetic_demo_reaches_miou(supervised_demo):
+  workdir, out = supervised_demo
+  with open(workdir / "metrics.json") as f:
     metrics = json.load(f)
   assert metrics["miou"] > results.bound("supervised demo mIoU"), out[-3000:]
-  assert os.path.getsize(tmp_path / "pictures" / "predictions.png") > 1000
+  assert os.path.getsize(workdir / "pictures" / "predictions.png") > 1000
+  table = (workdir / "results.md").read_text()
+  assert "mIoU" in table and f"{100 * metrics['miou']:6.2f}" in table  # the table a rerun prints
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_cam_cli_reads_the_demo_checkpoint(supervised_demo, tmp_path, capsys):
+  """The CAM CLI's trained-model path on a real workdir (config.json + orbax checkpoint, as launch.py
+  writes them): CAMs of the trained demo model, its class names read from the workdir."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  from jaxseg.cam import __main__ as cli  # pylint: disable=import-outside-toplevel
+  from jaxseg.data import datasets  # pylint: disable=import-outside-toplevel
+
+  workdir, _ = supervised_demo
+  image_path = tmp_path / "a.png"
+  Image.fromarray(cli.demo_image(40, seed=1)).save(image_path)
+  out = tmp_path / "seg.png"
+  args = [f"--workdir={workdir}", f"--image={image_path}", "--size=32", "--method=hirescam"]
+  with pytest.raises(SystemExit) as exit_info:  # a layer the model does not have: close matches
+    cli.main(args + ["--layer=backbone/layer9", f"--out={out}"])
+  assert exit_info.value.code == 2 and "backbone/layer" in capsys.readouterr().err
+  assert cli.main(args + ["--layer=backbone/layer4", "--class=1", f"--out={out}"]) == 0
+  picture = np.asarray(Image.open(out))
+  assert picture.ndim == 3 and picture.shape[1] > 2 * 128  # image + overlay, enlarged to 128 px
+  names = datasets.class_names(methods.load_config(str(workdir)).data)
+  assert names[1] in capsys.readouterr().out  # the trained config's class name

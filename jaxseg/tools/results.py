@@ -195,7 +195,7 @@ _register(
         name="uda_demo",
         description="UDA demo: target mIoU of each stage's best checkpoint; pseudo labels on 600 scenes",
         unit="%",
-        seeds=(0,),
+        seeds=(0, 1, 2),
         arms={"uda": ("--config=configs/uda.py:synthetic",)},
         rows=(
             *_UDA_ROWS,
