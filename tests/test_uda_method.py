@@ -131,7 +131,7 @@ def test_images_resize_bicubic_as_advent_and_masks_nearest():
 
 
 # The demo's headline claim at a CI budget (`configs/uda.py:synthetic,reduced`: 300 scenes per domain,
-# 100 steps a stage, 60 target eval scenes), which also runs every stage and checks its outputs. The bounds
+# 150 steps a stage, 60 target eval scenes), which also runs every stage and checks its outputs. The bounds
 # and the seed study they come from: `jaxseg.tools.results` (study uda_ci, README "CI claims").
 @pytest.mark.slow
 @pytest.mark.ci
