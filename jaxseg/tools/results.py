@@ -518,8 +518,10 @@ def markdown(record: dict) -> str:
       )
     lines.append("| " + " | ".join(cells) + " |")
   m = record["machine"]
-  minutes = [r["seconds"] for r in record["runs"].values() if r.get("seconds")]
-  wall = f", {sum(minutes) / 60:.0f} min of runs" if minutes else ""
+  timed = [r["seconds"] for r in record["runs"].values() if r.get("seconds")]
+  wall = f", {sum(timed) / 60:.0f} min of runs" if timed else ""
+  if timed and len(timed) < len(record["runs"]):  # the others were finished by an earlier launch
+    wall += f" ({len(timed)} of {len(record['runs'])} runs timed)"
   lines.append("")
   how = "Measured" if record.get("stale") else f"`{record['command']}`"
   lines.append(
