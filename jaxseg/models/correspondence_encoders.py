@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxseg.models.layers import conv2d, scaled_channels
+from jaxseg.models.layers import conv2d
 from jaxseg.models.resnet import ResNet
 
 MAST_STAGE_WIDTHS = (64, 128, 256, 256)
@@ -87,8 +87,3 @@ class CrwEncoder(nn.Module):
         "map": l2_normalize(feats[self.map_layer].astype(jnp.float32)),
         "embedding": l2_normalize(embedding),
     }
-
-
-def crw_map_channels(width_multiplier: float, map_layer: str = "layer3") -> int:
-  widths = dict(zip(("layer1", "layer2", "layer3", "layer4"), (64, 128, 256, 512)))
-  return scaled_channels(widths[map_layer], width_multiplier)

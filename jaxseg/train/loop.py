@@ -9,7 +9,6 @@ during training with a best checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -96,9 +95,7 @@ def _datasets(config, task: TrainTask):
   return {n: b[0] for n, b in built.items()}, {n: b[1] for n, b in built.items()}
 
 
-def train(
-    config, workdir: str, task: TrainTask, on_log: Callable[[int, dict], None] | None = None
-) -> dict:
+def train(config, workdir: str, task: TrainTask) -> dict:
   """Runs (or resumes) training to `config.train.total_steps`. Returns the final state.
 
   Raises:
@@ -169,8 +166,6 @@ def train(
         scalars = {k: float(v) / window_len for k, v in jax.device_get(window).items()}
         writer.write_scalars(done, scalars)
         progress.update(done, {k: scalars[k] for k in ("loss",) if k in scalars})
-        if on_log is not None:
-          on_log(done, scalars)
         window, window_len = None, 0
         if tcfg.check_recompile and step_fn._cache_size() != compiled:  # pylint: disable=protected-access
           raise RuntimeError(
@@ -184,8 +179,6 @@ def train(
         _check_finite(state, flags)
         results = {k: float(v) for k, v in evaluator(state).items()}
         writer.write_scalars(done, {f"eval/{k}": v for k, v in results.items()})
-        if on_log is not None:
-          on_log(done, {f"eval/{k}": v for k, v in results.items()})
         if best is not None:
           best.save(done, state, results)
       if not is_last and guard.requested(done):

@@ -49,14 +49,6 @@ class TrainSetup:
   init_extra: Callable[[Any, Any], Any] | None = None  # jitted, sharded; re-run after init_weights
 
   @property
-  def tx(self) -> optax.GradientTransformation:
-    return self.optimizer.tx
-
-  @property
-  def schedule(self) -> optax.Schedule:
-    return next(iter(self.optimizer.schedules.values()))
-
-  @property
   def frozen(self) -> Any:
     return self.optimizer.frozen
 
@@ -121,11 +113,6 @@ def setup(
 
 def _zeros_like(shapes):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-def checked_names(metric_names, groups) -> tuple[str, ...]:
-  """The order of the step's non-finite flags: loss terms, then each group's gradient."""
-  return tuple(metric_names) + tuple(f"grad/{g}" for g in groups)
 
 
 def make_train_step(task: TrainTask, ts: TrainSetup):
