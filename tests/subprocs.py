@@ -32,6 +32,8 @@ def iterator_state(workdir, step):
 
 
 def one_device_env():
-  """The environment for a launch.py subprocess on one CPU device (as the demos' seed studies ran), not
-  the test session's 8 fake devices."""
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  """The environment for a launch.py subprocess on one CPU device (as the seed studies measure:
+  `jaxseg.tools.results.one_device_env`), not the test session's 8 fake devices."""
+  from jaxseg.tools import results  # pylint: disable=import-outside-toplevel
+
+  return results.one_device_env()

@@ -158,4 +158,8 @@ def class_names(data: ml_collections.ConfigDict) -> list[str]:
     from jaxseg.data import driving  # pylint: disable=g-import-not-at-top
 
     return list(driving.CITYSCAPES_CLASS_NAMES)
+  if data.name == "synthetic_indoor":
+    from jaxseg.data.synthetic_indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
+
+    return list(INDOOR_CLASSES)
   return [str(i) for i in range(data.num_classes)]

@@ -55,7 +55,6 @@ def _get(*keys: str) -> Callable[[dict], float | None]:
       value = value[k]
     return None if value is None else 100.0 * float(value)
 
-  get.keys = keys
   return get
 
 

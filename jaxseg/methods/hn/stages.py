@@ -284,17 +284,11 @@ def _prediction_pictures(config, workdir: str, examples_by_arm: dict) -> str:
       titles,
       header=f"fine-tuned with {100 * fraction:g}% of the labelled images ({count} of "
       f"{train_size}); held-out rooms",
-      legend=legend_entries([np.asarray(m).astype(np.uint8) for m in masks], _class_names(config)),
+      legend=legend_entries(
+          [np.asarray(m).astype(np.uint8) for m in masks], datasets.class_names(config.data)
+      ),
       notes=["ignore: pixels without a semantic label in the ground truth"],
   )
-
-
-def _class_names(config) -> list[str]:
-  if str(config.data.name) == "synthetic_indoor":
-    from jaxseg.data.synthetic_indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
-
-    return list(INDOOR_CLASSES)
-  return datasets.class_names(config.data)
 
 
 STAGE_FNS = {
