@@ -79,12 +79,11 @@ def main(argv):
     initialize_distributed()
     import jax  # pylint: disable=g-import-not-at-top
 
-    from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
     from jaxseg import methods  # pylint: disable=g-import-not-at-top
 
     config = _CONFIG.value
     method = methods.get_method(config.method)
-    config_lib.check_keys(config, method.default_config())
+    methods.check_config_keys(config)
     workdir = _WORKDIR.value
     methods.check_resume_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
     if jax.process_index() == 0:

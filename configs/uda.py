@@ -95,9 +95,9 @@ def _synthetic(config):
     # From scratch (no ImageNet init): a larger segmenter learning rate, no 10x heads, one update per
     # parameter (the official duplicate-listing quirk reproduces published numbers; nothing to
     # reproduce here) and the poly schedule over this run's own steps.
-    section.optimizer.update(learning_rate=0.01, lr_multipliers=())
+    section.optimizer.update(learning_rate=0.01, lr_multipliers=(), listing_multiplicity=())
     for opt in (section.optimizer, section.optimizer.groups.discriminators):
-      opt.update(listing_multiplicity=(), decay_steps=0)
+      opt.update(decay_steps=0)
   config.pseudo_labels.checkpoint = "best"
   config.evaluate.checkpoint = "best"
   config.self_train.objective = "advent"

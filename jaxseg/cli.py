@@ -13,8 +13,8 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
-from jaxseg.config import ConfigError
 from jaxseg.data.errors import DataError
+from jaxseg.errors import ConfigError
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 

@@ -13,9 +13,7 @@ from typing import Any
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A config names an unknown key or holds an invalid value."""
+from jaxseg.errors import ConfigError
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -69,15 +67,23 @@ def _parse_value(key: str, value: str, default: Any) -> Any:
 
 
 def check_keys(
-    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str = ""
+    config: ml_collections.ConfigDict,
+    reference: ml_collections.ConfigDict,
+    *,
+    open_sections: tuple[str, ...] = (),
 ) -> None:
   """Raises `ConfigError` naming every key of `config` absent from `reference`.
 
   `reference` is the method's `default_config()`: the set of keys the method
   reads. Nested dicts are checked recursively; values are not compared.
+
+  Args:
+    open_sections: sections whose entries the config names itself (e.g. 'optimizer.groups': a
+      group per name), matched against the end of a dotted key path; their entries are not
+      compared with `reference`, the code that reads them checks them (e.g. the optimiser factory).
   """
   unknown = []
-  _collect_unknown(config, reference, prefix, unknown)
+  _collect_unknown(config, reference, "", tuple(open_sections), unknown)
   if unknown:
     raise ConfigError(
         f"unknown config key(s): {', '.join(unknown)}. The method reads only the keys of "
@@ -85,23 +91,24 @@ def check_keys(
     )
 
 
-def _collect_unknown(config, reference, prefix, unknown):
+def is_open_section(path: str, open_sections: tuple[str, ...]) -> bool:
+  """Whether the dotted `path` ends with one of `open_sections` (see `check_keys`)."""
+  return any(path == s or path.endswith("." + s) for s in open_sections)
+
+
+def _collect_unknown(config, reference, prefix, open_sections, unknown):
   for key in config.keys():
     path = f"{prefix}{key}"
     if key not in reference:
-      if prefix.endswith("optimizer.groups.") and isinstance(
-          config[key], ml_collections.ConfigDict
+      if not (
+          is_open_section(prefix[:-1], open_sections)
+          and isinstance(config[key], ml_collections.ConfigDict)
       ):
-        # Optimiser groups are named by the config; each must hold only optimiser-group keys.
-        from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
-
-        _collect_unknown(config[key], optimizer_group(""), path + ".", unknown)
-        continue
-      unknown.append(path)
+        unknown.append(path)
       continue
     value, ref = config[key], reference[key]
     if isinstance(value, ml_collections.ConfigDict) and isinstance(ref, ml_collections.ConfigDict):
-      _collect_unknown(value, ref, path + ".", unknown)
+      _collect_unknown(value, ref, path + ".", open_sections, unknown)
 
 
 def apply_common_args(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from jaxseg.config import ConfigError, check_keys, parse_arg
+from jaxseg.config import check_keys, parse_arg
+from jaxseg.errors import ConfigError
 from jaxseg.methods.supervised import default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

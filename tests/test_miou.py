@@ -45,7 +45,7 @@ def test_perfect_prediction():
 
 
 def test_dataset_scorer_names_an_eval_batch_that_does_not_split_over_the_mesh():
-  from jaxseg.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from jaxseg.errors import ConfigError
   from jaxseg.evaluation.segmentation import dataset_scorer  # pylint: disable=import-outside-toplevel
   from jaxseg.train import sharding as shd  # pylint: disable=import-outside-toplevel
 

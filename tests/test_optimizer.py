@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
 from jaxseg.train.config import trainer_config
 from jaxseg.train.optimizer import make_optimizer, make_schedule
 

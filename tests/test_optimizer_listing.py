@@ -6,9 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
+from jaxseg.methods.uda import optimizer as advent_optimizer
+from jaxseg.methods.uda.optimizer import pytorch_sgd
 from jaxseg.train.config import trainer_config
-from jaxseg.train.optimizer import build_optimizer, optimizer_group, pytorch_sgd
+from jaxseg.train.optimizer import build_optimizer, optimizer_group
 
 LR, MU, WD, POWER, TOTAL, STEPS = 0.05, 0.9, 5e-4, 0.9, 10, 3
 # A backbone tensor listed once (conv1), three times (a Bottleneck conv), four times (a downsample
@@ -85,10 +87,18 @@ def _reference(listings):
   return out
 
 
-def _config(**kw):
+def _config(name="momentum", listing_multiplicity=None, **kw):
+  """The optimiser config; with `listing_multiplicity` ADVENT's registered `advent_sgd` (momentum 0
+  for plain 'sgd')."""
   c = trainer_config().optimizer
+  if listing_multiplicity is not None:
+    with c.unlocked():
+      c.listing_multiplicity = listing_multiplicity
+    if name == "sgd":
+      kw["momentum"] = 0.0
+    name = advent_optimizer.NAME
   c.update(
-      name="momentum",
+      name=name,
       learning_rate=LR,
       momentum=MU,
       weight_decay=WD,
@@ -190,16 +200,18 @@ def test_multiplicity_one_is_bit_identical_to_the_optax_path(name, nesterov):
 
 def test_listing_multiplicity_config_errors():
   params = _params32()
-  with pytest.raises(ConfigError, match=r"optimizer\.listing_multiplicity"):
-    build_optimizer(_config(name="adam", listing_multiplicity=MULTIPLICITY), params, TOTAL)
+  # Only the registered `advent_sgd` reads the key: another optimiser's group refuses it by name.
+  with pytest.raises(ConfigError, match="listing_multiplicity"):
+    optimizer_group(r"^head/", name="adamw", listing_multiplicity=((r"w", 2),))
   cfg = _config()
   with cfg.unlocked():
-    cfg.groups = {
-        "head": optimizer_group(r"^head/", name="adamw", listing_multiplicity=((r"w", 2),))
-    }
+    cfg.groups = {"head": optimizer_group(r"^head/", name="adamw")}
+    cfg.groups.head.listing_multiplicity = ((r"w", 2),)
   with pytest.raises(ConfigError, match=r"optimizer\.groups\.head\.listing_multiplicity"):
     build_optimizer(cfg, params, TOTAL)
   with pytest.raises(ConfigError, match=r"listing_multiplicity: entry"):
     build_optimizer(_config(listing_multiplicity=((r"conv", 0),)), params, TOTAL)
-  # Empty (the default) is fine for every optimiser.
-  build_optimizer(_config(name="adam"), params, TOTAL)
+  with pytest.raises(ConfigError, match=r"optimizer\.name='sgdd': unknown optimiser"):
+    build_optimizer(_config(name="sgdd"), params, TOTAL)
+  # Empty (the default) is the factory's momentum SGD.
+  build_optimizer(_config(listing_multiplicity=()), params, TOTAL)

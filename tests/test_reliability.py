@@ -2,6 +2,7 @@
 config changes on resume, one metrics row per step."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxseg import methods
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import loop
 from jaxseg.train.metrics import read_metrics
@@ -82,6 +83,44 @@ def test_resume_with_changed_training_keys_is_refused(tmp_path):
   methods.check_resume_config(harmless, str(tmp_path))
   methods.save_config(changed, str(tmp_path))
   assert len(os.listdir(tmp_path / "config_history")) == 2  # every launch is kept
+
+
+@pytest.mark.parametrize(
+    "method,safe,refused",
+    [
+        ("uda", "self_train.train.log_every", "self_train.optimizer.learning_rate"),
+        ("uda", "source_only.train.checkpoint_every", "source_only.train.batch_size"),
+        ("hn", "finetune.train.log_every", "finetune.train.compute_dtype"),
+        ("hn", "pretrain_data.root", "pretrain_data.depth_scale"),
+        ("seam", "affinity.train.log_every", "affinity.train.total_steps"),
+        ("vos", "train_data.root", "train_data.frame_gaps"),
+        ("supervised", "data.skip_bad", "data.num_classes"),
+    ],
+)
+def test_resume_safety_is_declared_per_section(tmp_path, method, safe, refused):
+  """Every stage's trainer section and every method's data roots follow their declarations (trainer
+  keys in jaxseg/train/config.py, method keys next to the method's default_config)."""
+
+  def with_change(key):
+    config = methods.get_method(method).default_config()
+    *path, leaf = key.split(".")
+    section = config
+    for part in path:
+      section = section[part]
+    old = section[leaf]
+    section[leaf] = {str: "/moved", bool: not old, tuple: (1, 2)}.get(type(old), old)
+    if type(old) is int:
+      section[leaf] = old + 3
+    if isinstance(old, float):
+      section[leaf] = old * 2
+    assert section[leaf] != old, key
+    return config
+
+  methods.save_config(methods.get_method(method).default_config(), str(tmp_path))
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  methods.check_resume_config(with_change(safe), str(tmp_path))
+  with pytest.raises(ConfigError, match=re.escape(refused)):
+    methods.check_resume_config(with_change(refused), str(tmp_path))
 
 
 def _launch(workdir, *extra):

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.config import ConfigError
 from jaxseg.data import pipeline
+from jaxseg.errors import ConfigError
 from jaxseg.methods.seam import method
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd

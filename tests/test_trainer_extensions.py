@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.config import ConfigError, check_keys
+from jaxseg.errors import ConfigError
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd
-from jaxseg.train.config import stage_trainer_config, trainer_config
+from jaxseg.train.config import check_config_keys, stage_trainer_config, trainer_config
 from jaxseg.train.metrics import read_metrics
-from jaxseg.train.optimizer import optimizer_group
+from jaxseg.train.optimizer import build_optimizer, optimizer_group
 
 import subprocs
 import toy
@@ -154,11 +154,13 @@ def test_two_optimizer_groups_match_pytorch_sgd_and_adam():
 
 def test_group_config_keys_are_checked():
   config = _analytic_config()
-  check_keys(config, trainer_config())  # named groups with optimiser keys are fine
+  check_config_keys(config, trainer_config())  # named groups with optimiser keys are fine
   with config.unlocked():
     config.optimizer.groups.disc.betas = (0.9, 0.99)  # not a key: b1 / b2
   with pytest.raises(ConfigError, match=r"optimizer\.groups\.disc\.betas"):
-    check_keys(config, trainer_config())
+    check_config_keys(config, trainer_config())
+  with pytest.raises(ConfigError, match=r"optimizer\.groups\.disc\.betas"):
+    build_optimizer(config.optimizer, {"d": np.zeros(2)}, 10)  # where groups are built, too
   with pytest.raises(ConfigError, match="momentumm"):
     optimizer_group(r"^d", momentumm=0.9)
 

@@ -141,7 +141,6 @@ def main() -> None:
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   from jaxseg import cli, methods  # pylint: disable=g-import-not-at-top
-  from jaxseg import config as config_lib  # pylint: disable=g-import-not-at-top
 
   config_flag = config_flags.DEFINE_config_file(
       "config", None, "Experiment config file[:arg].", lock_config=True
@@ -156,7 +155,7 @@ def main() -> None:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     with cli.user_errors(verbose.value):
       config = config_flag.value
-      config_lib.check_keys(config, methods.get_method(config.method).default_config())
+      methods.check_config_keys(config)
       bad, total = check(config, workers=workers.value, progress=progress.value)
     if bad:
       print(format_table(bad), flush=True)

@@ -13,6 +13,16 @@ from jaxseg.data.errors import DataError
 SYNTHETIC_HINT = "use the ':synthetic' config variant for the embedded synthetic dataset"
 
 
+# Keys of a data section that may change between launches of one workdir (the dataset moved; a bad
+# file that stops every resume is skipped): `resume_safe('data')` -> ('data.root', 'data.skip_bad').
+RESUME_SAFE_DATA_KEYS = ("root", "skip_bad")
+
+
+def resume_safe(*sections: str) -> tuple[str, ...]:
+  """The resume-safe keys of the named `data_config()` sections of a method's config."""
+  return tuple(f"{s}.{k}" for s in sections for k in RESUME_SAFE_DATA_KEYS)
+
+
 def data_config() -> ml_collections.ConfigDict:
   """Keys of a segmentation `config.data` section (shared by the methods)."""
   return ml_collections.ConfigDict(

@@ -122,7 +122,7 @@ def dataset_scorer(
 
   data_shards = int(batch_sharding.mesh.shape["data"])
   if int(batch_size) % data_shards:
-    from jaxseg.config import ConfigError  # pylint: disable=g-import-not-at-top
+    from jaxseg.errors import ConfigError
 
     raise ConfigError(
         f"eval batch size {batch_size} does not split over the mesh's {data_shards}-way 'data' axis; "

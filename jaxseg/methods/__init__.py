@@ -13,7 +13,10 @@ from types import ModuleType
 
 import ml_collections
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
+from jaxseg.train.config import check_config_keys as check_config_keys_against
+from jaxseg.train.config import resume_safe_keys as trainer_resume_safe_keys
+from jaxseg.train.optimizer import optimizer_group
 
 METHODS = {
     "supervised": "jaxseg.methods.supervised",
@@ -30,31 +33,16 @@ def get_method(name: str) -> ModuleType:
   return importlib.import_module(METHODS[name])
 
 
-# Keys that may change between launches of one workdir without changing what is trained:
-# logging, checkpoint cadence, loader threads, which stages run, post-training settings.
-RESUME_SAFE_KEYS = (
-    "stages",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.async_checkpoint",
-    "train.progress_bar",
-    "train.num_workers",
-    "train.prefetch_batches",
-    "train.check_recompile",
-    "train.eval_every",
-    "evaluate.",
-    "infer.",
-    "data.root",
-    "data.skip_bad",  # turned on to get past a bad file that stops every resume
-    "source_data.root",
-    "source_data.skip_bad",
-    "target_data.root",
-    "target_data.skip_bad",
-    "pseudo_labels.",
-    "propagate.",
-    "eval_data.",
-)
+def check_config_keys(config: ml_collections.ConfigDict) -> None:
+  """Raises `ConfigError` naming every key of `config` its method does not read."""
+  check_config_keys_against(config, get_method(config.method).default_config())
+
+
+def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Keys that may change between launches of one workdir: the trainer's (every trainer section's
+  logging / checkpoint cadence / loader keys, `stages`) and the method's own `RESUME_SAFE_KEYS`
+  (declared next to its `default_config`)."""
+  return trainer_resume_safe_keys(config) + tuple(get_method(config.method).RESUME_SAFE_KEYS)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -103,7 +91,7 @@ def check_resume_config(
 
   Raises:
     ConfigError: `workdir` has checkpoints and its `config.json` differs from `config` in a key
-      outside `RESUME_SAFE_KEYS` (the message lists them); pass `--allow_config_change` to go on.
+      outside `resume_safe_keys(config)` (the message lists them); pass `--allow_config_change`.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path) or not _has_checkpoints(workdir):
@@ -111,9 +99,8 @@ def check_resume_config(
   with open(path) as f:
     old = json.load(f)
   new = json.loads(config.to_json())
-  changed = [
-      d for d in config_diff(old, new) if not any(d[0].startswith(k) for k in RESUME_SAFE_KEYS)
-  ]
+  safe = resume_safe_keys(config)
+  changed = [d for d in config_diff(old, new) if not any(d[0].startswith(k) for k in safe)]
   if not changed:
     return
   if allow_change:
@@ -144,10 +131,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def _update(config, values, prefix):
   for key, value in values.items():
     if key not in config and prefix.endswith("optimizer.groups.") and isinstance(value, dict):
-      from jaxseg.train.optimizer import optimizer_group  # pylint: disable=g-import-not-at-top
-
-      with config.unlocked():
-        config[key] = optimizer_group(value.get("params", ""))
+      with config.unlocked():  # a group named by the config: its optimiser's keys, then the values
+        config[key] = optimizer_group(value.get("params", ""), name=value.get("name", "momentum"))
     if key not in config:
       raise ValueError(f"{prefix}{key}: unknown key in saved config")
     if isinstance(config[key], ml_collections.ConfigDict):

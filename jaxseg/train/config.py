@@ -2,11 +2,30 @@
 
 import ml_collections
 
-from jaxseg.train.optimizer import optimizer_fields
+from jaxseg.config import check_keys
+from jaxseg.train import optimizer as optim
 
 # Keys of a complete trainer section (see `trainer_section`); the rest of a trainer config
 # (seed, mesh, sharding rules) is shared by every training stage of a run.
 SECTION_KEYS = ("train", "optimizer")
+# Sections whose entries the config names itself (optimiser groups): `check_keys` leaves their keys
+# to the optimiser factory (`optim.check_group_keys`), which knows each registered optimiser's keys.
+OPEN_SECTIONS = ("optimizer.groups",)
+# Keys that may change between launches of one workdir without changing what is trained (see
+# `jaxseg.methods.check_resume_config`): which stages run, and in every trainer section's `train`
+# the logging, checkpoint cadence, loader and in-training evaluation keys.
+RESUME_SAFE_KEYS = ("stages",)
+RESUME_SAFE_TRAIN_KEYS = (
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "async_checkpoint",
+    "progress_bar",
+    "num_workers",
+    "prefetch_batches",
+    "check_recompile",
+    "eval_every",
+)
 
 
 def train_fields() -> dict:
@@ -33,7 +52,7 @@ def trainer_section(**train_overrides) -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.train = ml_collections.ConfigDict(train_fields())
   s.train.update(train_overrides)
-  s.optimizer = ml_collections.ConfigDict(optimizer_fields())
+  s.optimizer = ml_collections.ConfigDict(optim.optimizer_fields())
   s.optimizer.grad_clip_norm = 0.0  # 0 = off; clips the global norm over every group
   # Named groups, each a complete optimiser config from `optimizer_group(params=regex, ...)`.
   s.optimizer.groups = ml_collections.ConfigDict()
@@ -85,3 +104,37 @@ def stage_trainer_config(
     c[key] = ml_collections.ConfigDict(src[key].to_dict())
   c.lock()
   return c
+
+
+def trainer_sections(
+    config: ml_collections.ConfigDict,
+) -> dict[str | None, ml_collections.ConfigDict]:
+  """{section key (None = top level): section} of every training stage's `trainer_section()` in
+  `config`: the top level and each first-level ConfigDict holding `train` and `optimizer`."""
+  out = {None: config}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and all(k in value for k in SECTION_KEYS):
+      out[key] = value
+  return out
+
+
+def check_config_keys(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> None:
+  """`check_keys` against the method's default config, then each optimiser group's own keys.
+
+  Raises:
+    ConfigError: naming the first unknown keys (e.g. `affinity.optimizer.groups.head.betas`).
+  """
+  check_keys(config, reference, open_sections=OPEN_SECTIONS)
+  for name, section in trainer_sections(config).items():
+    optim.check_group_keys(section.optimizer, "optimizer" if name is None else f"{name}.optimizer")
+
+
+def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The trainer's resume-safe keys of `config`, in every trainer section (e.g. `affinity.train.log_every`)."""
+  out = list(RESUME_SAFE_KEYS)
+  for name in trainer_sections(config):
+    prefix = "" if name is None else f"{name}."
+    out += [f"{prefix}train.{k}" for k in RESUME_SAFE_TRAIN_KEYS]
+  return tuple(out)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.config import ConfigError
 from jaxseg.data import pipeline
+from jaxseg.errors import ConfigError
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import metrics as metrics_lib
 from jaxseg.train import preemption

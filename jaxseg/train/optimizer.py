@@ -12,12 +12,10 @@ DeepLab do) and `frozen` stay as sugar: one `optax.multi_transform` slot per
 (group, multiplier); frozen parameters get `optax.set_to_zero`. The default
 group's `frozen` freezes matching parameters of every group.
 
-`listing_multiplicity` (sgd/momentum only) reproduces a quirk of the official ADVENT code: its
-segmenter's SGD group lists each backbone tensor several times (`get_1x_lr_params_no_scale` yields
-`parameters()` of every ancestor module: conv1 1x, each Bottleneck conv 3x, each downsample conv
-4x), and PyTorch 2.x's single-tensor SGD applies the update once per listing (see `pytorch_sgd`).
-It exists to reproduce the published ADVENT numbers; the default `listing_multiplicity=()` gives
-the intended single update per step (and keeps the plain optax path).
+`optimizer.name` picks a registered optimiser (`register_optimizer`, as big_vision's
+`optax.big_vision.<name>`): sgd, momentum, adam and adamw are built in; a method registers its own
+(with the extra config keys it reads) next to its config, e.g. ADVENT's `advent_sgd` in
+`jaxseg/methods/uda/optimizer.py`.
 """
 
 from __future__ import annotations
@@ -25,14 +23,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
 from jaxseg.train.sharding import leaf_path
 
 DEFAULT_GROUP = "default"
@@ -42,7 +40,7 @@ FROZEN = "frozen"
 def optimizer_fields() -> dict[str, Any]:
   """The keys of one complete optimiser config, with the trainer's defaults."""
   return dict(
-      name="momentum",  # sgd | momentum | adam | adamw
+      name="momentum",  # a registered optimiser: sgd | momentum | adam | adamw | a method's own
       learning_rate=0.01,
       momentum=0.9,
       nesterov=False,
@@ -64,9 +62,6 @@ def optimizer_fields() -> dict[str, Any]:
       end_learning_rate=0.0,
       lr_multipliers=(),  # ((regex, multiplier), ...), first match wins; e.g. new layers at 10x
       frozen="",  # regex on param paths that are not trained ('' = none)
-      # ((regex, k), ...), first match wins, default 1 (sgd/momentum only): the update is applied k
-      # times per step, as PyTorch 2.x SGD does for a tensor listed k times (ADVENT's quirk).
-      listing_multiplicity=(),
   )
 
 
@@ -78,11 +73,61 @@ def optimizer_group(params: str, **overrides: Any) -> ml_collections.ConfigDict:
         r'^disc', name='adam', learning_rate=1e-4, b2=0.99, weight_decay=0.0)
   """
   fields = optimizer_fields()
+  fields.update(optimizer_kind(overrides.get("name", fields["name"]), "optimizer group").fields)
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
     raise ConfigError(f"optimizer group: unknown key(s) {unknown}; known: {sorted(fields)}")
   fields.update(overrides)
   return ml_collections.ConfigDict(dict(params=params, **fields))
+
+
+# (cfg, learning-rate schedule, weight-decay mask, params, where) -> the group's transformation.
+# `cfg` is the group's optimiser config, `wd_mask` a params-shaped tree of bools (True = decayed),
+# `params` the whole tree (arrays or ShapeDtypeStructs), `where` the config path for error messages.
+Build = Callable[[Any, optax.Schedule, Any, Any, str], optax.GradientTransformation]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerKind:
+  """A registered optimiser: its builder and the config keys it reads beyond `optimizer_fields()`."""
+
+  build: Build
+  fields: dict[str, Any]
+
+
+_REGISTRY: dict[str, OptimizerKind] = {}
+
+
+def register_optimizer(name: str, build: Build, **fields: Any) -> None:
+  """Makes `optimizer.name=<name>` build with `build`; `fields` are its extra config keys (defaults).
+
+  A method registers its own optimiser in its package (imported whenever its config is), so the
+  shared factory never holds one paper's quirk.
+  """
+  clash = sorted(set(fields) & set(optimizer_fields()))
+  if clash:
+    raise ValueError(f"register_optimizer({name!r}): {clash} are already optimiser keys")
+  _REGISTRY[name] = OptimizerKind(build, dict(fields))
+
+
+def optimizer_kind(name: str, where: str = "optimizer") -> OptimizerKind:
+  if name not in _REGISTRY:
+    raise ConfigError(f"{where}.name={name!r}: unknown optimiser; known: {sorted(_REGISTRY)}")
+  return _REGISTRY[name]
+
+
+def check_group_keys(cfg, where: str = "optimizer") -> None:
+  """Raises `ConfigError` naming each key of the named groups of `cfg` that no optimiser reads.
+
+  The groups are named by the config, so `jaxseg.config.check_keys` leaves their entries to this.
+  """
+  for name, group in (cfg.get("groups") or {}).items():
+    kind = optimizer_kind(group.get("name", "momentum"), f"{where}.groups.{name}")
+    known = {"params", *optimizer_fields(), *kind.fields}
+    unknown = sorted(set(group.keys()) - known)
+    if unknown:
+      keys = ", ".join(f"{where}.groups.{name}.{k}" for k in unknown)
+      raise ConfigError(f"unknown optimiser key(s) {keys}; known: {sorted(known)}")
 
 
 def step_schedule(lr: float, boundaries, factor: float) -> optax.Schedule:
@@ -127,7 +172,7 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def _path_labels(params: Any, fn: Callable[[str], Any]) -> Any:
+def path_labels(params: Any, fn: Callable[[str], Any]) -> Any:
   return jax.tree_util.tree_map_with_path(lambda p, _: fn(leaf_path(p)), params)
 
 
@@ -140,6 +185,7 @@ def _multiplier_for(path: str, multipliers) -> float:
 
 def group_configs(cfg) -> dict[str, Any]:
   """{group name: its optimiser config}, the default group first, then the named groups in order."""
+  check_group_keys(cfg)
   groups = {DEFAULT_GROUP: cfg}
   for name, group in (cfg.get("groups") or {}).items():
     if name in (DEFAULT_GROUP, FROZEN) or "/" in name:
@@ -162,7 +208,7 @@ def param_groups(cfg, params: Any) -> Any:
         return name
     return DEFAULT_GROUP
 
-  return _path_labels(params, group)
+  return path_labels(params, group)
 
 
 def group_labels(cfg, params: Any) -> Any:
@@ -186,7 +232,7 @@ def group_labels(cfg, params: Any) -> Any:
     multipliers = tuple(tuple(m) for m in g.lr_multipliers)
     return f"{group}/x{_multiplier_for(path, multipliers):g}"
 
-  paths = _path_labels(params, lambda p: p)
+  paths = path_labels(params, lambda p: p)
   return jax.tree.map(label, paths, param_groups(cfg, params))
 
 
@@ -222,11 +268,10 @@ def build_optimizer(cfg, params: Any, total_steps: int) -> Optimizer:
     group, mult = label.split("/")
     g = configs[group]
     exclude = re.compile(g.weight_decay_exclude) if g.weight_decay_exclude else None
-    wd_mask = _path_labels(params, lambda p, e=exclude: not (e and e.search(p)))
+    wd_mask = path_labels(params, lambda p, e=exclude: not (e and e.search(p)))
     lr = lambda step, s=schedules[group], m=float(mult[1:]): s(step) * m  # noqa: E731
     where = f"optimizer.groups.{group}" if group != DEFAULT_GROUP else "optimizer"
-    multiplicity = _listing_multiplicity(g, params, where)
-    transforms[label] = _base_optimizer(g, lr, wd_mask, where, multiplicity)
+    transforms[label] = optimizer_kind(g.name, where).build(g, lr, wd_mask, params, where)
   chain = []
   if cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
@@ -246,173 +291,41 @@ def make_optimizer(
   return opt.tx, schedule
 
 
-def _listing_multiplicity(cfg, params: Any, where: str) -> Any:
-  """Params-shaped tree of `listing_multiplicity` ints, or None when every leaf is listed once."""
-  pairs = tuple(tuple(m) for m in (cfg.get("listing_multiplicity") or ()))
-  if not pairs:
-    return None
-  if cfg.name not in ("sgd", "momentum"):
-    raise ConfigError(
-        f"{where}.listing_multiplicity={pairs!r}: only sgd and momentum apply an update once per "
-        f"listing (PyTorch SGD); {where}.name={cfg.name!r}. Set it to ()."
-    )
-  for pair in pairs:
-    if len(pair) != 2 or not isinstance(pair[0], str) or not _is_count(pair[1]):
-      raise ConfigError(
-          f"{where}.listing_multiplicity: entry {pair!r} is not (regex, integer >= 1)"
-      )
-  compiled = [(re.compile(pattern), int(k)) for pattern, k in pairs]
-
-  def count(path: str) -> int:
-    for pattern, k in compiled:
-      if pattern.search(path):
-        return k
-    return 1
-
-  tree = _path_labels(params, count)
-  return None if all(k == 1 for k in jax.tree.leaves(tree)) else tree
-
-
-def _is_count(k: Any) -> bool:
-  return not isinstance(k, bool) and isinstance(k, (int, float)) and int(k) == k and k >= 1
-
-
-class PytorchSgdState(NamedTuple):
-  """State of `pytorch_sgd`: the step count and the momentum buffers (None without momentum)."""
-
-  count: jax.Array
-  momentum_buffer: Any
-
-
-def pytorch_sgd(
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: float | None = None,
-    weight_decay: float = 0.0,
-    wd_mask: Any = None,
-    multiplicity: Any = 1,
-    nesterov: bool = False,
-) -> optax.GradientTransformation:
-  """PyTorch 2.x single-tensor SGD that applies the update once per *listing* of a tensor.
-
-  Official ADVENT (`ResNetMulti.get_1x_lr_params_no_scale`) lists every backbone tensor several
-  times in the segmenter's SGD group (conv1 1x, each Bottleneck conv 3x, each downsample conv 4x),
-  and PyTorch 2.x's `_single_tensor_sgd` (CPU) updates the tensor once per listing. With `k`
-  listings, `d = grad + weight_decay * p` (coupled L2, `p` the current, already-updated value;
-  `grad` fixed during the step) and, for each listing in a row:
-
-    first step:  buf = d;                   p -= lr * buf   (each listing clones its own buffer;
-                                                             the last one is kept)
-    later steps: buf = momentum * buf + d;  p -= lr * buf   (one buffer shared, updated in place)
-
-  (nesterov: p -= lr * (d + momentum * buf); momentum None or 0: p -= lr * d, no buffer.) `lr` is
-  the schedule at the step count, the same for all listings. It exists to reproduce the published
-  ADVENT numbers (golden README section 6); `listing_multiplicity=()` in the config, the default,
-  is the single update per step, built with plain optax (`add_decayed_weights` + `optax.sgd`).
-
-  With every multiplicity 1 this is exactly that optax chain (same operations, bit-identical). For
-  k > 1 the returned update is `p_k - p_0`, so `optax.apply_updates` gives `p_k` (exactly whenever
-  p_k and p_0 are within a factor 2 of each other, Sterbenz; otherwise to the last ulp).
-
-  Args:
-    learning_rate: a float or an optax schedule of the step count.
-    momentum: momentum factor, or None (plain SGD, as the config's 'sgd').
-    weight_decay: coupled L2 factor (PyTorch's `weight_decay`).
-    wd_mask: params-shaped tree of bools (True = decayed), or None (all decayed).
-    multiplicity: params-shaped tree of static ints >= 1 (listings per tensor), or one int.
-    nesterov: PyTorch's `nesterov`.
-  """
-  weight_decay = float(weight_decay)
-  if momentum is not None and float(momentum) == 0.0:
-    momentum = None
-  momentum = None if momentum is None else float(momentum)
-  if not isinstance(multiplicity, int):
-    bad = [k for k in jax.tree.leaves(multiplicity) if not (isinstance(k, int) and k >= 1)]
-    if bad:
-      raise ValueError(f"pytorch_sgd: multiplicity leaves must be static ints >= 1, got {bad[:3]}")
-  elif multiplicity < 1:
-    raise ValueError(f"pytorch_sgd: multiplicity must be >= 1, got {multiplicity}")
-
-  def static_trees(tree):
-    # Inside `optax.multi_transform`, `tree` has `optax.MaskedNode`s where other slots' leaves are;
-    # the static trees are params-shaped, so their leaves line up with a leaf or a MaskedNode.
-    counts = multiplicity
-    if isinstance(counts, int):
-      counts = jax.tree.map(lambda _: multiplicity, tree)
-    leaves, treedef = jax.tree.flatten(counts)
-    decayed = [True] * len(leaves) if wd_mask is None else treedef.flatten_up_to(wd_mask)
-    return leaves, decayed, treedef
-
-  def init_fn(params):
-    buf = None
-    if momentum is not None:
-      buf = jax.tree.map(jnp.zeros_like, params)
-    return PytorchSgdState(count=jnp.zeros([], jnp.int32), momentum_buffer=buf)
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("pytorch_sgd needs params (coupled weight decay, repeated listings)")
-    counts, decayed, treedef = static_trees(updates)
-    grads = treedef.flatten_up_to(updates)
-    ps = treedef.flatten_up_to(params)
-    bufs = [None] * len(counts)
-    if momentum is not None:
-      bufs = treedef.flatten_up_to(state.momentum_buffer)
-    rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    first = state.count == 0
-    out_updates, out_bufs = [], []
-    for k, decay, g, p0, buf in zip(counts, decayed, grads, ps, bufs):
-      if isinstance(g, optax.MaskedNode):
-        out_updates.append(g)
-        out_bufs.append(buf)
-        continue
-      step = jnp.array(-rate, dtype=g.dtype)
-      p = p0
-      for i in range(k):
-        d = g + weight_decay * p if weight_decay and decay else g
-        if momentum is None:
-          direction = d
-        else:
-          # buf is zero at the first step, so the first listing is `optax.trace` exactly; later
-          # listings of the first step clone their own d, as PyTorch's `buf is None` branch does.
-          prev = buf if i == 0 else jnp.where(first, jnp.zeros_like(buf), buf)
-          buf = d + momentum * prev
-          direction = d + momentum * buf if nesterov else buf
-        if k == 1:
-          update = step * direction
-        else:
-          p = p + step * direction
-      out_updates.append(update if k == 1 else p - p0)
-      out_bufs.append(buf)
-    new_buf = None if momentum is None else treedef.unflatten(out_bufs)
-    return treedef.unflatten(out_updates), PytorchSgdState(
-        count=optax.safe_increment(state.count), momentum_buffer=new_buf
-    )
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _base_optimizer(
-    cfg, lr: optax.Schedule, wd_mask, where: str, multiplicity: Any = None
-) -> optax.GradientTransformation:
+def _sgd(cfg, lr, wd_mask, params, where) -> optax.GradientTransformation:
+  """PyTorch SGD: g += wd * p (coupled L2) before the momentum buffer; buf = g at the first step."""
+  del params, where
+  momentum = float(cfg.momentum) if cfg.name != "sgd" else None
   wd = float(cfg.weight_decay)
-  if cfg.name in ("sgd", "momentum"):
-    # PyTorch SGD: g += wd * p (coupled L2) before the momentum buffer; buf = g at the first step.
-    momentum = float(cfg.momentum) if cfg.name == "momentum" else None
-    if multiplicity is not None:  # ADVENT's duplicated listings; see `pytorch_sgd`.
-      return pytorch_sgd(lr, momentum, wd, wd_mask, multiplicity, nesterov=bool(cfg.nesterov))
-    parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
-    parts.append(optax.sgd(lr, momentum=momentum, nesterov=bool(cfg.nesterov)))
-    return optax.chain(*parts)
-  if cfg.name == "adam":
-    # PyTorch Adam: coupled L2 (g += wd * p), then m / (sqrt(v_hat) + eps) with bias correction.
-    parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
-    parts.append(optax.adam(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
-    return optax.chain(*parts)
-  if cfg.name == "adamw":
-    return optax.adamw(
-        lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps), weight_decay=wd, mask=wd_mask
-    )
-  raise ConfigError(f"{where}.name={cfg.name!r}: expected sgd, momentum, adam or adamw")
+  parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
+  parts.append(optax.sgd(lr, momentum=momentum, nesterov=bool(cfg.nesterov)))
+  return optax.chain(*parts)
+
+
+def _adam(cfg, lr, wd_mask, params, where) -> optax.GradientTransformation:
+  """PyTorch Adam: coupled L2 (g += wd * p), then m / (sqrt(v_hat) + eps) with bias correction."""
+  del params, where
+  wd = float(cfg.weight_decay)
+  parts = [optax.add_decayed_weights(wd, wd_mask)] if wd else []
+  parts.append(optax.adam(lr, b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
+  return optax.chain(*parts)
+
+
+def _adamw(cfg, lr, wd_mask, params, where) -> optax.GradientTransformation:
+  del params, where
+  return optax.adamw(
+      lr,
+      b1=float(cfg.b1),
+      b2=float(cfg.b2),
+      eps=float(cfg.eps),
+      weight_decay=float(cfg.weight_decay),
+      mask=wd_mask,
+  )
+
+
+register_optimizer("sgd", _sgd)
+register_optimizer("momentum", _sgd)
+register_optimizer("adam", _adam)
+register_optimizer("adamw", _adamw)
 
 
 def global_norm(tree: Any) -> jax.Array:

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
 
 MESH_AXES = ("data", "model")
 

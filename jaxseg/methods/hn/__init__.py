@@ -6,7 +6,7 @@ height, HN labels) is `jaxseg.depth`.
 """
 
 from jaxseg.methods.hn import stages
-from jaxseg.methods.hn.method import default_config
+from jaxseg.methods.hn.method import RESUME_SAFE_KEYS, default_config
 from jaxseg.train.stages import run_stages
 
 
@@ -15,4 +15,4 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, stages.STAGE_FNS, method="hn")
 
 
-__all__ = ["default_config", "run"]
+__all__ = ["RESUME_SAFE_KEYS", "default_config", "run"]

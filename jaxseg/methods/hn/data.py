@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from jaxseg.config import ConfigError
+from jaxseg.errors import ConfigError
 
 # Eval scenes are drawn with an offset seed, so they never repeat a training scene.
 EVAL_SEED_OFFSET = 1_000_003

@@ -21,15 +21,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg.config import ConfigError
 from jaxseg.data import transforms
 from jaxseg.depth import default_hn_config, hn_num_classes
+from jaxseg.errors import ConfigError
 from jaxseg.methods.supervised.method import augment_spec, segmentation_loss
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train.config import trainer_config, trainer_section
 
 ARMS = ("random", "hn", "imagenet")
+
+
+NYU_FILE_KEYS = ("mat_path", "splits_path", "mapping40", "mapping13")  # where the files are
 
 
 def _nyu_fields(**overrides) -> dict:
@@ -48,6 +51,16 @@ def _synthetic_section(**overrides) -> ml_collections.ConfigDict:
   fields = dict(num_train=400, num_eval=100, image_size=(64, 64), seed=0)
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
+
+
+# Keys of this config that may change between launches of one workdir without changing what is
+# trained (data roots, post-training stages' settings); with the trainer's own
+# (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
+RESUME_SAFE_KEYS = (
+    "pretrain_data.root",
+    *(f"{s}.{k}" for s in ("pretrain_data", "data") for k in NYU_FILE_KEYS),
+    "evaluate.",
+)
 
 
 def default_config() -> ml_collections.ConfigDict:

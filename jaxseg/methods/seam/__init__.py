@@ -7,7 +7,12 @@ Modules, each importing only the ones before it (no cycles):
 """
 
 from jaxseg.methods.seam import affinity_stage, method, stages
-from jaxseg.methods.seam.method import STAGES, default_config, load_inference_model
+from jaxseg.methods.seam.method import (
+    RESUME_SAFE_KEYS,
+    STAGES,
+    default_config,
+    load_inference_model,
+)
 from jaxseg.train.stages import run_stages
 
 STAGE_FNS = {
@@ -24,4 +29,4 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, STAGE_FNS, method="seam")
 
 
-__all__ = ["default_config", "load_inference_model", "run"]
+__all__ = ["RESUME_SAFE_KEYS", "default_config", "load_inference_model", "run"]

@@ -29,6 +29,12 @@ from jaxseg.train.stages import train_stage
 STAGES = ("train", "infer", "affinity", "evaluate")
 
 
+# Keys of this config that may change between launches of one workdir without changing what is
+# trained (data roots, post-training stages' settings); with the trainer's own
+# (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
+RESUME_SAFE_KEYS = datasets.resume_safe("data") + ("infer.", "evaluate.")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key SEAM reads (locked). Defaults are the official recipe (train_SEAM.py)."""
   c = trainer_config()

@@ -24,6 +24,12 @@ from jaxseg.train.stages import run_stages, train_stage
 STAGES = ("train", "evaluate")
 
 
+# Keys of this config that may change between launches of one workdir without changing what is
+# trained (data roots, post-training stages' settings); with the trainer's own
+# (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
+RESUME_SAFE_KEYS = datasets.resume_safe("data") + ("evaluate.",)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key the supervised method reads (locked: unknown keys are errors)."""
   c = trainer_config()

@@ -5,7 +5,7 @@ bounded-memory dataset pass), `stages` (the stage functions).
 """
 
 from jaxseg.methods.uda import stages
-from jaxseg.methods.uda.method import default_config
+from jaxseg.methods.uda.method import RESUME_SAFE_KEYS, default_config
 from jaxseg.train.stages import run_stages
 
 
@@ -32,4 +32,4 @@ def load_inference_model(config, workdir: str):
   return apply_fn, stages.segmenter_variables(state), config
 
 
-__all__ = ["default_config", "load_inference_model", "run"]
+__all__ = ["RESUME_SAFE_KEYS", "default_config", "load_inference_model", "run"]

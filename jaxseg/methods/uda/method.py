@@ -47,10 +47,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg.config import ConfigError
 from jaxseg.data import datasets, transforms
+from jaxseg.errors import ConfigError
 from jaxseg.losses import adversarial
 from jaxseg.losses.entropy import entropy_loss, self_information_map
+from jaxseg.methods.uda import optimizer as advent_optimizer
 from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.discriminator import FCDiscriminator
 from jaxseg.train import loop
@@ -66,7 +67,7 @@ DISCRIMINATORS = r"^d_(main|aux)/"
 # each Bottleneck conv 3x (layerN, layerN.i, layerN.i.convK), each downsample conv 4x; the heads
 # (`get_10x_lr_params`) once. PyTorch 2.x SGD updates a tensor once per listing (golden README
 # section 6), so the published numbers come from these multiplicities: the paper default of
-# `optimizer.listing_multiplicity` (see `jaxseg.train.optimizer.pytorch_sgd`).
+# `optimizer.listing_multiplicity` (see `jaxseg.methods.uda.optimizer`).
 ADVENT_LISTING_MULTIPLICITY = (
     (r"^segmenter/layer[1-4]/\d+/downsample/", 4),
     (r"^segmenter/layer[1-4]/\d+/conv\d/", 3),
@@ -80,7 +81,7 @@ def _official_optimizer(section: ml_collections.ConfigDict) -> None:
   """ADVENT's optimisers (domain_adaptation/config.py) in a trainer section, in place."""
   o = section.optimizer
   o.update(
-      name="momentum",
+      name=advent_optimizer.NAME,
       learning_rate=2.5e-4,
       momentum=0.9,
       weight_decay=5e-4,
@@ -107,6 +108,15 @@ def _data_section(name: str, train_split: str, eval_split: str) -> ml_collection
   d = datasets.data_config()
   d.update(name=name, train_split=train_split, eval_split=eval_split, num_classes=19)
   return d
+
+
+# Keys of this config that may change between launches of one workdir without changing what is
+# trained (data roots, post-training stages' settings); with the trainer's own
+# (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
+RESUME_SAFE_KEYS = datasets.resume_safe("source_data", "target_data") + (
+    "pseudo_labels.",
+    "evaluate.",
+)
 
 
 def default_config() -> ml_collections.ConfigDict:

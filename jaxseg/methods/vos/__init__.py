@@ -6,7 +6,7 @@ evaluate).
 """
 
 from jaxseg.methods.vos import stages
-from jaxseg.methods.vos.method import default_config
+from jaxseg.methods.vos.method import RESUME_SAFE_KEYS, default_config
 from jaxseg.train.stages import run_stages
 
 
@@ -15,4 +15,4 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, stages.STAGE_FNS, method="vos")
 
 
-__all__ = ["default_config", "run"]
+__all__ = ["RESUME_SAFE_KEYS", "default_config", "run"]

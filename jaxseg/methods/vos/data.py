@@ -12,8 +12,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from jaxseg.config import ConfigError
 from jaxseg.data import synthetic
+from jaxseg.errors import ConfigError
 from jaxseg.evaluation.outputs import write_palette_png
 
 

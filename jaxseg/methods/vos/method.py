@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxseg.config import ConfigError
 from jaxseg.data import lab, transforms
+from jaxseg.errors import ConfigError
 from jaxseg.losses import correspondence
 from jaxseg.models.correspondence_encoders import CrwEncoder, MastEncoder
 from jaxseg.train import loop
@@ -45,6 +45,12 @@ MAST_LR_SAMPLE_BOUNDARIES = (400_000, 600_000, 800_000, 1_000_000)
 def mast_step_boundaries(batch_size: int) -> tuple[float, ...]:
   """MAST's sample-count boundaries as optimiser steps (lr drops once step * batch > boundary)."""
   return tuple(b / batch_size for b in MAST_LR_SAMPLE_BOUNDARIES)
+
+
+# Keys of this config that may change between launches of one workdir without changing what is
+# trained (data roots, post-training stages' settings); with the trainer's own
+# (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
+RESUME_SAFE_KEYS = ("train_data.root", "eval_data.", "propagate.", "evaluate.")
 
 
 def default_config() -> ml_collections.ConfigDict:
