@@ -1,5 +1,6 @@
 """Trainer keys shared by every method's `default_config()`."""
 
+import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.config import check_keys
@@ -83,6 +84,20 @@ def trainer_config() -> ml_collections.ConfigDict:
   return c
 
 
+def stage_section(
+    config: ml_collections.ConfigDict, section: str | None
+) -> ml_collections.ConfigDict:
+  """The trainer section of one training stage: `config[section]`, or `config` for None (the main
+  stage). Methods read a stage's keys (`train.compute_dtype`, `train.batch_size`) from here, so a
+  stage's section never silently falls back to the top level's."""
+  return config if section is None else config[section]
+
+
+def compute_dtype(config: ml_collections.ConfigDict, section: str | None = None) -> jnp.dtype:
+  """The activation dtype of one training stage's model (`<section>.train.compute_dtype`)."""
+  return jnp.dtype(stage_section(config, section).train.compute_dtype)
+
+
 def stage_trainer_config(
     config: ml_collections.ConfigDict, section: str | None
 ) -> ml_collections.ConfigDict:
@@ -96,7 +111,7 @@ def stage_trainer_config(
     A new locked ConfigDict with seed, mesh, sharding_rules, fsdp_min_size and the stage's
     train / optimizer: all the trainer reads, nothing inherited silently from another stage.
   """
-  src = config if section is None else config[section]
+  src = stage_section(config, section)
   c = ml_collections.ConfigDict()
   for key in ("seed", "mesh", "sharding_rules", "fsdp_min_size"):
     c[key] = config[key]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -27,7 +26,7 @@ from jaxseg.errors import ConfigError
 from jaxseg.methods.supervised.method import augment_spec, segmentation_loss
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config, trainer_section
+from jaxseg.train.config import compute_dtype, stage_section, trainer_config, trainer_section
 
 ARMS = ("random", "hn", "imagenet")
 
@@ -124,7 +123,8 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def build_model(config, num_classes: int) -> FCN:
+def build_model(config, num_classes: int, section: str | None = None) -> FCN:
+  """The FCN, computing in the dtype of trainer `section`'s stage (None: pretrain; 'finetune')."""
   m = config.model
   return FCN(
       num_classes=num_classes,
@@ -133,19 +133,22 @@ def build_model(config, num_classes: int) -> FCN:
       output_stride=int(m.output_stride),
       head_channels=int(m.head_channels),
       dropout=float(m.dropout),
-      dtype=jnp.dtype(config.train.compute_dtype),
+      dtype=compute_dtype(config, section),
   )
 
 
 def example_batch(config, section: str | None = None) -> dict:
-  b = int((config if section is None else config[section]).train.batch_size)
+  b = int(stage_section(config, section).train.batch_size)
   h, w = config.augment.crop_size
   return dict(image=np.zeros((b, h, w, 3), np.float32), mask=np.zeros((b, h, w), np.int32))
 
 
-def make_task(config, source, num_classes: int, init_weights=None) -> loop.TrainTask:
-  """A segmentation TrainTask over `source` (image + mask) with `num_classes` outputs."""
-  model = build_model(config, num_classes)
+def make_task(
+    config, source, num_classes: int, init_weights=None, section: str | None = None
+) -> loop.TrainTask:
+  """A segmentation TrainTask over `source` (image + mask) with `num_classes` outputs, for the stage
+  of trainer `section`."""
+  model = build_model(config, num_classes, section)
 
   def init_fn(rng, batch):
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)

@@ -154,7 +154,8 @@ def _finetune_task(config, workdir: str, arm: str, fraction: float, pretrained=N
     init = method.transfer_init(pretrained)
   elif arm == "imagenet":
     init = method.imagenet_init(config, num_classes)
-  return method.make_task(config, subset, num_classes, init_weights=init), len(indices)
+  task = method.make_task(config, subset, num_classes, init_weights=init, section="finetune")
+  return task, len(indices)
 
 
 def load_pretrained(config, workdir: str) -> dict:
@@ -199,7 +200,7 @@ def _scorer(config, ts, model):
 def evaluate(config, workdir: str) -> dict:
   """mIoU of every fine-tuning run on the eval split; metrics.json, results.md, pictures."""
   num_classes = int(config.data.num_classes)
-  model = method.build_model(config, num_classes)
+  model = method.build_model(config, num_classes, "finetune")
   results, examples_by_arm = {}, {}
   smallest = min(float(f) for f in config.finetune.label_fractions)
   for arm, fraction in _runs(config):

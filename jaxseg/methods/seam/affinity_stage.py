@@ -27,6 +27,7 @@ from jaxseg.methods.seam import affinity as aff
 from jaxseg.methods.seam import cam_inference, method
 from jaxseg.models import affinitynet
 from jaxseg.train import loop, multihost
+from jaxseg.train.config import compute_dtype
 from jaxseg.train.stages import train_stage
 
 
@@ -87,7 +88,7 @@ def build_model(config) -> affinitynet.AffinityNet:
   return affinitynet.AffinityNet(
       width_multiplier=config.model.width_multiplier,
       frozen_bn=config.model.frozen_bn,
-      dtype=jnp.dtype(config.affinity.train.compute_dtype),
+      dtype=compute_dtype(config, "affinity"),
   )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.data import datasets, transforms
@@ -23,7 +22,7 @@ from jaxseg.models import seam as seam_model
 from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config, trainer_section
+from jaxseg.train.config import compute_dtype, trainer_config, trainer_section
 from jaxseg.train.stages import train_stage
 
 STAGES = ("train", "infer", "affinity", "evaluate")
@@ -140,7 +139,7 @@ def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
       use_pcm=m.use_pcm if use_pcm is None else use_pcm,
       dropout=m.dropout,
       frozen_bn=m.frozen_bn,
-      dtype=jnp.dtype(config.train.compute_dtype),
+      dtype=compute_dtype(config),
   )
 
 

@@ -18,7 +18,7 @@ from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
 from jaxseg.losses import softmax_cross_entropy_with_ignore
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config
+from jaxseg.train.config import compute_dtype, trainer_config
 from jaxseg.train.stages import run_stages, train_stage
 
 STAGES = ("train", "evaluate")
@@ -65,7 +65,7 @@ def build_model(config) -> FCN:
       output_stride=m.output_stride,
       head_channels=m.head_channels,
       dropout=m.dropout,
-      dtype=jnp.dtype(config.train.compute_dtype),
+      dtype=compute_dtype(config),
   )
 
 

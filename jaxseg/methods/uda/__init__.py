@@ -24,7 +24,7 @@ def load_inference_model(config, workdir: str):
       if os.path.isdir(os.path.join(workdir, s, "checkpoints"))
   )
   state, _ = stages.load_stage(config, workdir, stage)
-  segmenter, _ = stages.method.build_networks(config)
+  segmenter, _ = stages.method.build_networks(config, stages.TRAINING_STAGES[stage])
 
   def apply_fn(variables, images):
     return segmenter.apply(variables, images, train=False)["main"]

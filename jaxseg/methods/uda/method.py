@@ -55,7 +55,7 @@ from jaxseg.methods.uda import optimizer as advent_optimizer
 from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.discriminator import FCDiscriminator
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config, trainer_section
+from jaxseg.train.config import compute_dtype, stage_section, trainer_config, trainer_section
 from jaxseg.train.optimizer import optimizer_group
 
 HEADS = (
@@ -198,9 +198,11 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def build_networks(config):
+def build_networks(config, section: str | None = None):
+  """(DeepLab-v2 segmenter, FC discriminator), computing in the dtype of the trainer `section`'s
+  stage (None: the top-level 'adapt' stage)."""
   m = config.model
-  dtype = jnp.dtype(config.train.compute_dtype)
+  dtype = compute_dtype(config, section)
   segmenter = DeepLabV2(
       num_classes=config.target_data.num_classes,
       multi_level=True,
@@ -335,8 +337,8 @@ def uda_loss(
   return total, (terms, model_state)
 
 
-def init_variables(config, rng, batch):
-  segmenter, disc = build_networks(config)
+def init_variables(config, rng, batch, section: str | None = None):
+  segmenter, disc = build_networks(config, section)
   r1, r2, r3 = jax.random.split(rng, 3)
   seg_vars = segmenter.init(r1, batch["source"]["image"], train=False)
   seg_params = seg_vars.pop("params")
@@ -352,7 +354,7 @@ def init_variables(config, rng, batch):
 
 
 def example_batch(config, section=None) -> dict:
-  tcfg = (config if section is None else config[section]).train
+  tcfg = stage_section(config, section).train
   b = int(tcfg.batch_size)
   hs, ws = config.input.source_size
   ht, wt = config.input.target_size
@@ -368,15 +370,19 @@ def example_batch(config, section=None) -> dict:
   }
 
 
-def make_task(config, *, target_source=None, objective=None, make_evaluator=None) -> loop.TrainTask:
+def make_task(
+    config, *, section=None, target_source=None, objective=None, make_evaluator=None
+) -> loop.TrainTask:
   """The TrainTask of a training stage.
 
   Args:
+    section: the stage's trainer section (None: the top level); its `train` keys (compute dtype)
+      shape the networks.
     target_source: the target's training source; None = the unlabelled target train split (then the
       batch has no target 'mask'); a pseudo-labelled source adds the target CE.
     objective: `loss.name` by default; the self-training stage passes `self_train.objective`.
   """
-  segmenter, disc = build_networks(config)
+  segmenter, disc = build_networks(config, section)
   pseudo = target_source is not None
   objective = objective or config.loss.name
   if target_source is None:
@@ -394,7 +400,7 @@ def make_task(config, *, target_source=None, objective=None, make_evaluator=None
   loss_fn = functools.partial(uda_loss, segmenter, disc, config.loss, objective, pseudo=pseudo)
 
   def init_fn(rng, batch):
-    return init_variables(config, rng, batch)
+    return init_variables(config, rng, batch, section)
 
   return loop.TrainTask(
       init_fn=init_fn,

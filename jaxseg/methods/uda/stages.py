@@ -30,6 +30,7 @@ from jaxseg.losses.adversarial import upsample_logits
 from jaxseg.methods.uda import method
 from jaxseg.methods.uda import pseudo_labels as pl
 from jaxseg.train import loop, multihost
+from jaxseg.train.config import stage_trainer_config
 from jaxseg.train.stages import train_stage
 
 TRAINING_STAGES = {"source_only": "source_only", "adapt": None, "self_train": "self_train"}
@@ -79,8 +80,8 @@ def _stage_dir(workdir: str, stage: str) -> str:
   return os.path.join(workdir, stage)
 
 
-def _predict_fn(config):
-  segmenter, _ = method.build_networks(config)
+def _predict_fn(config, section):
+  segmenter, _ = method.build_networks(config, section)
 
   def predict(variables, batch):
     logits = segmenter.apply(variables, batch["image"], train=False)["main"]
@@ -90,10 +91,10 @@ def _predict_fn(config):
   return predict
 
 
-def _scorer(config, ts):
+def _scorer(config, ts, section):
   label_size = tuple(config.evaluate.label_size) if config.evaluate.label_size else None
   return dataset_scorer(
-      _predict_fn(config),
+      _predict_fn(config, section),
       datasets.build_source(config.target_data, "eval"),
       eval_input(config, label_size),
       num_classes=config.target_data.num_classes,
@@ -107,8 +108,10 @@ def segmenter_variables(state) -> dict:
   return {"params": state["params"]["segmenter"], **state["model_state"]}
 
 
-def _evaluator(config):
-  return training_evaluator(lambda ts: _scorer(config, ts), segmenter_variables)
+def _evaluator(config, stage: str):
+  return training_evaluator(
+      lambda ts: _scorer(config, ts, TRAINING_STAGES[stage]), segmenter_variables
+  )
 
 
 def _train(config, workdir: str, stage: str, task) -> None:
@@ -121,22 +124,26 @@ def source_only(config, workdir: str) -> None:
       config,
       workdir,
       "source_only",
-      method.make_task(config, objective="source_only", make_evaluator=_evaluator(config)),
+      method.make_task(
+          config,
+          section=TRAINING_STAGES["source_only"],
+          objective="source_only",
+          make_evaluator=_evaluator(config, "source_only"),
+      ),
   )
 
 
 def adapt(config, workdir: str) -> None:
   """Trains `loss.name` (advent | minent | source_only) with the top-level trainer section."""
-  _train(config, workdir, "adapt", method.make_task(config, make_evaluator=_evaluator(config)))
+  task = method.make_task(config, make_evaluator=_evaluator(config, "adapt"))
+  _train(config, workdir, "adapt", task)
 
 
 def load_stage(config, workdir: str, stage: str, which: str = "latest"):
   """(state, TrainSetup) of a trained stage."""
   section = TRAINING_STAGES[stage]
-  from jaxseg.train.config import stage_trainer_config  # pylint: disable=g-import-not-at-top
-
   stage_config = stage_trainer_config(config, section)
-  task = method.make_task(config)
+  task = method.make_task(config, section=section)
   return loop.load_state(
       stage_config,
       _stage_dir(workdir, stage),
@@ -299,9 +306,10 @@ def self_train(config, workdir: str) -> None:
   )
   task = method.make_task(
       config,
+      section=TRAINING_STAGES["self_train"],
       target_source=target,
       objective=str(config.self_train.objective),
-      make_evaluator=_evaluator(config),
+      make_evaluator=_evaluator(config, "self_train"),
   )
   _train(config, workdir, "self_train", task)
 
@@ -314,7 +322,7 @@ def evaluate(config, workdir: str) -> dict:
     if not os.path.isdir(os.path.join(_stage_dir(workdir, stage), "checkpoints")):
       continue
     state, ts = load_stage(config, workdir, stage, str(config.evaluate.checkpoint))
-    (metrics, _), _ = _scorer(config, ts)(segmenter_variables(state))
+    (metrics, _), _ = _scorer(config, ts, TRAINING_STAGES[stage])(segmenter_variables(state))
     summary[stage] = {
         "miou": float(metrics["miou"]),
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},

@@ -34,7 +34,7 @@ from jaxseg.errors import ConfigError
 from jaxseg.losses import correspondence
 from jaxseg.models.correspondence_encoders import CrwEncoder, MastEncoder
 from jaxseg.train import loop
-from jaxseg.train.config import trainer_config
+from jaxseg.train.config import compute_dtype, trainer_config
 
 RECIPES = ("mast", "crw")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -185,7 +185,7 @@ def check_config(config) -> None:
 
 def build_encoder(config):
   check_config(config)
-  dtype = jnp.dtype(config.train.compute_dtype)
+  dtype = compute_dtype(config)
   m = config.model
   if config.recipe == "mast":
     return MastEncoder(float(m.width_multiplier), int(m.feature_dim), dtype=dtype)
