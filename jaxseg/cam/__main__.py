@@ -34,7 +34,7 @@ from jaxseg import cli
 from jaxseg.cam import activations, demo, methods, overlay
 from jaxseg.cam import targets as targets_lib
 from jaxseg.config import ConfigError
-from jaxseg.data.sources import decode_image
+from jaxseg.data.readers.sources import decode_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
