@@ -31,8 +31,8 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 from jaxseg.data import pipeline  # noqa: E402
-from jaxseg.data.sources import VOC_CLASS_NAMES  # noqa: E402
-from jaxseg.data.synthetic import SyntheticScenes  # noqa: E402
+from jaxseg.data.readers.sources import VOC_CLASS_NAMES  # noqa: E402
+from jaxseg.data.synthetic.sources import SyntheticScenes  # noqa: E402
 
 VOC_SIZE = (375, 500)  # (H, W) of a typical VOC image
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from jaxseg.data import transforms as T
-from jaxseg.data.synthetic_indoor import (
+from jaxseg.data.synthetic.indoor import (
     CEILING,
     FLOOR,
     OBJECT,

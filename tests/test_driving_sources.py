@@ -1,4 +1,4 @@
-"""Tests for jaxseg.data.driving (GTA5 / Cityscapes) on tiny fake trees written to tmp_path.
+"""Tests for jaxseg.data.readers.driving (GTA5 / Cityscapes) on tiny fake trees written to tmp_path.
 
 `tests/data/esl/id_tables.npz` holds the official id tables from /work/shared/golden/esl/
 esl_golden.npz (`gta5_id_to_trainid`, `cityscapes_labelid_to_trainid`: ADVENT's GTA5 dict and
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from jaxseg.data import datasets
-from jaxseg.data import driving as D
 from jaxseg.data.errors import DataError
+from jaxseg.data.readers import driving as D
 
 TABLES = os.path.join(os.path.dirname(__file__), "data", "esl", "id_tables.npz")
 H, W = 8, 12

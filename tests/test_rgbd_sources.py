@@ -1,4 +1,4 @@
-"""Tests for jaxseg.data.nyu (NYU Depth v2 labelled .mat) and jaxseg.data.rgbd (RGB-D folders).
+"""Tests for jaxseg.data.readers.nyu (NYU Depth v2 labelled .mat) and jaxseg.data.readers.rgbd (RGB-D folders).
 
 The NYU file is written the way MATLAB writes `-v7.3` files: HDF5 behind a 512-byte user block that
 holds the MATLAB header, every array stored with its axes reversed (column-major): images
@@ -15,10 +15,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from jaxseg.data import nyu as N
-from jaxseg.data import rgbd as R
 from jaxseg.data import transforms
 from jaxseg.data.errors import DataError
+from jaxseg.data.readers import nyu as N
+from jaxseg.data.readers import rgbd as R
 
 H, W, COUNT = 4, 6, 5
 K_SMALL = np.array([[5.0, 0, 2.5], [0, 5.0, 1.5], [0, 0, 1]], np.float32)

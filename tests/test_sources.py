@@ -1,4 +1,4 @@
-"""Tests for jaxseg.data.sources and jaxseg.data.tfds_source on small files written to tmp_path."""
+"""Tests for jaxseg.data.readers.sources and jaxseg.data.readers.tfds_source on small files written to tmp_path."""
 
 import os
 import pickle
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg.data import sources as S
-from jaxseg.data import tfds_source as TS
 from jaxseg.data.errors import DataError
+from jaxseg.data.readers import sources as S
+from jaxseg.data.readers import tfds_source as TS
 from jaxseg.data.transforms import build_augment
 
 IDS = ("2007_000032", "2007_000039", "2008_000123")
@@ -278,8 +278,8 @@ def test_out_of_range_labels(voc_root):
 
 def test_importing_data_modules_does_not_import_tfds():
   code = (
-      "import sys, jaxseg.data, jaxseg.data.sources, jaxseg.data.transforms, "
-      "jaxseg.data.tfds_source; "
+      "import sys, jaxseg.data, jaxseg.data.readers.sources, jaxseg.data.transforms, "
+      "jaxseg.data.readers.tfds_source; "
       "assert 'tensorflow_datasets' not in sys.modules, 'tfds imported'; "
       "assert 'tensorflow' not in sys.modules"
   )

@@ -1,4 +1,4 @@
-"""Tests for the embedded synthetic dataset (jaxseg/data/synthetic.py) and the VOC palette."""
+"""Tests for the embedded synthetic dataset (jaxseg/data/synthetic/sources.py) and the VOC palette."""
 
 import concurrent.futures
 import dataclasses
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxseg.data import palette as palette_lib
-from jaxseg.data import synthetic
+from jaxseg.data.synthetic import sources as synthetic
 
 
 def _assert_samples_equal(a, b):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxseg.data import transforms as T
-from jaxseg.data.synthetic_indoor import (
+from jaxseg.data.synthetic.indoor import (
     CEILING,
     FLOOR,
     INDOOR_CLASSES,

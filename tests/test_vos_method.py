@@ -132,7 +132,7 @@ def test_mast_lr_halves_after_the_official_sample_counts():
 
 
 def test_synthetic_clips_are_deterministic_and_follow_the_gaps():
-  from jaxseg.data.synthetic import SyntheticClips  # pylint: disable=import-outside-toplevel
+  from jaxseg.data.synthetic.sources import SyntheticClips  # pylint: disable=import-outside-toplevel
 
   clips = SyntheticClips(4, num_clips=200, clip_length=3, num_frames=12, frame_gaps=(1, 3))
   a, b = clips[5], clips[5]
@@ -148,7 +148,7 @@ def test_synthetic_clips_are_deterministic_and_follow_the_gaps():
 
 def test_synthetic_demo_trains_and_evaluates_on_the_same_video_dynamics(tmp_path):
   from configs.vos import get_config  # pylint: disable=import-outside-toplevel
-  from jaxseg.data.synthetic import SyntheticClips, VideoDynamics  # pylint: disable=import-outside-toplevel
+  from jaxseg.data.synthetic.sources import SyntheticClips, VideoDynamics  # pylint: disable=import-outside-toplevel
   from jaxseg.methods.vos import data  # pylint: disable=import-outside-toplevel
 
   config = get_config("synthetic")

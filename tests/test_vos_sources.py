@@ -1,4 +1,4 @@
-"""Tests for jaxseg.data.davis (DAVIS 2017 sequences) and jaxseg.data.videos (clips of frame folders).
+"""Tests for jaxseg.data.readers.davis (DAVIS 2017 sequences) and jaxseg.data.readers.videos (clips of frame folders).
 
 Every dataset is a tiny fake tree written to tmp_path: frames are flat colours (JPEG keeps them within a
 few levels) so a frame can be identified by its colour, and masks are palette PNGs.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg.data import davis as D
 from jaxseg.data import transforms
-from jaxseg.data import videos as V
 from jaxseg.data.errors import DataError
 from jaxseg.data.palette import palette as voc_palette
+from jaxseg.data.readers import davis as D
+from jaxseg.data.readers import videos as V
 
 H, W = 6, 10  # H != W, so a transposed array cannot pass.
 

@@ -33,7 +33,7 @@ from PIL import Image
 from jaxseg import cli
 from jaxseg.cam import activations, demo, methods, overlay
 from jaxseg.cam import targets as targets_lib
-from jaxseg.data.sources import decode_image
+from jaxseg.data.readers.sources import decode_image
 from jaxseg.errors import ConfigError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -83,7 +83,7 @@ def build_source(
 def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   split_name = data.train_split if split == "train" else data.eval_split
   if data.name == "synthetic":
-    from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic import sources as synthetic  # pylint: disable=g-import-not-at-top
 
     s = data.synthetic
     count = s.num_train if split == "train" else s.num_eval
@@ -99,7 +99,7 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
         object_scale=float(s.object_scale),
     )
   if data.name == "voc":
-    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
 
     _require_root(data)
     return sources.voc_segmentation_source(
@@ -110,7 +110,7 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   if data.name == "folder":
     import os  # pylint: disable=g-import-not-at-top
 
-    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
 
     _require_root(data)
     f = data.folder
@@ -128,14 +128,14 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
         hint=SYNTHETIC_HINT,
     )
   if data.name in ("gta5", "cityscapes"):
-    from jaxseg.data import driving  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import driving  # pylint: disable=g-import-not-at-top
 
     _require_root(data)
     return driving.build_driving_source(
         data, split_name, with_masks=with_masks, hint=SYNTHETIC_HINT
     )
   if data.name == "tfds":
-    from jaxseg.data import tfds_source  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import tfds_source  # pylint: disable=g-import-not-at-top
 
     t = data.tfds
     return tfds_source.tfds_segmentation_source(
@@ -157,19 +157,19 @@ def _require_root(data) -> None:
 
 def class_names(data: ml_collections.ConfigDict) -> list[str]:
   if data.name == "synthetic":
-    from jaxseg.data import synthetic  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic import sources as synthetic  # pylint: disable=g-import-not-at-top
 
     return list(synthetic.class_names(data.num_classes - 1))
   if data.name == "voc":
-    from jaxseg.data import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
 
     return list(sources.VOC_CLASS_NAMES)
   if data.name in ("gta5", "cityscapes"):
-    from jaxseg.data import driving  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import driving  # pylint: disable=g-import-not-at-top
 
     return list(driving.CITYSCAPES_CLASS_NAMES)
   if data.name == "synthetic_indoor":
-    from jaxseg.data.synthetic_indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic.indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
 
     return list(INDOOR_CLASSES)
   return [str(i) for i in range(data.num_classes)]

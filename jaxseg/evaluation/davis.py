@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import decode_mask, read_split_file
+from jaxseg.data.readers.sources import decode_mask, read_split_file
 
 GLOBAL_NAMES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 BOUNDARY_THRESHOLD = 0.008  # fraction of the image diagonal

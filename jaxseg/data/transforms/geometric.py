@@ -8,7 +8,7 @@ The input dict and its arrays are never modified. How each kind is treated is in
 Camera intrinsics use pixel-index coordinates: pixel (row r, column c) has its centre at
 u = c, v = r, so a point (X, Y, Z) in the camera frame projects to u = fx X / Z + s Y / Z + cx,
 v = fy Y / Z + cy, and pixel (r, c) with depth d back-projects to d K^-1 [c, r, 1]. (This is
-`synthetic.Camera.intrinsics`'s convention.) Each transform moves pixel coordinates by an affine
+`synthetic.scenes.Camera.intrinsics`'s convention.) Each transform moves pixel coordinates by an affine
 map A and the intrinsics become K' = A K:
   resize (H, W) -> (H', W'), sx = W' / W, sy = H' / H, half-pixel centres as `resample` does:
     u' = (u + 0.5) sx - 0.5, so fx' = fx sx, cx' = (cx + 0.5) sx - 0.5 (and fy, cy with sy).

@@ -87,7 +87,7 @@ DEFAULT_KINDS: Mapping[str, str] = types.MappingProxyType(
         "index": OTHER,
         "id": OTHER,
         "times": OTHER,
-        # DAVIS sequences (jaxseg.data.davis): the first annotation, the PNG palette, which frames
+        # DAVIS sequences (jaxseg.data.readers.davis): the first annotation, the PNG palette, which frames
         # have an annotation.
         "first_mask": MASK,
         "palette": OTHER,

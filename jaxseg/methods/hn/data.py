@@ -1,7 +1,7 @@
 """Data of the `hn` method: RGB-D sources for HN-label pre-training, semantic sources for fine-tuning.
 
   pretrain_data.name  synthetic_indoor | nyu (the depth of the labelled set's `split`) | rgbd (folders of
-                      RGB + 16-bit depth PNGs + intrinsics.txt, `jaxseg.data.rgbd`)
+                      RGB + 16-bit depth PNGs + intrinsics.txt, `jaxseg.data.readers.rgbd`)
   data.name           synthetic_indoor | nyu (NYU Depth v2 labelled set: 795 train / 654 test, 40 or 13
                       classes)
 A pre-training example needs image, depth (metres, 0 = invalid) and intrinsics; a semantic one image
@@ -22,13 +22,13 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 def _indoor(s, count: int, seed: int):
-  from jaxseg.data.synthetic_indoor import SyntheticIndoorScenes  # pylint: disable=g-import-not-at-top
+  from jaxseg.data.synthetic.indoor import SyntheticIndoorScenes  # pylint: disable=g-import-not-at-top
 
   return SyntheticIndoorScenes(count, image_size=tuple(s.image_size), seed=seed)
 
 
 def _nyu(d, split: str):
-  from jaxseg.data.nyu import NyuDepthV2Source  # pylint: disable=g-import-not-at-top
+  from jaxseg.data.readers.nyu import NyuDepthV2Source  # pylint: disable=g-import-not-at-top
 
   if not d.mat_path:
     raise ConfigError(
@@ -53,7 +53,7 @@ def depth_source(config):
   if d.name == "nyu":
     return _nyu(d, str(d.split))
   if d.name == "rgbd":
-    from jaxseg.data.rgbd import RgbdFolderSource  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers.rgbd import RgbdFolderSource  # pylint: disable=g-import-not-at-top
 
     if not d.root:
       raise ConfigError(

@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from jaxseg.data import synthetic
+from jaxseg.data.synthetic import sources as synthetic
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation.outputs import write_palette_png
 
@@ -51,7 +51,7 @@ def train_source(config):
         **_video_kwargs(s),
     )
   if d.name in ("videos", "davis"):
-    from jaxseg.data.videos import VideoFolderSource  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers.videos import VideoFolderSource  # pylint: disable=g-import-not-at-top
 
     if not d.root:
       raise ConfigError(

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jaxseg.data import davis as davis_data
 from jaxseg.data.palette import colorize
+from jaxseg.data.readers import davis as davis_data
 from jaxseg.evaluation import davis as davis_eval
 from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.methods.vos import data, method, propagation

@@ -1,6 +1,6 @@
 """Rendering of the synthetic scenes: domain styles and numpy rasterisation.
 
-`render_scene(scene, height=, width=, time=, style=) -> dict` rasterises a `synthetic_scenes.Scene` with numpy
+`render_scene(scene, height=, width=, time=, style=) -> dict` rasterises a `scenes.Scene` with numpy
 coordinate grids (work is confined to each object's bounding box). Objects are painted far to near (painter's
 order equals depth order), so nearer objects occlude farther ones. Edges are anti-aliased in the image; the
 masks hold a pixel when its centre is inside.
@@ -10,8 +10,8 @@ Extension points
     time, so a style changes the image only, never geometry, masks or labels. Named styles are in `STYLES`
     ('default', 'shifted', 'foggy'); add one there or pass a `Style`.
   - Depth: `render_scene` always returns `depth` and `intrinsics`.
-  - Video: `render_scene(..., time=t)` moves objects (`synthetic_scenes.object_pose`) and re-sorts them by
-    depth, so occlusions change over time. `render_scene(..., dynamics=d)` (a `synthetic_scenes.Dynamics`)
+  - Video: `render_scene(..., time=t)` moves objects (`scenes.object_pose`) and re-sorts them by
+    depth, so occlusions change over time. `render_scene(..., dynamics=d)` (a `scenes.Dynamics`)
     also pans and enriches the background texture, scales the objects, drifts the illumination and sets the
     sensor noise; without it the rendering is exactly the still images' one.
 """
@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from jaxseg.data.synthetic_scenes import (
+from jaxseg.data.synthetic.scenes import (
     Background,
     Camera,
     Dynamics,
@@ -32,7 +32,7 @@ from jaxseg.data.synthetic_scenes import (
     Scene,
     object_pose,
 )
-from jaxseg.data.synthetic_shapes import shape_sdf, texture_weight
+from jaxseg.data.synthetic.shapes import shape_sdf, texture_weight
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -268,7 +268,7 @@ def render_scene(
     dynamics: Dynamics | None = None,
 ) -> dict[str, np.ndarray]:
   """Rasterises `scene` at `time` (objects moved by their velocities; `dynamics`: the video-only changes
-  of `synthetic_scenes.sample_dynamics`, None for none).
+  of `scenes.sample_dynamics`, None for none).
 
   Returns image uint8 [H, W, 3], mask uint8 [H, W] (0 background, 1..K class), instances int32 [H, W]
   (0 background, 1 + index into scene.objects), depth float32 [H, W] (metres) and intrinsics float32 [3, 3].

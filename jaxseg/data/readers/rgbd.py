@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import _open_decoded, check_utf8_name, decode_image
+from jaxseg.data.readers.sources import _open_decoded, check_utf8_name, decode_image
+from jaxseg.data.readers.videos import list_frames, natural_key
 from jaxseg.data.transforms import validate_example
-from jaxseg.data.videos import list_frames, natural_key
 
 _LAYOUT = (
     "expected <root>/<scene>/rgb/<frame>.jpg|png, <root>/<scene>/depth/<frame>.png (16-bit, "

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import check_utf8_name, decode_image, decode_mask, read_text_lines
+from jaxseg.data.readers.sources import check_utf8_name, decode_image, decode_mask, read_text_lines
 from jaxseg.data.transforms import validate_example
 
 CITYSCAPES_CLASS_NAMES = (

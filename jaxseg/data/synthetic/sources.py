@@ -1,11 +1,11 @@
 """Embedded synthetic segmentation data: random-access scenes generated from (seed, index), no files.
 
 This module holds the sources (`SyntheticScenes`, `SyntheticVideos`: `__len__` / `__getitem__`, argument
-checking in `SceneConfig`). The pure numpy generators live in three modules, each importing only the ones
-before it: `synthetic_shapes` (what each class looks like: shape, texture, colour, size), `synthetic_scenes`
-(camera, background, objects, their sampling and motion) and `synthetic_render` (domain styles, occlusion,
-depth; `render_scene`). Their public names are re-exported here (`synthetic.render_scene`,
-`synthetic.Style`, `synthetic.class_names`, ...).
+checking in `SceneConfig`). The pure numpy generators live in three modules of this package, each
+importing only the ones before it: `shapes` (what each class looks like: shape, texture, colour, size),
+`scenes` (camera, background, objects, their sampling and motion) and `render` (domain styles,
+occlusion, depth; `render_scene`). Their public names are re-exported here (`sources.render_scene`,
+`sources.Style`, `sources.class_names`, ...).
 
 Sample layout (`SyntheticScenes[i]`)
   image      uint8 [H, W, 3]  RGB.
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxseg.data.synthetic_render import STYLES, Style, get_style, render_scene
-from jaxseg.data.synthetic_scenes import (
+from jaxseg.data.synthetic.render import STYLES, Style, get_style, render_scene
+from jaxseg.data.synthetic.scenes import (
     Background,
     Camera,
     Dynamics,
@@ -53,7 +53,7 @@ from jaxseg.data.synthetic_scenes import (
     sample_dynamics,
     sample_scene,
 )
-from jaxseg.data.synthetic_shapes import (
+from jaxseg.data.synthetic.shapes import (
     MAX_CLASSES,
     SHAPES,
     TEXTURES,

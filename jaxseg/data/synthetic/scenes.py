@@ -1,13 +1,13 @@
 """Scene model and sampling of the synthetic data: camera, background, objects and their motion.
 
-Pure numpy, no state, no files. `synthetic_render` rasterises the scenes drawn here.
+Pure numpy, no state, no files. `render` rasterises the scenes drawn here.
 
 Scene model
   A pinhole camera (height above the floor, downward pitch, vertical field of view) looks at a floor that meets
   a back wall (`Camera`). The background is the floor and the wall in two muted colours, with a smooth gradient,
   a low-contrast texture and sensor noise (`Background`). On the floor stand 1..N flat objects (`ObjectSpec`).
   Each object belongs to one of K foreground classes, and the class alone fixes its appearance
-  (`synthetic_shapes.class_appearance`). Classes are drawn independently and uniformly, so no class predicts
+  (`shapes.class_appearance`). Classes are drawn independently and uniformly, so no class predicts
   another; the class is visible in the object pixels themselves, never in the context.
   An object stands on the floor where the bottom of its bounding circle touches it, so its depth follows from
   its image position (`object_pose`).
@@ -21,7 +21,7 @@ Extension points
     objects that grow and shrink, a global illumination and colour drift and stronger sensor noise; its per-video
     draws (`Dynamics`, `sample_dynamics`) come from their own generator, so the scene draws are the same with
     or without them, and every term is the identity at time 0.
-  - New classes, shapes or textures: `synthetic_shapes`.
+  - New classes, shapes or textures: `shapes`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numbers
 
 import numpy as np
 
-from jaxseg.data.synthetic_shapes import class_appearance
+from jaxseg.data.synthetic.shapes import class_appearance
 
 # Where objects may stand, as fractions of the image: the bottom of an object's bounding circle (its foot)
 # stays between just below the floor line and just below the image, and its centre stays this far from the

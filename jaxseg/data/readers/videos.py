@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import check_utf8_name, decode_image, read_text_lines
+from jaxseg.data.readers.sources import check_utf8_name, decode_image, read_text_lines
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _LAYOUT = "expected <root>/<video>/<frame>.jpg (e.g. YouTube-VOS train/JPEGImages as root)"

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.sources import _open_decoded, decode_image, read_split_file
+from jaxseg.data.readers.sources import _open_decoded, decode_image, read_split_file
+from jaxseg.data.readers.videos import list_frames
 from jaxseg.data.transforms import CLIP, CLIP_MASK, MASK, OTHER
-from jaxseg.data.videos import list_frames
 
 RESOLUTIONS = ("480p", "Full-Resolution")
 VOID = 255

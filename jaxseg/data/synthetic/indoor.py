@@ -1,6 +1,6 @@
 """Synthetic indoor RGB-D scenes with known geometry: a room with furniture, ray cast in numpy.
 
-`SyntheticIndoorScenes` is a random-access source (like `synthetic.SyntheticScenes`) of rooms seen
+`SyntheticIndoorScenes` is a random-access source (like `sources.SyntheticScenes`) of rooms seen
 by a tilted pinhole camera, with Kinect-like depth and the true geometry, for testing and
 demonstrating depth-derived labels (`jaxseg.depth`: gravity, height, normals, HN labels).
 
