@@ -43,7 +43,7 @@ def _multi_process_requested() -> bool:
 
 def initialize_distributed() -> None:
   """Calls `jax.distributed.initialize()` when this is one of several processes."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   if not _multi_process_requested():
     return
@@ -73,13 +73,13 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # orbax and grain log every save/restore at INFO; keep the console for progress.
     logging.set_verbosity(logging.WARNING)
-  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli
 
   with cli.user_errors(_VERBOSE.value):
     initialize_distributed()
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
 
-    from jaxseg import methods  # pylint: disable=g-import-not-at-top
+    from jaxseg import methods
 
     config = _CONFIG.value
     method = methods.get_method(config.method)

@@ -131,7 +131,7 @@ def jax_images_per_s(case: Case, size, batch: int, width: float, dtype, steps: i
 def torch_images_per_s(
     case: Case, ref, size, batch: int, width: float, steps: int, bf16: bool
 ) -> float:
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
 
   model = case.make_torch(ref, width)
   model.train()
@@ -150,7 +150,7 @@ def torch_images_per_s(
 
 def load_reference():
   try:
-    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import torch  # noqa: F401
   except ImportError:
     return None
   path = os.path.join(os.path.dirname(__file__), "..", "tools", "make_backbone_fixtures.py")

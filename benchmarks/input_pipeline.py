@@ -76,11 +76,11 @@ def write_voc_like(root: str, num_images: int, seed: int = 0) -> str:
 def method_task(method: str, root: str, batch: int):
   """The method's own TrainTask (source + augmentation) on the VOC-layout root, paper variant."""
   if method == "seam":
-    import seam as config_module  # pylint: disable=import-outside-toplevel
-    from jaxseg.methods.seam import method as method_module  # pylint: disable=import-outside-toplevel
+    import seam as config_module
+    from jaxseg.methods.seam import method as method_module
   elif method == "supervised":
-    import supervised as config_module  # pylint: disable=import-outside-toplevel
-    from jaxseg.methods.supervised import method as method_module  # pylint: disable=import-outside-toplevel
+    import supervised as config_module
+    from jaxseg.methods.supervised import method as method_module
   else:
     raise SystemExit(
         f"--method={method}: that method has not landed in jaxseg yet (available: seam, supervised)"

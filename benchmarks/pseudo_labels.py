@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from jaxseg.methods.uda import pseudo_labels as pl  # noqa: E402  pylint: disable=g-import-not-at-top
+from jaxseg.methods.uda import pseudo_labels as pl  # noqa: E402
 
 
 def prediction_map(index: int, height: int, width: int, num_classes: int):

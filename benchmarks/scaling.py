@@ -79,7 +79,7 @@ def main(argv=None) -> list[dict]:
   args = parser.parse_args(argv)
   fake = args.fake_cpu_devices
   if fake < 0:
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
 
     fake = 8 if jax.devices()[0].platform == "cpu" else 0
   rows = []

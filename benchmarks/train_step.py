@@ -102,8 +102,8 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 def seam_case(args, dtype: str):
   """(config, task, global batch) of the SEAM train step at the paper's shapes."""
   sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-  import seam as seam_config  # pylint: disable=import-outside-toplevel
-  from jaxseg.methods.seam import method  # pylint: disable=import-outside-toplevel
+  import seam as seam_config
+  from jaxseg.methods.seam import method
 
   config = seam_config.get_config("voc")
   size = args.size or 448
@@ -136,7 +136,7 @@ def uda_case(args, dtype: str):
   """The `uda` method's own step for `--uda-objective` (AdvEnt by default: segmenter + the two
   discriminators, each network with its optimiser group), paper optimisers, random inputs at the
   requested shapes."""
-  from jaxseg.methods.uda import method as uda  # pylint: disable=g-import-not-at-top
+  from jaxseg.methods.uda import method as uda
 
   objective = args.uda_objective
   source, target = uda_shapes(args)
@@ -173,7 +173,7 @@ def uda_case(args, dtype: str):
 def vos_case(args, dtype: str):
   """The `vos` method's MAST step (the method's own objective): pairs of 256 x 256 Lab frames, batch
   12 (MAST's default), Adam; random clean-Lab inputs."""
-  from jaxseg.methods.vos import method as vos  # pylint: disable=g-import-not-at-top
+  from jaxseg.methods.vos import method as vos
 
   size = args.size or 256
   batch = (args.batch or 12) * num_devices(args)
@@ -248,8 +248,8 @@ def time_jaxseg(args, dtype: str) -> dict:
       repeats=args.repeats,
   )
   metrics = carry["metrics"]
-  if step._cache_size() != 1:  # pylint: disable=protected-access
-    raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")  # pylint: disable=protected-access
+  if step._cache_size() != 1:
+    raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")
   images = int(config.train.batch_size)
   kind = jax.devices()[0].device_kind
   peak = peak_tflops(kind, dtype)
@@ -346,7 +346,7 @@ def main(argv=None) -> dict:
       raise SystemExit("--reference needs --width=1 (the official networks have full width only)")
     if num_devices(args) != 1:
       print("note: the official step runs on one device; compare per-device rates", flush=True)
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     ref_run = REFERENCES[args.method](args, os.path.abspath(args.reference))
     reference = ref_run(max(args.warmup, 3), args.steps, args.repeats)

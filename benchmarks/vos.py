@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from configs import vos as vos_config  # noqa: E402  pylint: disable=g-import-not-at-top
-from jaxseg.methods.vos import method, propagation  # noqa: E402  pylint: disable=g-import-not-at-top
+from configs import vos as vos_config  # noqa: E402
+from jaxseg.methods.vos import method, propagation  # noqa: E402
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -66,7 +66,7 @@ def step_memory(features, ids, num_objects: int, cfg, target: int = 23) -> tuple
   num_classes = propagation.padded_num_classes(num_objects)
   _, h, w, c = features.shape
   f32 = jnp.float32
-  compiled = propagation._mast_step.lower(  # pylint: disable=protected-access
+  compiled = propagation._mast_step.lower(
       jax.ShapeDtypeStruct((len(refs), 1, h, w, c), f32),
       jax.ShapeDtypeStruct((1, h, w, c), f32),
       jax.ShapeDtypeStruct((len(refs), 1, *ids.shape, num_classes), f32),

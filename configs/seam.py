@@ -6,21 +6,13 @@ COMMAND (paper recipe, PASCAL VOC 2012 + SBD train_aug, ResNet-38 ImageNet init)
       --config.init.weights=/data/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
   Expected (paper/official): CAM mIoU on VOC train 55.41, after random walk 63.61.
 
-COMMAND (embedded synthetic scenes, 2-core CPU, ~25 min with the random walk):
+COMMAND (embedded synthetic scenes, 2-core CPU):
   python launch.py --config=configs/seam.py:synthetic --workdir=runs/seam
   python launch.py --config=configs/seam.py:synthetic_cam --workdir=runs/seam_cam   # plain CAM baseline
   Each writes metrics.json and results.md (mIoU % at the best background threshold) in its workdir.
-  Seed study (plain CAM, SEAM, supervised bound per seed; table with mean, std and min..max):
-  python -m jaxseg.methods.seam.seed_study --seeds=0,1,2 --workdir=runs/seam_seeds
-  Measured (1 CPU device, 200 eval scenes, 600 steps, train + infer; seeds 0 / 1 / 2; see `_synthetic`
-  for the head learning-rate fix these need): plain CAM 52.2 / 53.2 / 49.2, SEAM raw CAM 59.7 / 56.6 /
-  67.0, SEAM CAM (PCM) 62.7 / 59.9 / 68.0 (SEAM - plain CAM +10.5 / +6.7 / +18.9, PCM - raw CAM +2.9 /
-  +3.3 / +1.1); supervised bound (configs/supervised.py:seam) 87.6 / 87.3 / 86.6. The random walk was
-  not re-measured over seeds.
-  Before the fix the plain CAM lost whole classes (IoU < 10 %) and which ones depended on rounding.
-  Same command twice on one machine gives identical numbers (tests/test_seam_seeds.py); another CPU
-  instruction set, XLA version or device count (the tests' 8 fake devices) rounds differently and may
-  move them.
+  The numbers over seeds, with the commands, commit and machine that gave them, are the README's
+  tables, rendered from docs/results/seam_demo.json and seam_ci.json (`python -m jaxseg.tools.results
+  measure seam_demo` re-measures them); `_synthetic` says why its head learning rate differs.
 
 Variants (`:arg`): voc (default) | synthetic | synthetic_cam; `steps=N`; `runlocal` (tiny smoke run);
 `reduced` (with synthetic: the CI budget of the PCM > raw CAM claim, 300 steps, train + infer).

@@ -21,9 +21,9 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
 def _known_errors() -> tuple[type[BaseException], ...]:
   # Imported lazily: the trainer pulls in jax, and a CLI may fail before it needs it.
-  from jaxseg.models.convert import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
-  from jaxseg.train.checkpoint import CheckpointLoadError  # pylint: disable=g-import-not-at-top
-  from jaxseg.train.step import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+  from jaxseg.models.convert import CheckpointMismatchError
+  from jaxseg.train.checkpoint import CheckpointLoadError
+  from jaxseg.train.step import NonFiniteLossError
 
   return (
       ConfigError,
@@ -62,7 +62,7 @@ def exit_status(error: BaseException) -> int:
 @contextlib.contextmanager
 def user_errors(verbose: bool | None = None) -> Iterator[None]:
   """Turns known errors into a short message and an exit status (see the module docstring)."""
-  from jaxseg.train.preemption import Preempted  # pylint: disable=g-import-not-at-top
+  from jaxseg.train.preemption import Preempted
 
   verbose = verbose_requested() if verbose is None else verbose
   try:
@@ -98,7 +98,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def run_absl(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, with config-override parse errors (an unknown `--config.x` key, a
   bad value) reported in one or two lines (exit status 2) instead of a traceback."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import app, flags
 
   def parse(argv):
     try:

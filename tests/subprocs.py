@@ -34,6 +34,6 @@ def iterator_state(workdir, step):
 def one_device_env():
   """The environment for a launch.py subprocess on one CPU device (as the seed studies measure:
   `jaxseg.tools.results.one_device_env`), not the test session's 8 fake devices."""
-  from jaxseg.tools import results  # pylint: disable=import-outside-toplevel
+  from jaxseg.tools import results
 
   return results.one_device_env()

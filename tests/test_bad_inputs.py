@@ -128,7 +128,7 @@ N, SIZE = 3, 16
 
 def _reader_dataset(reader, root):
   """A 3-example dataset in `reader`'s layout -> (build() -> source, files of example 1, bad label)."""
-  from jaxseg.data.readers import driving, sources  # pylint: disable=g-import-not-at-top
+  from jaxseg.data.readers import driving, sources
 
   rng = np.random.default_rng(0)
   image = lambda: Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))

@@ -73,7 +73,7 @@ def test_input_pipeline_benchmark_reads_voc_layout(tmp_path):
 
 
 def test_pseudo_label_pass_benchmark_is_exact_and_bounded():
-  import pseudo_labels  # pylint: disable=import-outside-toplevel
+  import pseudo_labels
 
   small = pseudo_labels.main(["--images=4", "--height=64", "--width=128", "--check-images=4"])
   large = pseudo_labels.main(["--images=16", "--height=64", "--width=128", "--check-images=2"])

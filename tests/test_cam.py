@@ -363,7 +363,7 @@ def test_interpolation_matches_cv2_and_torch_conventions():
 
 
 def test_resnet_backbone_layers_and_fullgrad_layers():
-  from jaxseg.models import resnet  # pylint: disable=import-outside-toplevel
+  from jaxseg.models import resnet
 
   class Classifier(nn.Module):
 

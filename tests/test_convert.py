@@ -328,7 +328,7 @@ def test_cli_torch_checkpoints(tmp_path):
   for k, v in loaded.items():
     np.testing.assert_array_equal(v, state[k])
 
-  from jaxseg.models.deeplab_v2 import DeepLabV2  # pylint: disable=import-outside-toplevel
+  from jaxseg.models.deeplab_v2 import DeepLabV2
 
   deeplab = DeepLabV2(num_classes=4, width_multiplier=0.0625)
   backbone = {

@@ -26,8 +26,8 @@ PARAMS = os.path.join(ROOT, "tests", "data", "backbones", "resnet38_w003125.para
 def _tree(tmp_path):
   """A workdir with config.json and no checkpoint, a tiny DAVIS root with one result frame
   missing, and an image."""
-  from jaxseg import methods  # pylint: disable=g-import-not-at-top
-  from jaxseg.methods.supervised import method  # pylint: disable=g-import-not-at-top
+  from jaxseg import methods
+  from jaxseg.methods.supervised import method
 
   methods.save_config(method.default_config(), str(tmp_path / "work"))
   davis = tmp_path / "davis"

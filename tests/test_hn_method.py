@@ -35,7 +35,7 @@ def test_subset_repeats_fill_a_batch():
 
 def _tiny_config():
   sys.path.insert(0, os.path.join(REPO, "configs"))
-  import hn as hn_config  # pylint: disable=import-outside-toplevel
+  import hn as hn_config
 
   return hn_config.get_config("synthetic,runlocal")
 
@@ -73,7 +73,7 @@ def test_hn_label_stage_writes_labels_once_and_resumes(tmp_path, capsys):
   stages.hn_labels(config, str(tmp_path))
   assert "(1 computed now)" in capsys.readouterr().out
   # The label of the floor of the first room is the lowest, up-facing class.
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from PIL import Image
 
   room = data.depth_source(config)[0]
   labels = np.asarray(Image.open(tmp_path / "hn_labels" / "0000000.png"))
@@ -149,8 +149,8 @@ def test_reduced_demo_hn_pretraining_beats_random_init(tmp_path):
 
 
 def test_imagenet_arm_loads_converted_resnet_weights_into_the_backbone(tmp_path):
-  from jaxseg.models import convert  # pylint: disable=import-outside-toplevel
-  from jaxseg.models.resnet import ResNet  # pylint: disable=import-outside-toplevel
+  from jaxseg.models import convert
+  from jaxseg.models.resnet import ResNet
 
   config = _tiny_config()
   x = np.zeros((1, 32, 32, 3), np.float32)

@@ -187,10 +187,10 @@ def test_supervised_synthetic_demo_reaches_miou(supervised_demo):
 def test_cam_cli_reads_the_demo_checkpoint(supervised_demo, tmp_path, capsys):
   """The CAM CLI's trained-model path on a real workdir (config.json + orbax checkpoint, as launch.py
   writes them): CAMs of the trained demo model, its class names read from the workdir."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from PIL import Image
 
-  from jaxseg.cam import __main__ as cli  # pylint: disable=import-outside-toplevel
-  from jaxseg.data import datasets  # pylint: disable=import-outside-toplevel
+  from jaxseg.cam import __main__ as cli
+  from jaxseg.data import datasets
 
   workdir, _ = supervised_demo
   image_path = tmp_path / "a.png"

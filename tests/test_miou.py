@@ -46,8 +46,8 @@ def test_perfect_prediction():
 
 def test_dataset_scorer_names_an_eval_batch_that_does_not_split_over_the_mesh():
   from jaxseg.errors import ConfigError
-  from jaxseg.evaluation.segmentation import dataset_scorer  # pylint: disable=import-outside-toplevel
-  from jaxseg.train import sharding as shd  # pylint: disable=import-outside-toplevel
+  from jaxseg.evaluation.segmentation import dataset_scorer
+  from jaxseg.train import sharding as shd
 
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",))
   kwargs = dict(num_classes=3, ignore_index=255, batch_sharding=shd.batch_sharding(mesh))

@@ -44,7 +44,7 @@ def _record(rows, seeds=(0, 1)):
       description="",
       unit="mIoU %",
       seeds=list(seeds),
-      rows=results._jsonable(rows),  # pylint: disable=protected-access
+      rows=results._jsonable(rows),
       runs={"a_s0": dict(command="python launch.py --config=x", seconds=120.0)},
       command="python -m jaxseg.tools.results measure toy",
       commit="abc1234",
@@ -131,9 +131,9 @@ def test_each_claim_held_on_every_seed_of_its_study():
 
 
 def test_rerun_of_finished_stages_prints_the_results_table(tmp_path, capsys):
-  import ml_collections  # pylint: disable=import-outside-toplevel
+  import ml_collections
 
-  from jaxseg.train.stages import run_stages  # pylint: disable=import-outside-toplevel
+  from jaxseg.train.stages import run_stages
 
   calls = []
 

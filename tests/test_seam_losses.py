@@ -244,7 +244,7 @@ def test_all_gradient_norms_match_official():
         for p, a in jax.tree_util.tree_leaves_with_path(g)
     }
 
-  from jaxseg.models.convert import torch_name  # pylint: disable=import-outside-toplevel
+  from jaxseg.models.convert import torch_name
 
   names = tr["param_names"].tolist()
   trainable = [n for n, rg in zip(names, tr["param_requires_grad"]) if rg]

@@ -79,17 +79,17 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path):
 
 
 def _read_npy(path):
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
 
   return np.load(path, allow_pickle=True).item()
 
 
 def test_one_forward_for_both_outputs_gives_the_same_numbers():
   """`multiscale_cams_multi` (the infer stage's one forward) equals one `multiscale_cams` per output."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp
+  import numpy as np
 
-  from jaxseg.methods.seam import cam_inference as ci  # pylint: disable=import-outside-toplevel
+  from jaxseg.methods.seam import cam_inference as ci
 
   rng = np.random.default_rng(0)
   w_rv, w_cam = rng.standard_normal((2, 3, 7)).astype(np.float32)

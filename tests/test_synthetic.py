@@ -513,7 +513,7 @@ def test_scene_renders_consistently_at_another_resolution(scenes):
 
 
 def test_works_as_a_grain_source():
-  import grain  # pylint: disable=import-outside-toplevel
+  import grain
 
   dataset = synthetic.SyntheticScenes(10, image_size=32)
   batch = grain.MapDataset.source(dataset).batch(4)[1]

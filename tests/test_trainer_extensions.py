@@ -218,7 +218,7 @@ def test_two_sources_are_separate_streams(tmp_path):
       seen.append(jax.tree.map(lambda x: (x.shape, np.asarray(jax.device_get(x))), batch))
       return step(state, batch)
 
-    wrapped._cache_size = step._cache_size  # pylint: disable=protected-access
+    wrapped._cache_size = step._cache_size
     return wrapped
 
   loop.make_train_step = spy
@@ -270,7 +270,7 @@ def _score_evaluator(calls):
     del ts
 
     def evaluate(state):
-      calls.append(score._cache_size())  # pylint: disable=protected-access
+      calls.append(score._cache_size())
       return {"score": float(score(state["params"], state["step"]))}
 
     return evaluate
@@ -478,7 +478,7 @@ def test_supervised_evaluates_during_training_without_recompiling(tmp_path, monk
   assert all(0.0 <= r["eval/miou"] <= 1.0 for r in evals)
   best_step = max(evals, key=lambda r: r["eval/miou"])["step"]
   assert os.listdir(tmp_path / "checkpoints_best") == [str(best_step)]
-  assert compiled[0]._cache_size() == 1  # pylint: disable=protected-access
+  assert compiled[0]._cache_size() == 1
   summary = json.loads((tmp_path / "metrics.json").read_text())
   assert summary["step"] == best_step and summary["checkpoint"] == "best"
   assert summary["miou"] == pytest.approx(max(r["eval/miou"] for r in evals), abs=1e-6)

@@ -113,7 +113,7 @@ def test_bgr_weights_on_rgb_images_compute_the_official_function():
 
 
 def test_images_resize_bicubic_as_advent_and_masks_nearest():
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from PIL import Image
 
   rng = np.random.default_rng(0)
   example = {
@@ -167,8 +167,8 @@ def _check_pseudo_label_pass_resumes(workdir):
   """An interrupted pass (some PNGs missing) resumes: the missing ones come back byte-identical, the
   complete ones are not rewritten, the thresholds are read back, not recomputed."""
   sys.path.insert(0, os.path.join(ROOT, "configs"))
-  import uda as uda_config  # pylint: disable=import-outside-toplevel
-  from jaxseg.methods.uda import stages  # pylint: disable=import-outside-toplevel
+  import uda as uda_config
+  from jaxseg.methods.uda import stages
 
   label_dir = workdir / "pseudo_labels" / "esl"
   names = sorted(os.listdir(label_dir))

@@ -36,7 +36,7 @@ _TO_OFFICIAL = (
 
 def official_shapes(encoder) -> dict:
   """{MAST state-dict name: torch shape} of `encoder` (what `MAST(args).state_dict()` holds)."""
-  ours = convert.torch_shapes(convert._template(encoder, (32, 32)))  # pylint: disable=protected-access
+  ours = convert.torch_shapes(convert._template(encoder, (32, 32)))
   out = {}
   for name, shape in ours.items():
     for pattern, repl in _TO_OFFICIAL:
@@ -122,7 +122,7 @@ def test_mast_memory_schedule_is_benchmark_py():
 
 
 def test_mast_lr_halves_after_the_official_sample_counts():
-  from jaxseg.train.optimizer import step_schedule  # pylint: disable=import-outside-toplevel
+  from jaxseg.train.optimizer import step_schedule
 
   schedule = step_schedule(1e-3, method.mast_step_boundaries(12), 0.5)
   # adjust_lr: lr while (step * 12) <= 400000, i.e. step <= 33333; halved from step 33334.
@@ -132,7 +132,7 @@ def test_mast_lr_halves_after_the_official_sample_counts():
 
 
 def test_synthetic_clips_are_deterministic_and_follow_the_gaps():
-  from jaxseg.data.synthetic.sources import SyntheticClips  # pylint: disable=import-outside-toplevel
+  from jaxseg.data.synthetic.sources import SyntheticClips
 
   clips = SyntheticClips(4, num_clips=200, clip_length=3, num_frames=12, frame_gaps=(1, 3))
   a, b = clips[5], clips[5]
@@ -147,9 +147,9 @@ def test_synthetic_clips_are_deterministic_and_follow_the_gaps():
 
 
 def test_synthetic_demo_trains_and_evaluates_on_the_same_video_dynamics(tmp_path):
-  from configs.vos import get_config  # pylint: disable=import-outside-toplevel
-  from jaxseg.data.synthetic.sources import SyntheticClips, VideoDynamics  # pylint: disable=import-outside-toplevel
-  from jaxseg.methods.vos import data  # pylint: disable=import-outside-toplevel
+  from configs.vos import get_config
+  from jaxseg.data.synthetic.sources import SyntheticClips, VideoDynamics
+  from jaxseg.methods.vos import data
 
   config = get_config("synthetic")
   clips = data.train_source(config)
@@ -168,12 +168,12 @@ def test_synthetic_demo_trains_and_evaluates_on_the_same_video_dynamics(tmp_path
   assert names and names[0].startswith("synth")
   # Off in default_config's sections: noise_std < 0 is the style's noise, so no dynamics at all.
   section = method.default_config().train_data.synthetic
-  plain = SyntheticClips(2, num_clips=2, **data._video_kwargs(section))  # pylint: disable=protected-access
+  plain = SyntheticClips(2, num_clips=2, **data._video_kwargs(section))
   assert plain.dynamics(0) is None and plain.dynamics_options == VideoDynamics()
 
 
 def test_first_frame_ids_renumber_visible_objects():
-  from jaxseg.methods.vos.data import first_frame_ids  # pylint: disable=import-outside-toplevel
+  from jaxseg.methods.vos.data import first_frame_ids
 
   inst = np.zeros((2, 4, 4), np.int32)
   inst[0, 0, 0], inst[0, 1, 1], inst[1, 2, 2], inst[1, 3, 3] = 3, 5, 4, 5
@@ -251,7 +251,7 @@ def test_canonical_schedule_keeps_every_reference_behaviour():
 
 
 def test_canonical_schedule_gives_the_same_colorization():
-  from jaxseg.losses import correspondence  # pylint: disable=import-outside-toplevel
+  from jaxseg.losses import correspondence
 
   rng = np.random.default_rng(0)
   refs, current = [0, 5, 36, 38, 40], 41  # two ROI frames (dilations 3 and 3), three local

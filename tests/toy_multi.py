@@ -139,7 +139,7 @@ def main_config():
 
 
 def jax_stop(x):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   return jax.tree.map(jax.lax.stop_gradient, x)
 
@@ -166,8 +166,8 @@ def two_network_config(**train):
 
 
 def main(workdir):
-  from jaxseg.evaluation.outputs import write_json  # pylint: disable=g-import-not-at-top
-  from jaxseg.train.stages import run_stages, train_stage  # pylint: disable=g-import-not-at-top
+  from jaxseg.evaluation.outputs import write_json
+  from jaxseg.train.stages import run_stages, train_stage
 
   config = main_config()
 
@@ -180,7 +180,7 @@ def main(workdir):
     write_json(os.path.join(workdir, "report.json"), {"ok": True})
     return {"ok": True}
 
-  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli
 
   with cli.user_errors():  # As launch.py: a SIGTERM'd run exits 0 after its checkpoint.
     run_stages(config, workdir, {"train": train, "report": report}, method="toy")

@@ -14,9 +14,9 @@ from .common import timer, torch_device, uda_shapes
 def reference(args, path: str) -> Callable[[], float]:
   """One iteration of ADVENT's `train_advent` (or `train_minent`, --uda-objective=minent), official
   config values (domain_adaptation/config.py), on device-resident random inputs."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
-  from torch import nn  # pylint: disable=import-outside-toplevel
+  import torch
+  import torch.nn.functional as F
+  from torch import nn
 
   sys.path.insert(0, path)
   deeplabv2 = importlib.import_module("advent.model.deeplabv2")

@@ -86,8 +86,8 @@ def _correlation_sampler(torch) -> str:
 
 
 def reference(args, path: str) -> Callable[..., dict]:
-  import torch  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  import torch
+  import torch.nn.functional as F
 
   device = torch_device(torch)
   if device.type == "cpu":

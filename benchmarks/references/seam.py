@@ -12,8 +12,8 @@ from .common import stub_missing, timer, torch_device
 
 
 def reference(args, path: str) -> Callable[[], float]:
-  import torch  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  import torch
+  import torch.nn.functional as F
 
   stub_missing(
       [

@@ -149,7 +149,7 @@ def load_model(args: argparse.Namespace):
 
 def _class_names(config) -> list[str] | None:
   try:
-    from jaxseg.data import datasets  # pylint: disable=g-import-not-at-top
+    from jaxseg.data import datasets
 
     return datasets.class_names(config.data)
   except (AttributeError, KeyError, TypeError, ValueError):

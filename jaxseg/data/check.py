@@ -46,8 +46,8 @@ def data_sections(config: ml_collections.ConfigDict) -> list[str]:
 
 def sources_to_check(config: ml_collections.ConfigDict) -> list[tuple[str, Callable[[], object]]]:
   """[(label, build() -> source)]: each distinct (dataset, split) of the config once."""
-  from jaxseg import methods  # pylint: disable=g-import-not-at-top
-  from jaxseg.data import datasets  # pylint: disable=g-import-not-at-top
+  from jaxseg import methods
+  from jaxseg.data import datasets
 
   method = methods.get_method(config.method)
   if hasattr(method, "data_sources"):
@@ -88,7 +88,7 @@ def scan(
       text = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
       return _example_name(source, index), text
 
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm
 
   with ThreadPoolExecutor(max(1, workers)) as pool:
     results = pool.map(read, range(len(source)))
@@ -137,10 +137,10 @@ def format_table(rows: Iterable[tuple[str, str, str]]) -> str:
 
 def main() -> None:
   """The command line (absl flags are defined here, so importing this module defines none)."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from absl import app, flags
+  from ml_collections import config_flags
 
-  from jaxseg import cli, methods  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli, methods
 
   config_flag = config_flags.DEFINE_config_file(
       "config", None, "Experiment config file[:arg].", lock_config=True

@@ -74,7 +74,7 @@ def build_source(
   """
   source = _build_source(data, split, with_labels=with_labels, with_masks=with_masks)
   if split == "train" and data.get("skip_bad", False):
-    from jaxseg.data.skip_bad import SkipBadSource  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.skip_bad import SkipBadSource
 
     return SkipBadSource(source, name=f"{data.name}/{data.train_split}")
   return source
@@ -83,7 +83,7 @@ def build_source(
 def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   split_name = data.train_split if split == "train" else data.eval_split
   if data.name == "synthetic":
-    from jaxseg.data.synthetic import sources as synthetic  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic import sources as synthetic
 
     s = data.synthetic
     count = s.num_train if split == "train" else s.num_eval
@@ -99,7 +99,7 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
         object_scale=float(s.object_scale),
     )
   if data.name == "voc":
-    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources
 
     _require_root(data)
     return sources.voc_segmentation_source(
@@ -108,9 +108,9 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   if with_labels:
     raise ValueError(f"dataset {data.name!r} has no image-level labels; use synthetic or voc")
   if data.name == "folder":
-    import os  # pylint: disable=g-import-not-at-top
+    import os
 
-    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources
 
     _require_root(data)
     f = data.folder
@@ -128,14 +128,14 @@ def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
         hint=SYNTHETIC_HINT,
     )
   if data.name in ("gta5", "cityscapes"):
-    from jaxseg.data.readers import driving  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import driving
 
     _require_root(data)
     return driving.build_driving_source(
         data, split_name, with_masks=with_masks, hint=SYNTHETIC_HINT
     )
   if data.name == "tfds":
-    from jaxseg.data.readers import tfds_source  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import tfds_source
 
     t = data.tfds
     return tfds_source.tfds_segmentation_source(
@@ -157,19 +157,19 @@ def _require_root(data) -> None:
 
 def class_names(data: ml_collections.ConfigDict) -> list[str]:
   if data.name == "synthetic":
-    from jaxseg.data.synthetic import sources as synthetic  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic import sources as synthetic
 
     return list(synthetic.class_names(data.num_classes - 1))
   if data.name == "voc":
-    from jaxseg.data.readers import sources  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import sources
 
     return list(sources.VOC_CLASS_NAMES)
   if data.name in ("gta5", "cityscapes"):
-    from jaxseg.data.readers import driving  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers import driving
 
     return list(driving.CITYSCAPES_CLASS_NAMES)
   if data.name == "synthetic_indoor":
-    from jaxseg.data.synthetic.indoor import INDOOR_CLASSES  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.synthetic.indoor import INDOOR_CLASSES
 
     return list(INDOOR_CLASSES)
   return [str(i) for i in range(data.num_classes)]

@@ -272,7 +272,7 @@ def _require_dir(path: str, flag: str, hint: str) -> None:
 
 
 def main(argv=None) -> dict:
-  from jaxseg import cli  # pylint: disable=g-import-not-at-top
+  from jaxseg import cli
 
   parser = cli.ArgumentParser(
       prog="python -m jaxseg.evaluation.davis",

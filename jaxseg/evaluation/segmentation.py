@@ -117,8 +117,8 @@ def dataset_scorer(
     source: random-access eval source; transform: example -> fixed-size example ('image', 'mask').
     batch_sharding: the trainer's batch sharding (`TrainSetup.batch_sharding`).
   """
-  from jaxseg.data import pipeline  # pylint: disable=g-import-not-at-top
-  from jaxseg.train import sharding as shd  # pylint: disable=g-import-not-at-top
+  from jaxseg.data import pipeline
+  from jaxseg.train import sharding as shd
 
   data_shards = int(batch_sharding.mesh.shape["data"])
   if int(batch_size) % data_shards:

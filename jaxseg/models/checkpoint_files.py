@@ -34,7 +34,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
   Loaded with `weights_only=True` (no arbitrary unpickling).
   """
   try:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
   except ImportError as e:
     raise ImportError(
         "reading .pth files needs torch: pip install 'jaxseg[torch]' " "(torch==2.13.0, CPU wheel)"

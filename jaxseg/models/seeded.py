@@ -57,7 +57,7 @@ def seeded_variables(template, seed: int):
   Cheaper than `model.init` for big nets on CPU (no XLA compilation) and gives exactly the weights a
   PyTorch reference run with `seeded_state_dict(model.state_dict() shapes, seed)` has.
   """
-  from jaxseg.models import convert  # pylint: disable=import-outside-toplevel
+  from jaxseg.models import convert
 
   flat = convert.torch_shapes(template)
   return convert.state_dict_to_variables(

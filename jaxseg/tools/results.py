@@ -573,7 +573,7 @@ def render_readme(text: str, render: Callable[[str], str] = render_block) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  import argparse  # pylint: disable=g-import-not-at-top
+  import argparse
 
   parser = argparse.ArgumentParser(prog="python -m jaxseg.tools.results", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)

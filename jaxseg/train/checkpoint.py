@@ -116,7 +116,7 @@ class Checkpointer:
         target = os.path.join(self.damaged_directory, f"{step}.{suffix}")
       os.replace(os.path.join(self.directory, str(step)), target)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      from jax.experimental import multihost_utils
 
       multihost_utils.sync_global_devices(f"jaxseg_damaged_checkpoint_{step}")
     self._manager = self._make_manager()

@@ -157,7 +157,7 @@ def train(config, workdir: str, task: TrainTask) -> dict:
       window_len += 1
       done = step + 1
       if compiled is None:
-        compiled = step_fn._cache_size()  # pylint: disable=protected-access
+        compiled = step_fn._cache_size()
         progress.restart(done)  # The ETA leaves the compile time out.
       is_last = done == total
       saved = False
@@ -167,7 +167,7 @@ def train(config, workdir: str, task: TrainTask) -> dict:
         writer.write_scalars(done, scalars)
         progress.update(done, {k: scalars[k] for k in ("loss",) if k in scalars})
         window, window_len = None, 0
-        if tcfg.check_recompile and step_fn._cache_size() != compiled:  # pylint: disable=protected-access
+        if tcfg.check_recompile and step_fn._cache_size() != compiled:
           raise RuntimeError(
               f"train step recompiled at step {done}: batch shapes or dtypes changed"
           )

@@ -35,7 +35,7 @@ class MetricWriter:
         _drop_rows_after(path, drop_after)
       self._jsonl = open(path, "a")
       try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:  # TensorBoard output is optional.

@@ -73,7 +73,7 @@ class PreemptionGuard:
   def requested(self, step: int) -> bool:
     """True when training should stop after `step` (the same step on every process)."""
     if self._multi:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      from jax.experimental import multihost_utils
 
       try:
         return bool(multihost_utils.reached_preemption_sync_point(step))

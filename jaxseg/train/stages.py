@@ -117,7 +117,7 @@ def _jsonable(value: Any) -> Any:
   if isinstance(value, (str, int, float, bool)) or value is None:
     return value
   try:
-    import numpy as np  # pylint: disable=g-import-not-at-top
+    import numpy as np
 
     arr = np.asarray(value)
     if arr.dtype.kind in "biuf" and arr.size <= 64:

@@ -69,7 +69,7 @@ _MATLAB_V5_MAGIC = b"MATLAB 5.0 MAT-file"
 
 def _h5py():
   try:
-    import h5py  # pylint: disable=g-import-not-at-top
+    import h5py
   except ImportError as e:  # pragma: no cover - h5py is a requirement
     raise ImportError("reading NYU Depth v2 needs h5py: pip install h5py") from e
   return h5py
@@ -97,7 +97,7 @@ def read_mat_array(path: str | os.PathLike, name: str) -> np.ndarray:
 
   A v5 struct is returned as loaded (a record array); v7.3 structs are not supported.
   """
-  import scipy.io  # pylint: disable=g-import-not-at-top
+  import scipy.io
 
   path = os.fspath(path)
   if not os.path.isfile(path):

@@ -170,7 +170,7 @@ def tfds_segmentation_source(
     DataError: the dataset is not found / not prepared as array_record, or the
       split is unknown; the message names the dataset, the data_dir and `hint`.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  Lazy: heavy import.
+  import tensorflow_datasets as tfds  # Lazy: heavy import.
 
   if per_process:
     split = tfds.split_for_jax_process(split)

@@ -14,7 +14,8 @@ Modules:
   geometric    resize, random_scale, random_resize_long, random_crop, center_crop,
                random_flip, and the intrinsics they imply.
   photometric  color_jitter, normalize and the colour ops they use.
-  spec         build_augment / build_eval_transform (grain RandomMap / Map).
+  spec         build_augment / build_eval_transform (grain RandomMap / Map), and the specs of a
+               segmentation config (segmentation_augment_spec / segmentation_eval_spec).
 Every name is re-exported here, so `transforms.random_crop(...)` etc. keep working.
 """
 
@@ -73,4 +74,6 @@ from jaxseg.data.transforms.spec import (
     SegmentationEvalTransform,
     build_augment,
     build_eval_transform,
+    segmentation_augment_spec,
+    segmentation_eval_spec,
 )

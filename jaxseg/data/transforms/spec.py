@@ -257,3 +257,29 @@ def build_eval_transform(spec: Mapping[str, Any]) -> SegmentationEvalTransform:
       crop_size=None if crop_size is None else check_size(crop_size, "spec 'crop_size'"),
       **_common(spec),
   )
+
+
+def segmentation_augment_spec(config) -> dict[str, Any]:
+  """The segmentation train augment of a config's `augment` / `normalize` / `data.ignore_index`
+  sections (supervised training, HN pre-training and fine-tuning)."""
+  a = config.augment
+  return dict(
+      scale_range=tuple(a.scale_range),
+      crop_size=tuple(a.crop_size),
+      flip=bool(a.flip),
+      color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      ignore_index=config.data.ignore_index,
+  )
+
+
+def segmentation_eval_spec(config) -> dict[str, Any]:
+  """The eval transform of a config's `evaluate.eval_size` / `normalize` / `data.ignore_index`."""
+  # Pad/centre-crop to one size so eval batches stack (padding is ignore_index).
+  return dict(
+      crop_size=tuple(config.evaluate.eval_size),
+      mean=tuple(config.normalize.mean),
+      std=tuple(config.normalize.std),
+      ignore_index=config.data.ignore_index,
+  )

@@ -22,13 +22,13 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 def _indoor(s, count: int, seed: int):
-  from jaxseg.data.synthetic.indoor import SyntheticIndoorScenes  # pylint: disable=g-import-not-at-top
+  from jaxseg.data.synthetic.indoor import SyntheticIndoorScenes
 
   return SyntheticIndoorScenes(count, image_size=tuple(s.image_size), seed=seed)
 
 
 def _nyu(d, split: str):
-  from jaxseg.data.readers.nyu import NyuDepthV2Source  # pylint: disable=g-import-not-at-top
+  from jaxseg.data.readers.nyu import NyuDepthV2Source
 
   if not d.mat_path:
     raise ConfigError(
@@ -53,7 +53,7 @@ def depth_source(config):
   if d.name == "nyu":
     return _nyu(d, str(d.split))
   if d.name == "rgbd":
-    from jaxseg.data.readers.rgbd import RgbdFolderSource  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers.rgbd import RgbdFolderSource
 
     if not d.root:
       raise ConfigError(

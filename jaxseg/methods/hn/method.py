@@ -23,10 +23,10 @@ import numpy as np
 from jaxseg.data import transforms
 from jaxseg.depth import default_hn_config, hn_num_classes
 from jaxseg.errors import ConfigError
-from jaxseg.methods.supervised.method import augment_spec, segmentation_loss
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, stage_section, trainer_config, trainer_section
+from jaxseg.train.objectives import segmentation_objective
 
 ARMS = ("random", "hn", "imagenet")
 
@@ -155,9 +155,9 @@ def make_task(
 
   return loop.TrainTask(
       init_fn=init_fn,
-      loss_fn=functools.partial(segmentation_loss, model, int(config.data.ignore_index)),
+      loss_fn=functools.partial(segmentation_objective, model, int(config.data.ignore_index)),
       train_source=source,
-      augment=transforms.build_augment(augment_spec(config)),
+      augment=transforms.build_augment(transforms.segmentation_augment_spec(config)),
       keys=("image", "mask"),
       init_weights=init_weights,
   )
@@ -196,7 +196,7 @@ def imagenet_init(config, num_classes: int):
         "finetune.arms has 'imagenet' but init.imagenet is empty\nhint: convert torchvision "
         "weights with `python -m jaxseg.tools.convert_weights` and pass --config.init.imagenet=FILE"
     )
-  from jaxseg.models import convert  # pylint: disable=g-import-not-at-top
+  from jaxseg.models import convert
 
   def load(params, model_state):
     variables = convert.load_variables(str(config.init.imagenet))

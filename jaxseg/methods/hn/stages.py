@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jaxseg.data import datasets
+from jaxseg.data import datasets, transforms
 from jaxseg.data.palette import colorize
 from jaxseg.depth import hn_labels as compute_hn_labels
 from jaxseg.depth.hn_labels import HNParams
@@ -28,7 +28,6 @@ from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.evaluation.pictures import legend_entries, write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer
 from jaxseg.methods.hn import data, method
-from jaxseg.methods.supervised.method import eval_spec
 from jaxseg.train import loop, multihost
 from jaxseg.train.config import stage_trainer_config
 from jaxseg.train.stages import train_stage
@@ -184,12 +183,10 @@ def _scorer(config, ts, model):
   def predict(variables, batch):
     return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
 
-  from jaxseg.data import transforms  # pylint: disable=g-import-not-at-top
-
   return dataset_scorer(
       predict,
       data.ImageMaskSource(data.semantic_source(config, "eval")),
-      transforms.build_eval_transform(eval_spec(config)),
+      transforms.build_eval_transform(transforms.segmentation_eval_spec(config)),
       num_classes=int(config.data.num_classes),
       ignore_index=int(config.data.ignore_index),
       batch_size=int(config.evaluate.batch_size),

@@ -28,6 +28,7 @@ from jaxseg.methods.seam import cam_inference, method
 from jaxseg.models import affinitynet
 from jaxseg.train import loop, multihost
 from jaxseg.train.config import compute_dtype
+from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
 
@@ -100,13 +101,9 @@ def make_task(config, score_paths: list[str]) -> loop.TrainTask:
     return model.init({"params": rng, "dropout": rng}, batch["image"], train=False)
 
   def loss_fn(params, model_state, batch, rng):
-    variables = {"params": params, **model_state}
-    if model.frozen_bn:
-      features = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
-    else:
-      features, model_state = model.apply(
-          variables, batch["image"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
-      )
+    features, model_state = apply_model(
+        model, params, model_state, batch["image"], train=True, rng=rng
+    )
     affinities = affinitynet.pairwise_affinities(features, radius)
     loss, terms = affinity_loss(affinities, batch["bg_pos"], batch["fg_pos"], batch["neg"])
     return loss, (

@@ -23,6 +23,7 @@ from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config, trainer_section
+from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
 STAGES = ("train", "infer", "affinity", "evaluate")
@@ -184,12 +185,7 @@ def seam_train_loss(model: seam_model.SEAMNet, loss_cfg, params, model_state, ba
   images, labels = batch["image"], batch["labels"]
 
   def forward(model_state, x, dropout_rng):
-    variables = {"params": params, **model_state}
-    if model.frozen_bn:
-      return model.apply(variables, x, train=True, rngs={"dropout": dropout_rng}), model_state
-    return model.apply(
-        variables, x, train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"]
-    )
+    return apply_model(model, params, model_state, x, train=True, rng=dropout_rng)
 
   out1, model_state = forward(model_state, images, rng1)
   if loss_cfg.name == "cam":
@@ -264,7 +260,7 @@ def load_inference_model(config, workdir: str):
 
 
 def example_batch(config) -> dict:
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import numpy as np
 
   h, w = config.augment.crop_size
   b = config.train.batch_size

@@ -155,7 +155,7 @@ def results_table(summary: dict) -> str:
 def write_pictures(config, workdir: str) -> str:
   """Grid per image: image | fc8 CAM | SEAM CAM (PCM) | pseudo mask | random walk | ground truth,
   columns named as the results table's rows; a column whose stage has not run is left out."""
-  from jaxseg.cam import overlay_cam  # pylint: disable=g-import-not-at-top
+  from jaxseg.cam import overlay_cam
 
   apply, variables = method.load_cam_model(config, workdir)
   source = datasets.build_source(config.data, "eval", with_labels=True)

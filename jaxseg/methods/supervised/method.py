@@ -15,10 +15,10 @@ from jaxseg.evaluation.miou import iou_table
 from jaxseg.evaluation.outputs import write_json
 from jaxseg.evaluation.pictures import write_segmentation_grid
 from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
-from jaxseg.losses import softmax_cross_entropy_with_ignore
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config
+from jaxseg.train.objectives import segmentation_objective
 from jaxseg.train.stages import run_stages, train_stage
 
 STAGES = ("train", "evaluate")
@@ -69,47 +69,6 @@ def build_model(config) -> FCN:
   )
 
 
-def augment_spec(config) -> dict:
-  """The segmentation train augment of `config.augment` / `normalize` / `data.ignore_index`."""
-  a = config.augment
-  return dict(
-      scale_range=tuple(a.scale_range),
-      crop_size=tuple(a.crop_size),
-      flip=bool(a.flip),
-      color_jitter=tuple(a.color_jitter) if a.color_jitter else None,
-      mean=tuple(config.normalize.mean),
-      std=tuple(config.normalize.std),
-      ignore_index=config.data.ignore_index,
-  )
-
-
-def eval_spec(config) -> dict:
-  """The eval transform of `config.evaluate.eval_size` / `normalize` / `data.ignore_index`."""
-  # Pad/centre-crop to one size so eval batches stack (padding is ignore_index).
-  return dict(
-      crop_size=tuple(config.evaluate.eval_size),
-      mean=tuple(config.normalize.mean),
-      std=tuple(config.normalize.std),
-      ignore_index=config.data.ignore_index,
-  )
-
-
-def segmentation_loss(model, ignore_index: int, params, model_state, batch, rng):
-  """Per-pixel softmax cross-entropy (ignore_index skipped) and pixel accuracy of one batch:
-  (loss, ({'pixel_accuracy'}, new model_state)); `model` maps images to logits [B, H, W, C]."""
-  logits, updates = model.apply(
-      {"params": params, **model_state},
-      batch["image"],
-      train=True,
-      rngs={"dropout": rng},
-      mutable=list(model_state),
-  )
-  loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore_index)
-  valid = batch["mask"] != ignore_index
-  acc = jnp.sum((jnp.argmax(logits, -1) == batch["mask"]) & valid) / jnp.maximum(jnp.sum(valid), 1)
-  return loss, ({"pixel_accuracy": acc}, updates)
-
-
 def make_task(config) -> loop.TrainTask:
   model = build_model(config)
   ignore = config.data.ignore_index
@@ -119,9 +78,9 @@ def make_task(config) -> loop.TrainTask:
 
   return loop.TrainTask(
       init_fn=init_fn,
-      loss_fn=functools.partial(segmentation_loss, model, ignore),
+      loss_fn=functools.partial(segmentation_objective, model, ignore),
       train_source=datasets.build_source(config.data, "train"),
-      augment=transforms.build_augment(augment_spec(config)),
+      augment=transforms.build_augment(transforms.segmentation_augment_spec(config)),
       keys=("image", "mask"),
       make_evaluator=_evaluator(config),
   )
@@ -147,7 +106,7 @@ def _scorer(config, ts):
   return dataset_scorer(
       predict,
       datasets.build_source(config.data, "eval"),
-      transforms.build_eval_transform(eval_spec(config)),
+      transforms.build_eval_transform(transforms.segmentation_eval_spec(config)),
       num_classes=config.data.num_classes,
       ignore_index=config.data.ignore_index,
       batch_size=int(config.evaluate.batch_size),

@@ -16,7 +16,7 @@ def run(config, workdir: str) -> dict:
 
 def load_inference_model(config, workdir: str):
   """(apply_fn, variables, config): the last trained stage's segmenter; apply_fn -> main logits."""
-  import os  # pylint: disable=g-import-not-at-top
+  import os
 
   stage = next(
       s

@@ -56,6 +56,7 @@ from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.discriminator import FCDiscriminator
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, stage_section, trainer_config, trainer_section
+from jaxseg.train.objectives import apply_model
 from jaxseg.train.optimizer import optimizer_group
 
 HEADS = (
@@ -270,11 +271,7 @@ def input_transform(config, size, with_mask: bool) -> FixedSize:
 
 def segment(segmenter, params, model_state, images, train: bool):
   """DeepLab-v2 forward: ({'main', 'aux'} logits [B, h, w, C], new model_state)."""
-  variables = {"params": params, **model_state}
-  if train and not segmenter.frozen_bn:
-    out, updates = segmenter.apply(variables, images, train=True, mutable=["batch_stats"])
-    return out, {**model_state, **updates}
-  return segmenter.apply(variables, images, train=train), model_state
+  return apply_model(segmenter, params, model_state, images, train=train)
 
 
 def uda_loss(
@@ -424,7 +421,7 @@ def bgr_to_rgb_input(variables: dict) -> dict:
 def _imagenet_init(config):
   if not config.init.weights:
     return None
-  from jaxseg.models import convert  # pylint: disable=g-import-not-at-top
+  from jaxseg.models import convert
 
   def load(params, model_state):
     variables = convert.load_variables(config.init.weights)

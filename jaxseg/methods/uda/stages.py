@@ -371,7 +371,7 @@ def _pictures(config, workdir: str, variables: dict) -> str:
   """Target train images (the ones with pseudo labels): image | entropy of the last model | pseudo
   labels | source-only prediction | last model's prediction | ground truth, with the class legend, the
   entropy colour bar and what the ignore colour means."""
-  from jaxseg.losses.entropy import normalized_entropy  # pylint: disable=g-import-not-at-top
+  from jaxseg.losses.entropy import normalized_entropy
 
   segmenter, _ = method.build_networks(config)
   transform = eval_input(config)

@@ -51,7 +51,7 @@ def train_source(config):
         **_video_kwargs(s),
     )
   if d.name in ("videos", "davis"):
-    from jaxseg.data.readers.videos import VideoFolderSource  # pylint: disable=g-import-not-at-top
+    from jaxseg.data.readers.videos import VideoFolderSource
 
     if not d.root:
       raise ConfigError(

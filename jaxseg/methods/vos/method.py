@@ -35,6 +35,7 @@ from jaxseg.losses import correspondence
 from jaxseg.models.correspondence_encoders import CrwEncoder, MastEncoder
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config
+from jaxseg.train.objectives import apply_model
 
 RECIPES = ("mast", "crw")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -239,11 +240,7 @@ def frames_to_input(frames: np.ndarray, recipe: str) -> np.ndarray:
 
 
 def _encode(encoder, params, model_state, x, train: bool):
-  variables = {"params": params, **model_state}
-  if train:
-    out, updates = encoder.apply(variables, x, train=True, mutable=["batch_stats"])
-    return out, {**model_state, **updates}
-  return encoder.apply(variables, x, train=False), model_state
+  return apply_model(encoder, params, model_state, x, train=train)
 
 
 def mast_dropout_inputs(clip: jax.Array, channel: jax.Array) -> jax.Array:
@@ -397,7 +394,7 @@ def init_variables(config, rng, batch):
 
 def make_task(config, train_source=None) -> loop.TrainTask:
   """The TrainTask of the 'train' stage (`train_source`: the clip source; built from config if None)."""
-  from jaxseg.methods.vos import data  # pylint: disable=g-import-not-at-top
+  from jaxseg.methods.vos import data
 
   check_config(config)
   if int(config.input.clip_length) < 2:
