@@ -18,6 +18,8 @@ import pytest
 
 from jaxseg.data import lab
 from jaxseg.losses import correspondence as cr
+from jaxseg.losses import walk as rw
+from jaxseg.methods.vos import propagation
 
 DATA = Path(__file__).parent / "data" / "vos"
 ATOL = 1e-5
@@ -255,10 +257,10 @@ def test_crw_walk_and_loss(crw):
 
   @jax.jit
   def run(q):
-    a, a12, a21 = cr.walk_matrices(q, tau)
-    cycles = cr.palindrome_cycles(a12, a21)
-    parts = (a, a12, a21, cycles, cr.cycle_log_probs(cycles), cr.palindrome_walks(q, tau))
-    return parts + (cr.cycle_cross_entropy(cycles), cr.crw_walk_loss(q, tau))
+    a, a12, a21 = rw.walk_matrices(q, tau)
+    cycles = rw.palindrome_cycles(a12, a21)
+    parts = (a, a12, a21, cycles, rw.cycle_log_probs(cycles), rw.palindrome_walks(q, tau))
+    return parts + (rw.cycle_cross_entropy(cycles), rw.crw_walk_loss(q, tau))
 
   a, a12, a21, cycles, logp, walks, xent, (loss, xents) = run(q)
   assert_close(a, crw["crw_A"])
@@ -284,7 +286,7 @@ def test_crw_edge_dropout():
 
   @functools.partial(jax.jit, static_argnames="rate")
   def walk(q, rng_key, rate):
-    return cr.crw_walk_loss(q, 0.1, edge_dropout=rate, rng=rng_key)
+    return rw.crw_walk_loss(q, 0.1, edge_dropout=rate, rng=rng_key)
 
   base, base_x = walk(q, key(0), 0.0)
   again, _ = walk(q, key(3), 0.0)  # p = 0: the key is not used
@@ -294,13 +296,13 @@ def test_crw_edge_dropout():
   assert np.abs(np.asarray(dropped_x) - np.asarray(base_x)).min() > 1e-4
   assert abs(float(dropped) - float(other)) > 1e-4
   with pytest.raises(ValueError, match="rng"):
-    cr.crw_walk_loss(q, 0.1, edge_dropout=0.3)
+    rw.crw_walk_loss(q, 0.1, edge_dropout=0.3)
 
   # Official aliasing: A12's dropped edges are dropped in A21 too (transposed).
   @jax.jit
   def matrices(q, rng_key):
-    shared = cr.walk_matrices(q, 0.1, edge_dropout=0.3, rng=rng_key)
-    independent = cr.walk_matrices(q, 0.1, edge_dropout=0.3, rng=rng_key, shared_dropout=False)
+    shared = rw.walk_matrices(q, 0.1, edge_dropout=0.3, rng=rng_key)
+    independent = rw.walk_matrices(q, 0.1, edge_dropout=0.3, rng=rng_key, shared_dropout=False)
     return shared[1:] + independent[1:]
 
   a12, a21, a12_ind, a21_ind = (np.asarray(x) for x in matrices(q, key(4)))
@@ -328,14 +330,14 @@ def _lp_inputs(crw):
 
 def test_crw_lp_index_bank_and_mask(crw):
   _, real, kwargs = _lp_inputs(crw)
-  bank = cr.context_index_bank(real.shape[0], kwargs["n_context"])
+  bank = propagation.context_index_bank(real.shape[0], kwargs["n_context"])
   np.testing.assert_array_equal(bank, crw["crw_lp_key_indices"])
-  mask = cr.spatial_neighbour_mask(10, 12, kwargs["radius"])
+  mask = propagation.spatial_neighbour_mask(10, 12, kwargs["radius"])
   np.testing.assert_array_equal(np.asarray(mask), crw["crw_lp_mask"][0, 0])
   # Official indexing of a long-term frame m > 0: padded index m + n_context + 1 (real frame m + 1),
   # used from target n_context + m + 1 on (0 before).
   np.testing.assert_array_equal(
-      cr.context_index_bank(7, 2, long_mem=(0, 1)),
+      propagation.context_index_bank(7, 2, long_mem=(0, 1)),
       [
           [0, 0, 0, 1],
           [0, 0, 1, 2],
@@ -357,13 +359,13 @@ def test_crw_lp_topk_weights_and_indices(crw, l2_normalize):
   golden index must point at a candidate with the same logit; everywhere else indices match exactly.
   """
   padded, real, kwargs = _lp_inputs(crw)
-  weights, idx, bank = cr.crw_propagation_affinities(
+  weights, idx, bank = propagation.crw_propagation_affinities(
       real, l2_normalize=l2_normalize, chunk_size=48, **kwargs
   )
   weights, idx = np.swapaxes(np.asarray(weights), 1, 2), np.swapaxes(np.asarray(idx), 1, 2)
   assert_close(weights, crw["crw_lp_W"])
   golden = crw["crw_lp_I"]
-  mask = np.asarray(cr.spatial_neighbour_mask(10, 12, kwargs["radius"]))
+  mask = np.asarray(propagation.spatial_neighbour_mask(10, 12, kwargs["radius"]))
   n_untied = 0
   for t in range(real.shape[0]):
     ctx = padded[bank[t]].reshape(len(bank[t]), 120, -1).astype(np.float64)
@@ -384,10 +386,10 @@ def test_crw_lp_topk_weights_and_indices(crw, l2_normalize):
 def test_crw_lp_propagation(crw):
   _, real, kwargs = _lp_inputs(crw)
   first = crw["crw_lp_lbls_in"][0]
-  propagate = jax.jit(functools.partial(cr.crw_propagate, chunk_size=32, **kwargs))
+  propagate = jax.jit(functools.partial(propagation.crw_propagate, chunk_size=32, **kwargs))
   pred = np.asarray(propagate(real, first))
   assert_close(pred, crw["crw_lp_pred"])
   np.testing.assert_array_equal(pred.argmax(-1), crw["crw_lp_argmax"])
   # Chunking the query pixels does not change the result.
-  whole = cr.crw_propagate(real, first, chunk_size=1024, **kwargs)
+  whole = propagation.crw_propagate(real, first, chunk_size=1024, **kwargs)
   assert_close(whole, pred, atol=1e-6)

@@ -15,13 +15,15 @@ from jaxseg.losses.adversarial import (
     adversarial_generator_loss,
     bce_with_logits,
     discriminator_loss,
+)
+from jaxseg.losses.entropy import normalized_entropy, self_information_map
+from jaxseg.losses.segmentation import (
     entropy_confidence_weights,
     entropy_weighted_cross_entropy,
+    softmax_cross_entropy_with_ignore,
     upsample_logits,
     upsampled_cross_entropy,
 )
-from jaxseg.losses.entropy import normalized_entropy, self_information_map
-from jaxseg.losses.segmentation import softmax_cross_entropy_with_ignore
 from jaxseg.methods.uda import pseudo_labels as pl
 from jaxseg.models import convert
 from jaxseg.models.discriminator import FCDiscriminator

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxseg.losses import correspondence
 from jaxseg.methods.vos import method, propagation
 from jaxseg.models import convert
 from jaxseg.models.correspondence_encoders import MastEncoder
@@ -87,9 +88,7 @@ def test_mast_training_step_matches_official(golden):
   values = jnp.moveaxis(jnp.asarray(golden["mast_train_lab_clean"]), 2, -1)[
       ..., channel : channel + 1
   ]
-  out = method.correspondence.local_propagate(
-      feats[1], feats[:1], values[:1, :, ::4, ::4], radius=6
-  )
+  out = correspondence.local_propagate(feats[1], feats[:1], values[:1, :, ::4, ::4], radius=6)
   np.testing.assert_allclose(
       np.asarray(out)[..., 0], golden["mast_train_out_lowres"][:, 0], atol=1e-5, rtol=1e-5
   )
@@ -251,8 +250,6 @@ def test_canonical_schedule_keeps_every_reference_behaviour():
 
 
 def test_canonical_schedule_gives_the_same_colorization():
-  from jaxseg.losses import correspondence
-
   rng = np.random.default_rng(0)
   refs, current = [0, 5, 36, 38, 40], 41  # two ROI frames (dilations 3 and 3), three local
   feats = jnp.asarray(rng.standard_normal((5, 1, 12, 12, 8)), jnp.float32)

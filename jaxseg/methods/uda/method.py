@@ -51,6 +51,11 @@ from jaxseg.data import datasets, transforms
 from jaxseg.errors import ConfigError
 from jaxseg.losses import adversarial
 from jaxseg.losses.entropy import entropy_loss, self_information_map
+from jaxseg.losses.segmentation import (
+    entropy_weighted_cross_entropy,
+    upsample_logits,
+    upsampled_cross_entropy,
+)
 from jaxseg.methods.uda import optimizer as advent_optimizer
 from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.discriminator import FCDiscriminator
@@ -292,20 +297,20 @@ def uda_loss(
   terms = {}
   src_size, trg_size = src["image"].shape[1:3], trg["image"].shape[1:3]
   for head in ("main", "aux"):
-    terms[f"seg_src_{head}"] = adversarial.upsampled_cross_entropy(out_src[head], src["mask"])
+    terms[f"seg_src_{head}"] = upsampled_cross_entropy(out_src[head], src["mask"])
   total = loss_cfg.seg_main * terms["seg_src_main"] + loss_cfg.seg_aux * terms["seg_src_aux"]
   if objective == "source_only" and not pseudo:
     return total, (terms, model_state)
   out_trg, model_state = segment(segmenter, seg_params, model_state, trg["image"], train=True)
   if pseudo:
     for head, weight in (("main", loss_cfg.seg_main), ("aux", loss_cfg.seg_aux)):
-      ce = adversarial.entropy_weighted_cross_entropy(
+      ce = entropy_weighted_cross_entropy(
           out_trg[head], trg["mask"], power=float(loss_cfg.entropy_weight_power)
       )
       terms[f"seg_trg_{head}"] = ce
       total = total + weight * ce
   probs_trg = {
-      h: jax.nn.softmax(adversarial.upsample_logits(out_trg[h], trg_size), -1)
+      h: jax.nn.softmax(upsample_logits(out_trg[h], trg_size), -1)
       for h in out_trg
       if h in ("main", "aux")
   }
@@ -319,18 +324,16 @@ def uda_loss(
       info_trg = self_information_map(probs_trg[head])
       frozen_d = jax.lax.stop_gradient(d_params)
       adv = adversarial.adversarial_generator_loss(disc.apply({"params": frozen_d}, info_trg))
-      probs_src = jax.nn.softmax(adversarial.upsample_logits(out_src[head], src_size), -1)
+      probs_src = jax.nn.softmax(upsample_logits(out_src[head], src_size), -1)
       info_src = jax.lax.stop_gradient(self_information_map(probs_src))
       d_src = disc.apply({"params": d_params}, info_src)
       d_trg = disc.apply({"params": d_params}, jax.lax.stop_gradient(info_trg))
       terms[f"adv_trg_{head}"] = adv
-      terms[f"d_src_{head}"] = 0.5 * adversarial.bce_with_logits(
-          d_src, adversarial.SOURCE_DOMAIN_LABEL
-      )
-      terms[f"d_trg_{head}"] = 0.5 * adversarial.bce_with_logits(
-          d_trg, adversarial.TARGET_DOMAIN_LABEL
-      )
-      total = total + weight * adv + terms[f"d_src_{head}"] + terms[f"d_trg_{head}"]
+      # The logged halves are the two ADVENT backward passes' losses; under jit each BCE is computed
+      # once, shared with the golden-tested `discriminator_loss` that the total runs.
+      halves = adversarial.discriminator_loss_terms(d_src, d_trg)
+      terms[f"d_src_{head}"], terms[f"d_trg_{head}"] = halves["source"], halves["target"]
+      total = total + weight * adv + adversarial.discriminator_loss(d_src, d_trg)
   return total, (terms, model_state)
 
 

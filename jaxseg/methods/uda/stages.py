@@ -26,7 +26,7 @@ from jaxseg.data.palette import colorize
 from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
 from jaxseg.evaluation.pictures import grey_heat, legend_entries, write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
-from jaxseg.losses.adversarial import upsample_logits
+from jaxseg.losses.segmentation import upsample_logits
 from jaxseg.methods.uda import method
 from jaxseg.methods.uda import pseudo_labels as pl
 from jaxseg.train import loop, multihost

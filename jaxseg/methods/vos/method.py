@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxseg.data import lab, transforms
 from jaxseg.errors import ConfigError
-from jaxseg.losses import correspondence
+from jaxseg.losses import reconstruction, walk
 from jaxseg.models.correspondence_encoders import CrwEncoder, MastEncoder
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config
@@ -249,13 +249,9 @@ def mast_dropout_inputs(clip: jax.Array, channel: jax.Array) -> jax.Array:
   return clip * keep * (3.0 / (3.0 - 1.0))
 
 
-def upsample_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """[B, h, w, C] -> [B, H, W, C], PyTorch `F.interpolate(mode='bilinear', align_corners=False)`."""
-  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear", antialias=False)
-
-
 def mast_photometric_loss(encoder, loss_cfg, params, model_state, clip, channel):
-  """MAST's `compute_lphoto` for a given dropped channel.
+  """MAST's `compute_lphoto` for a given dropped channel: the encoder forward on the dropped inputs,
+  then `jaxseg.losses.reconstruction.mast_reconstruction_loss` on the features.
 
   Args:
     clip: float32 [B, T, H, W, 3] clean normalised Lab; frames 0..T-2 are the references, T-1 the target.
@@ -264,28 +260,22 @@ def mast_photometric_loss(encoder, loss_cfg, params, model_state, clip, channel)
     (loss, aux, model_state); aux: feats [T, B, h, w, C], out [B, h, w, 1] (colorizer output),
     out_up [B, H, W, 1], err_map [B, H, W] (|out_up - target|, the official `err_maps`).
   """
-  _, num_frames, height, width, _ = clip.shape
+  num_frames = clip.shape[1]
   inputs = mast_dropout_inputs(clip, channel)
   feats = []
   for t in range(num_frames):  # one encoder call per frame: BatchNorm statistics per frame
     f, model_state = _encode(encoder, params, model_state, inputs[:, t], train=True)
     feats.append(f)
-  stride = height // feats[0].shape[1]
   values = jnp.sum(clip * jax.nn.one_hot(channel, 3, dtype=clip.dtype), -1, keepdims=True)
-  ref_values = values[:, :-1, ::stride, ::stride]  # Colorizer.prep: strided pick, not pooling
-  out = correspondence.local_propagate(
+  loss, aux = reconstruction.mast_reconstruction_loss(
       feats[-1],
       jnp.stack(feats[:-1]),
-      jnp.moveaxis(ref_values, 1, 0),
+      jnp.moveaxis(values[:, :-1], 1, 0),
+      values[:, -1],
       radius=int(loss_cfg.radius),
+      huber_scale=float(loss_cfg.huber_scale),
   )
-  out_up = upsample_bilinear(out, (height, width))
-  target = values[:, -1]
-  loss = huber(out_up * loss_cfg.huber_scale, target * loss_cfg.huber_scale)
-  aux = dict(
-      feats=jnp.stack(feats), out=out, out_up=out_up, err_map=jnp.abs(out_up - target)[..., 0]
-  )
-  return loss, aux, model_state
+  return loss, {"feats": jnp.stack(feats), **aux}, model_state
 
 
 def mast_loss(encoder, loss_cfg, params, model_state, batch, rng):
@@ -297,12 +287,6 @@ def mast_loss(encoder, loss_cfg, params, model_state, batch, rng):
       encoder, loss_cfg, params, model_state, batch["clip"], channel
   )
   return loss, ({"photometric": loss}, model_state)
-
-
-def huber(prediction: jax.Array, target: jax.Array, beta: float = 1.0) -> jax.Array:
-  """Mean smooth-L1 (PyTorch `F.smooth_l1_loss`, beta 1)."""
-  diff = jnp.abs(prediction - target)
-  return jnp.mean(jnp.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta))
 
 
 def patch_boxes(size: int, patch: int, stride: int) -> np.ndarray:
@@ -361,7 +345,7 @@ def crw_loss(encoder, loss_cfg, params, model_state, batch, rng):
       encoder, params, model_state, patches.reshape(b * t * n, *patches.shape[3:]), train=True
   )
   nodes = out["embedding"].reshape(b, t, n, -1)
-  loss, per_cycle = correspondence.crw_walk_loss(
+  loss, per_cycle = walk.crw_walk_loss(
       nodes,
       float(loss_cfg.temperature),
       edge_dropout=float(loss_cfg.edge_dropout),

@@ -8,7 +8,9 @@ Three ways to predict frames 1..T-1 from the first frame's ids (0 background, 1.
               upsampled bilinearly to the image and arg-maxed.
   crw         CRW's memory (`code/test.py`): the first frame plus the `n_context` previous frames, keys
               within `crw_radius` feature cells (short-term frames only), top-k softmax at `temperature`
-              (`correspondence.crw_propagate`).
+              (`crw_propagate`, below: the official inline loop of `code/test.py`, with its top-k
+              logits (A + mask) / tau, mask -1e10, and its long-term frame indexing,
+              `context_index_bank`).
   copy_first  every frame is the first frame's mask (the no-motion baseline).
 Features come from any encoder: the trained one, or the raw Lab pixels pooled to the same grid (the
 untrained baseline, `lab_pixel_features`).
@@ -17,12 +19,18 @@ untrained baseline, `lab_pixel_features`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.losses import correspondence
+from jaxseg.models import correspondence_encoders
+
+# CRW's `MaskedAttention`: logits of keys beyond the spatial radius get this added.
+CRW_MASKED_LOGIT = -1e10
 
 
 def mast_reference_frames(i: int, long_term=(0, 5), short_term: int = 3, gap: int = 2) -> list[int]:
@@ -177,6 +185,240 @@ def propagate_mast(
   return np.asarray(jnp.stack(ids))
 
 
+# ------------------------------------------------------------------------------------------------
+# CRW: test-time label propagation (ajabri/videowalk `code/test.py`, `code/utils/test_utils.py`)
+# ------------------------------------------------------------------------------------------------
+
+
+def context_index_bank(
+    num_frames: int, n_context: int, long_mem: Sequence[int] = (0,)
+) -> np.ndarray:
+  """Context frames of each target frame in the front-padded video (official `context_index_bank`).
+
+  The video is padded with n_context copies of frame 0 in front, so target t (real frame t) sits at
+  padded index t + n_context. Its context is, per long-term frame m: 0 if m = 0; else, as the official
+  code indexes it, padded frame m + n_context + 1 (real frame m + 1, one past m) for targets
+  t >= n_context + m + 1 (a threshold in padded units applied to target indices) and 0 before. Then the
+  n_context previous padded frames t .. t + n_context - 1. Only long_mem = (0,) (the default and the
+  README setting) is free of these off-by-ones.
+
+  Args:
+    num_frames: number of real frames (= target frames).
+    n_context: short-term memory length (official `--videoLen`, 20).
+    long_mem: long-term real frame indices (official `--long-mem`, [0]).
+  Returns:
+    int32 [num_frames, len(long_mem) + n_context].
+  """
+  cols = []
+  for m in long_mem:
+    if not 0 <= m < num_frames:
+      raise ValueError(f"long-term frame {m} out of bounds for {num_frames} frames")
+    idx = np.zeros(num_frames, np.int64)
+    if m > 0:
+      idx += m + n_context + 1
+      idx[: n_context + m + 1] = 0
+    cols.append(idx[:, None])
+  cols.append(np.arange(n_context)[None, :] + np.arange(num_frames)[:, None])
+  return np.concatenate(cols, axis=1).astype(np.int32)
+
+
+def _neighbour_mask(coords_q: jax.Array, coords_k: jax.Array, radius: float) -> jax.Array:
+  """[Q, K] float32: 0 where the Euclidean grid distance < radius, else -1e10."""
+  d2 = jnp.sum(jnp.square(coords_q[:, None, :] - coords_k[None, :, :]), axis=-1)
+  dist = jnp.sqrt(d2.astype(jnp.float32))
+  return jnp.where(dist < radius, 0.0, CRW_MASKED_LOGIT).astype(jnp.float32)
+
+
+def _grid_coords(h: int, w: int) -> np.ndarray:
+  yy, xx = np.divmod(np.arange(h * w), w)
+  return np.stack([yy, xx], axis=-1).astype(np.int32)
+
+
+def spatial_neighbour_mask(h: int, w: int, radius: float) -> jax.Array:
+  """CRW's `MaskedAttention` mask over a flattened h x w grid (row-major), added to the logits.
+
+  Returns:
+    float32 [h*w, h*w]: 0 where the distance between the two cells is < radius, -1e10 elsewhere
+    (symmetric; the official [1, 1, hw, hw] array squeezed). Dense: tests and small maps only;
+    `topk_affinity` builds the rows it needs per chunk.
+  """
+  coords = jnp.asarray(_grid_coords(h, w))
+  return _neighbour_mask(coords, coords, radius)
+
+
+def topk_affinity(
+    query: jax.Array,
+    keys: jax.Array,
+    *,
+    topk: int,
+    temperature: float,
+    radius: float | None = None,
+    num_long: int = 1,
+    chunk_size: int = 256,
+) -> tuple[jax.Array, jax.Array]:
+  """Top-k context affinities of one target frame (official `mem_efficient_batched_affinity`).
+
+  logit[q, (n, p)] = (<keys[n, p], query[q]> + mask[p, q]) / tau with mask = -1e10 beyond `radius` for
+  the short-term frames n >= num_long (0 for the long-term ones); the k largest per query pixel are
+  kept and softmax-normalised. Query pixels are processed in chunks (`lax.map`), so memory is
+  O(chunk_size * K * h * w), never (K h w) x (h w).
+
+  Args:
+    query: [h, w, C] target frame features.
+    keys: [K, h, w, C] context frame features (long-term frames first).
+    topk: k (official 10).
+    temperature: tau (official 0.07; README 0.05).
+    radius: spatial radius in feature cells (official 12); None: no restriction.
+    num_long: number of leading unrestricted frames (len(long_mem)).
+    chunk_size: query pixels per chunk.
+  Returns:
+    (weights float32 [h*w, k], indices int32 [h*w, k]): indices into the flattened (K, h*w) context
+    axis, in descending logit order (`torch.topk`); official layout is the transpose [k, h*w].
+  """
+  chex.assert_rank([query, keys], [3, 4])
+  chex.assert_equal_shape([query, keys[0]])
+  h, w, c = query.shape
+  n_ctx = keys.shape[0]
+  hw = h * w
+  if not 1 <= topk <= n_ctx * hw:
+    raise ValueError(f"topk must be in [1, {n_ctx * hw}], got {topk}")
+  chunk = min(chunk_size, hw)
+  n_chunks = -(-hw // chunk)
+  padded = n_chunks * chunk
+  q = jnp.pad(query.reshape(hw, c).astype(jnp.float32), ((0, padded - hw), (0, 0)))
+  k = keys.reshape(n_ctx, hw, c).astype(jnp.float32)
+  coords = _grid_coords(h, w)
+  coords_q = jnp.asarray(np.pad(coords, ((0, padded - hw), (0, 0))))
+  coords_k = jnp.asarray(coords)
+  short = (jnp.arange(n_ctx) >= num_long)[None, :, None]  # [1, K, 1]
+
+  def one_chunk(xs):
+    q_c, cq = xs
+    a = jnp.einsum("npc,qc->qnp", k, q_c, precision=jax.lax.Precision.HIGHEST)
+    if radius is not None:
+      mask = _neighbour_mask(cq, coords_k, radius)  # [chunk, hw]
+      a = a + jnp.where(short, mask[:, None, :], 0.0)
+    a = a.reshape(chunk, n_ctx * hw) / temperature
+    top, idx = jax.lax.top_k(a, topk)
+    return jax.nn.softmax(top, axis=-1), idx.astype(jnp.int32)
+
+  weights, idx = jax.lax.map(
+      one_chunk, (q.reshape(n_chunks, chunk, c), coords_q.reshape(n_chunks, chunk, 2))
+  )
+  return weights.reshape(padded, topk)[:hw], idx.reshape(padded, topk)[:hw]
+
+
+def _pad_video(x: jax.Array, n_context: int) -> jax.Array:
+  """Front-pads [T, ...] with n_context copies of frame 0 (official `data/vos.py::make_paths`)."""
+  return jnp.concatenate([jnp.repeat(x[:1], n_context, axis=0), x], axis=0)
+
+
+def crw_propagation_affinities(
+    feats: jax.Array,
+    *,
+    n_context: int = 20,
+    topk: int = 10,
+    radius: float | None = 12,
+    temperature: float = 0.07,
+    long_mem: Sequence[int] = (0,),
+    l2_normalize: bool = True,
+    chunk_size: int = 256,
+) -> tuple[jax.Array, jax.Array, np.ndarray]:
+  """Top-k weights and indices of every target frame of a video (official `test.py` affinity block).
+
+  Args:
+    feats: [T, h, w, C] per-frame feature maps of the real (unpadded) frames.
+    n_context, topk, radius, temperature, long_mem: official test arguments (`--videoLen`, `--topk`,
+      `--radius`, `--temperature`, `--long-mem`).
+    l2_normalize: normalise each pixel's feature over C first (official unless `--no-l2`).
+    chunk_size: query pixels per chunk in `topk_affinity`.
+  Returns:
+    (weights float32 [T, h*w, k], indices int32 [T, h*w, k], key_indices int32 [T, len(long_mem) +
+    n_context]): indices point into the flattened (context frame, h*w) axis of each target's context.
+  """
+  chex.assert_rank(feats, 4)
+  num_frames = feats.shape[0]
+  x = feats.astype(jnp.float32)
+  if l2_normalize:
+    x = correspondence_encoders.l2_normalize(x)
+  padded = _pad_video(x, n_context)
+  key_idx = context_index_bank(num_frames, n_context, long_mem)
+
+  def one_frame(t):
+    keys = padded[jnp.asarray(key_idx)[t]]
+    return topk_affinity(
+        padded[t + n_context],
+        keys,
+        topk=topk,
+        temperature=temperature,
+        radius=radius,
+        num_long=len(long_mem),
+        chunk_size=chunk_size,
+    )
+
+  weights, idx = jax.lax.map(one_frame, jnp.arange(num_frames))
+  return weights, idx, key_idx
+
+
+def crw_propagate(
+    feats: jax.Array,
+    first_labels: jax.Array,
+    *,
+    n_context: int = 20,
+    topk: int = 10,
+    radius: float | None = 12,
+    temperature: float = 0.07,
+    long_mem: Sequence[int] = (0,),
+    l2_normalize: bool = True,
+    chunk_size: int = 256,
+) -> jax.Array:
+  """CRW test-time label propagation (the official inline loop of `code/test.py::test`).
+
+  The label memory is front-padded like the features (n_context copies of the first frame's labels,
+  zeros for the real frames); target t's soft labels are sum_k W[q, k] * memory[context(t)][I[q, k]],
+  written back into the memory at t + n_context so later frames read predictions. Target 0 is the
+  given first-frame labels (the official overwrites its prediction with them).
+
+  Args:
+    feats: [T, h, w, C] feature maps of the real frames (stride-8 encoder maps in CRW).
+    first_labels: [h, w, L] soft / one-hot labels of frame 0 at feature resolution.
+    n_context, topk, radius, temperature, long_mem, l2_normalize, chunk_size: as
+      `crw_propagation_affinities`.
+  Returns:
+    float32 [T, h, w, L] soft labels (index 0 = first_labels).
+  """
+  chex.assert_rank([feats, first_labels], [4, 3])
+  chex.assert_equal_shape_prefix([feats[0], first_labels], 2)
+  num_frames, h, w, _ = feats.shape
+  n_lbl = first_labels.shape[-1]
+  weights, idx, key_idx = crw_propagation_affinities(
+      feats,
+      n_context=n_context,
+      topk=topk,
+      radius=radius,
+      temperature=temperature,
+      long_mem=long_mem,
+      l2_normalize=l2_normalize,
+      chunk_size=chunk_size,
+  )
+  first = first_labels.astype(jnp.float32)
+  memory = jnp.concatenate(
+      [jnp.repeat(first[None], n_context + 1, axis=0), jnp.zeros((num_frames - 1, h, w, n_lbl))],
+      axis=0,
+  )
+  key_idx = jnp.asarray(key_idx)
+
+  def step(mem, t):
+    ctx = mem[key_idx[t]].reshape(-1, n_lbl)  # [K*hw, L]
+    pred = jnp.sum(weights[t][..., None] * ctx[idx[t]], axis=1).reshape(h, w, n_lbl)
+    return mem.at[t + n_context].set(pred), pred
+
+  if num_frames == 1:
+    return first[None]
+  _, preds = jax.lax.scan(step, memory, jnp.arange(1, num_frames))
+  return jnp.concatenate([first[None], preds], axis=0)
+
+
 def propagate_crw(features: jax.Array, first_ids: np.ndarray, num_objects: int, cfg) -> np.ndarray:
   """features float32 [T, h, w, C] (L2-normalised per pixel), first_ids uint8 [H, W] -> ids [T, H, W]."""
   num_frames, h, w, _ = features.shape
@@ -185,7 +427,7 @@ def propagate_crw(features: jax.Array, first_ids: np.ndarray, num_objects: int, 
   ys = np.minimum((np.arange(h) + 0.5) * height / h, height - 1).astype(int)
   xs = np.minimum((np.arange(w) + 0.5) * width / w, width - 1).astype(int)
   first = one_hot_ids(first_ids[np.ix_(ys, xs)], num_objects + 1)
-  soft = correspondence.crw_propagate(
+  soft = crw_propagate(
       features,
       jnp.asarray(first),
       n_context=int(cfg.n_context),
