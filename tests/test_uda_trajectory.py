@@ -72,15 +72,20 @@ NORM_RTOL = {"param": 1e-4, "stat": 5e-3}
 # ||final - init|| per entry. Backbone tensors listed 3x / 4x and the discriminators: measured
 # 2.6e-2 (layer1.1.conv1; float32-float64 2.7e-2) / 2.2e-2 (d_aux 2.bias); conv1 (listed once),
 # heads and BN running statistics: 6.0e-4 (float64 6.7e-3) / 5.5e-3 (float32-float64 7.0e-3) /
-# 6.6e-3.
-DELTA_RTOL = {"backbone": 6e-2, "discriminator": 5e-2, "conv1": 1.5e-2, "head": 1.5e-2}
+# 6.6e-3. conv1's delta is set by its iteration-1 gradient, nearly orthogonal to the iteration-0
+# one and chaotic in float32 (the official code at 1 vs 2 threads: 130% apart in direction, up to
+# 15% in norm); the official run itself varies on conv1's delta by up to 7.3e-3 at this golden
+# (threads 1/2/3/4 and float64; 1.0e-2 at other seeds), jaxseg measures 4.2e-3 - 6.0e-4.
+DELTA_RTOL = {"backbone": 6e-2, "discriminator": 5e-2, "conv1": 1e-2, "head": 1.5e-2}
 DELTA_RTOL["stat"] = 1.5e-2
 # Optimiser state norms per entry: SGD momentum buffers measured 6.0e-2 (layer2.0.conv2), Adam
 # exp_avg 6.3e-2 (d_main 0.bias), exp_avg_sq 9.9e-2 (d_aux 0.weight; float32-float64 1.4e-1).
 MOMENT_RTOL = {"momentum": 0.12, "exp_avg": 0.13, "exp_avg_sq": 0.3}
 # Final tensors, max |ours - golden| / max |golden|: backbone measured 1.7e-2 (float64 2.2e-2,
 # layer1.0.conv1), heads and discriminators 4.5e-3 (d_main 8.weight), stem BN running stats 2.7e-4.
-FINAL_RTOL = {"backbone": 5e-2, "other": 1e-2, "stat": 1e-3}
+# conv1 (listed once): measured 7.8e-3; the official run itself varies by 7.5e-3 (threads 1/2/3/4,
+# float64; 9.8e-3 at other seeds).
+FINAL_RTOL = {"backbone": 5e-2, "conv1": 1.5e-2, "other": 1e-2, "stat": 1e-3}
 SINGLE_UPDATE_MIN_MISS = 0.5  # `listing_multiplicity=()`: measured 0.69 - 0.79 on backbone deltas
 
 
@@ -321,7 +326,7 @@ def test_final_tensors(run):
     err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
     kind = "stat" if _is_stat(name) else "other"
     if net == "seg" and name.startswith(("conv1.", "layer1.")):
-      kind = "backbone"
+      kind = "conv1" if name.startswith("conv1.") else "backbone"
     assert err <= FINAL_RTOL[kind], (key, err)
 
 
