@@ -79,7 +79,18 @@ def _worst_difference(a, b) -> float:
 TASKS = {"supervised": _supervised, "uda": _uda, "hn": _hn, "vos": _vos}
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+# CI runs the two steps the others do not cover: UDA's (two named sources, three networks, two optimiser
+# groups) and VOS's (clips, BatchNorm per frame). The supervised and HN steps are the same FCN objective
+# (jaxseg.train.objectives.segmentation_objective); ~50 s each, slow tier.
+CASES = [
+    pytest.param("supervised", marks=pytest.mark.slow),
+    "uda",
+    pytest.param("hn", marks=pytest.mark.slow),
+    "vos",
+]
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_train_step_same_on_one_and_eight_devices(name):
   config, task = TASKS[name]()
   datasets, _ = loop._datasets(config, task)  # the trainer's own input pipeline

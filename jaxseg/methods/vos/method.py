@@ -289,51 +289,12 @@ def mast_loss(encoder, loss_cfg, params, model_state, batch, rng):
   return loss, ({"photometric": loss}, model_state)
 
 
-def patch_boxes(size: int, patch: int, stride: int) -> np.ndarray:
-  """Top-left corners of CRW's patch grid along one side (`augs.patch_grid`)."""
-  return np.arange(0, size - patch + 1, stride)
-
-
-def extract_patches(
-    frames: jax.Array, patch: int, stride: int, scale: tuple[float, float], rng: jax.Array
-) -> jax.Array:
-  """CRW nodes: [B, T, H, W, C] -> [B, T, N, patch, patch, C], N = grid cells; every patch gets its own
-  random resized crop (area fraction in `scale`, aspect kept) resampled back to patch x patch."""
-  b, t, h, w, c = frames.shape
-  ys, xs = patch_boxes(h, patch, stride), patch_boxes(w, patch, stride)
-  n = len(ys) * len(xs)
-  corners = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(n, 2)
-  k1, k2, k3 = jax.random.split(rng, 3)
-  area = jax.random.uniform(k1, (b, t, n), minval=scale[0], maxval=scale[1])
-  side = jnp.sqrt(area) * patch  # crop side in pixels
-  off_y = jax.random.uniform(k2, (b, t, n)) * (patch - side)
-  off_x = jax.random.uniform(k3, (b, t, n)) * (patch - side)
-  grid = (jnp.arange(patch, dtype=jnp.float32) + 0.5) / patch  # sample centres in [0, 1]
-  yy = corners[None, None, :, 0, None] + off_y[..., None] + grid * side[..., None] - 0.5
-  xx = corners[None, None, :, 1, None] + off_x[..., None] + grid * side[..., None] - 0.5
-
-  def sample(img, y, x):  # img [H, W, C]; y, x [patch]
-    yg, xg = jnp.meshgrid(y, x, indexing="ij")
-    return jnp.stack(
-        [
-            jax.scipy.ndimage.map_coordinates(img[..., ch], [yg, xg], order=1, mode="nearest")
-            for ch in range(c)
-        ],
-        -1,
-    )
-
-  per_patch = jax.vmap(sample, in_axes=(None, 0, 0))  # over patches
-  per_frame = jax.vmap(per_patch, in_axes=(0, 0, 0))  # over frames
-  per_clip = jax.vmap(per_frame, in_axes=(0, 0, 0))  # over the batch
-  return per_clip(frames, yy, xx)
-
-
 def crw_loss(encoder, loss_cfg, params, model_state, batch, rng):
   """CRW's cycle-consistency loss of one batch. batch['clip']: float32 [B, T, H, W, 3] (ImageNet-normalised)."""
   clip = batch["clip"]
   b, t = clip.shape[:2]
   k_patch, k_drop = jax.random.split(rng)
-  patches = extract_patches(
+  patches = walk.extract_patches(
       clip,
       int(loss_cfg.patch_size),
       int(loss_cfg.patch_stride),
