@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import jax.numpy as jnp
@@ -187,9 +188,8 @@ def test_cam_cli_names_the_default_class_in_the_title(tmp_path, monkeypatch, cap
   variables = demo.random_variables(model, seed=0, size=24)
   config = ml_collections.ConfigDict(dict(data=datasets.data_config()))
   config.data.num_classes = 4
-  monkeypatch.setattr(
-      jaxseg.methods, "load_inference_model", lambda w: (model.apply, variables, config)
-  )
+  stand_in = types.SimpleNamespace(apply_fn=model.apply, variables=variables, config=config)
+  monkeypatch.setattr(jaxseg.methods, "load_inference_model", lambda w: stand_in)
   (tmp_path / "config.json").write_text("{}")
   Image.fromarray(cam_cli.demo_image(24, seed=1)).save(tmp_path / "a.png")
   out = tmp_path / "cam.png"

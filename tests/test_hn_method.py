@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import inference_check
 import jax
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_results_table_rows_are_fractions_columns_arms():
 
 # Not in CI: the reduced demo below runs every stage in CI (this one adds the pictures and two arms).
 @pytest.mark.slow
-def test_runlocal_pipeline_writes_everything(tmp_path):
+def test_runlocal_pipeline_writes_everything(tmp_path, monkeypatch):
   out = subprocess.run(
       [
           sys.executable,
@@ -114,6 +115,17 @@ def test_runlocal_pipeline_writes_everything(tmp_path):
   assert (tmp_path / "results.md").exists()
   for name in ("hn_labels.png", "predictions.png"):
     assert (tmp_path / "pictures" / name).exists()
+  # Both trained networks load with the data moved away; the fine-tuned one scores the eval split (the
+  # test session's 8 devices, as the run) to the evaluate stage's mIoU bit for bit.
+  from jaxseg.train import sharding as shd
+
+  pretrained = inference_check.load_without_data(tmp_path, monkeypatch, "pretrain")
+  assert pretrained.stage == "pretrain"
+  model = inference_check.load_without_data(tmp_path, monkeypatch)
+  assert model.stage == "hn_25pct"
+  score = stages._scorer(model.config, shd.batch_sharding(model.mesh), model.apply_fn)
+  (scores, _), _ = score(model.variables)
+  assert float(scores["miou"]) == metrics["hn_25pct"]["miou"]
 
 
 # The headline claim at a CI budget (`configs/hn.py:synthetic,reduced`: 300 rooms of HN labels, 120

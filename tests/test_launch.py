@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import inference_check
 import jax
 import numpy as np
 import pytest
@@ -65,8 +66,7 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  _, variables, _ = methods.load_inference_model(str(workdir))
-  return jax.device_get(variables)
+  return jax.device_get(methods.load_inference_model(str(workdir)).variables)
 
 
 @pytest.mark.slow
@@ -180,6 +180,72 @@ def test_supervised_synthetic_demo_reaches_miou(supervised_demo):
   assert os.path.getsize(workdir / "pictures" / "predictions.png") > 1000
   table = (workdir / "results.md").read_text()
   assert "mIoU" in table and f"{100 * metrics['miou']:6.2f}" in table  # the table a rerun prints
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_demo_model_loads_without_its_data_and_scores_as_evaluate(
+    supervised_demo, tmp_path, monkeypatch
+):
+  """The trained demo network loads with every data root moved away and no source built, and scoring
+  the eval split with it gives the evaluate stage's mIoU bit for bit (one device, as it ran)."""
+  import shutil
+
+  from jaxseg.methods.supervised import method as supervised
+  from jaxseg.train import sharding as shd
+
+  workdir, _ = supervised_demo
+  moved = tmp_path / "demo"
+  shutil.copytree(workdir, moved)
+  model = inference_check.load_without_data(moved, monkeypatch)
+  assert model.stage == "train" and model.masks(np.zeros((2, 40, 40, 3), np.float32)).shape == (
+      2,
+      40,
+      40,
+  )
+  mesh = shd.make_mesh(model.config.mesh, jax.devices()[:1])
+  variables = jax.device_put(model.variables, shd.replicated(mesh))
+  (metrics, _), _ = supervised._scorer(model.config, shd.batch_sharding(mesh))(variables)
+  with open(workdir / "metrics.json") as f:
+    assert float(metrics["miou"]) == json.load(f)["miou"]
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_exported_demo_model_runs_without_jaxseg(supervised_demo, tmp_path):
+  """`python -m jaxseg.export` writes a jax.export artefact whose outputs equal the loaded model's, run
+  by a process that never imports jaxseg (started outside the repository)."""
+  from jaxseg import export
+
+  workdir, _ = supervised_demo
+  out = tmp_path / "model.jaxexport"
+  export.main([f"--workdir={workdir}", f"--out={out}", "--platforms=cpu"])
+  info = json.loads((tmp_path / "model.jaxexport.json").read_text())
+  model = methods.load_inference_model(str(workdir))
+  h, w = model.config.augment.crop_size
+  if info["input"] == "float32[b, h, w, 3]":  # symbolic sizes: another size than the crop
+    h, w = h + 8, w - 8
+  images = np.random.default_rng(0).normal(size=(3, h, w, 3)).astype(np.float32)
+  np.save(tmp_path / "images.npy", images)
+  code = (
+      "import sys, numpy as np\n"
+      "from jax import export\n"
+      "exported = export.deserialize(open('model.jaxexport', 'rb').read())\n"
+      "np.save('logits.npy', np.asarray(exported.call(np.load('images.npy'))))\n"
+      "assert not [m for m in sys.modules if m.startswith('jaxseg')]\n"
+  )
+  env = {k: v for k, v in _env(1).items() if k != "PYTHONPATH"}
+  run = subprocess.run(
+      [sys.executable, "-c", code],
+      cwd=tmp_path,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert run.returncode == 0, run.stderr[-3000:]
+  expected = np.asarray(model.predict(images))
+  np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import inference_check
+import numpy as np
 import pytest
 
 from jaxseg.tools import results
@@ -55,7 +57,7 @@ RUNLOCAL = (
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path):
+def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, monkeypatch):
   """Every stage (train, infer, affinity, evaluate) writes its outputs; the same command again gives
   identical numbers, CAMs and training logs (two views, PCM, multi-scale inference, sweep)."""
   a, b = tmp_path / "a", tmp_path / "b"
@@ -76,6 +78,10 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path):
     cam_a = _read_npy(a / "infer" / "cams" / name)
     cam_b = _read_npy(b / "infer" / "cams" / name)
     assert cam_a.keys() == cam_b.keys() and all((cam_a[k] == cam_b[k]).all() for k in cam_a), name
+  # The trained SEAMNet loads with the data moved away: CAM logits with the background slot.
+  model = inference_check.load_without_data(a, monkeypatch)
+  cams = model.predict(np.zeros((1, 32, 32, 3), np.float32))
+  assert cams.shape[0] == 1 and cams.shape[-1] == model.config.data.num_classes
 
 
 def _read_npy(path):

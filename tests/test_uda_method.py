@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import inference_check
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,7 +136,7 @@ def test_images_resize_bicubic_as_advent_and_masks_nearest():
 # and the seed study they come from: `jaxseg.tools.results` (study uda_ci, README "CI claims").
 @pytest.mark.slow
 @pytest.mark.ci
-def test_reduced_demo_adaptation_beats_source_only(tmp_path):
+def test_reduced_demo_adaptation_beats_source_only(tmp_path, monkeypatch):
   env = subprocs.one_device_env()
   cmd = [
       sys.executable,
@@ -161,6 +162,17 @@ def test_reduced_demo_adaptation_beats_source_only(tmp_path):
   for stage in ("source_only", "adapt", "pseudo_labels", "self_train", "evaluate"):
     assert (tmp_path / "stages" / f"{stage}.json").exists()
   _check_pseudo_label_pass_resumes(tmp_path)
+  # The adapted segmenter loads with the data moved away (no discriminators, optimiser or source read),
+  # and scoring the target eval split with it (one device, as the run) gives evaluate's mIoU bit for bit.
+  from jaxseg.methods.uda import stages
+  from jaxseg.train import sharding as shd
+
+  which = json.loads((tmp_path / "config.json").read_text())["evaluate"]["checkpoint"]
+  model = inference_check.load_without_data(tmp_path, monkeypatch, "adapt", which)
+  mesh = shd.make_mesh(model.config.mesh, jax.devices()[:1])
+  variables = jax.device_put(model.variables, shd.replicated(mesh))
+  (scores, _), _ = stages._scorer(model.config, shd.batch_sharding(mesh), None)(variables)
+  assert float(scores["miou"]) == miou["adapt"]
 
 
 def _check_pseudo_label_pass_resumes(workdir):

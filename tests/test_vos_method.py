@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import inference_check
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -208,8 +209,33 @@ def _launch_demo(workdir, config: str, *extra: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_runlocal_crw_pipeline_writes_everything(tmp_path):
-  _launch_demo(tmp_path / "crw", "configs/vos.py:synthetic_crw,runlocal")
+def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
+  workdir = tmp_path / "crw"
+  _launch_demo(workdir, "configs/vos.py:synthetic_crw,runlocal")
+  # The trained encoder loads with the training data moved away, and propagating the first held-out
+  # sequence with it (one device, as the run) gives the propagate stage's masks bit for bit.
+  from PIL import Image
+
+  from jaxseg.data.readers import davis as davis_data
+  from jaxseg.methods.vos import data, stages
+  from jaxseg.train import sharding as shd
+
+  model = inference_check.load_without_data(workdir, monkeypatch)
+  config, d = model.config, model.config.eval_data
+  source = davis_data.DavisSequenceSource(
+      data.davis_root(config, str(workdir)), str(d.split), str(d.resolution)
+  )
+  example = source[0]
+  mesh = shd.make_mesh(config.mesh, jax.devices()[:1])
+  variables = jax.device_put(model.variables, shd.replicated(mesh))
+  encode = jax.jit(model.apply_fn)
+  x = method.frames_to_input(example["frames"], config.recipe)
+  feats = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(len(x))])
+  ids = propagation.propagate_crw(
+      feats, example["first_mask"], int(example["num_objects"]), config.propagate
+  )
+  saved = [np.asarray(Image.open(p)) for p in stages._result_paths(str(workdir), "model", example)]
+  np.testing.assert_array_equal(np.asarray(ids), np.stack(saved))
 
 
 # The demo's claim at a CI budget: MAST's objective, 300 steps, 8 held-out videos (one CPU device), J&F of

@@ -6,7 +6,7 @@
   python -m jaxseg.cam --workdir=... --image=a.jpg --list-layers
   python -m jaxseg.cam --demo --image=a.jpg --method=all --out=/tmp/cam.png   # small random CNN
 
-The model comes from `jaxseg.methods.load_inference_model(workdir) -> (apply_fn, variables, config)`, with
+The model comes from `jaxseg.methods.load_inference_model(workdir)` (its `apply_fn`, `variables`, `config`), with
 apply_fn(variables, images [B, H, W, 3] ImageNet-normalised float32) -> logits [B, K] (classification:
 target = --class or the arg-max class) or [B, h, w, K] (segmentation: target = the --class logits summed
 over the pixels predicted as that class; default the most frequent predicted class other than
@@ -143,8 +143,8 @@ def load_model(args: argparse.Namespace):
         f"--workdir {args.workdir}: no config.json, not a trained jaxseg workdir\n"
         "hint: pass the --workdir of a launch.py run, or use --demo"
     )
-  apply_fn, variables, config = load_inference_model(args.workdir)
-  return apply_fn, variables, None, None, _class_names(config)
+  model = load_inference_model(args.workdir)
+  return model.apply_fn, model.variables, None, None, _class_names(model.config)
 
 
 def _class_names(config) -> list[str] | None:

@@ -147,10 +147,20 @@ def _to_tuple(value):
   return tuple(_to_tuple(v) if isinstance(v, list) else v for v in value)
 
 
-def load_inference_model(workdir: str):
-  """(apply_fn, variables, config) of a trained workdir's latest checkpoint.
+def load_inference_model(workdir: str, stage: str | None = None, which: str = "latest"):
+  """A trained network of a workdir, for any method, from its checkpoint alone.
 
-  `apply_fn(variables, images [B, H, W, 3] float32 normalised) -> logits`.
+  Reads `workdir/config.json`, the stage's `trainer_config.json` and, from its checkpoint, only the
+  network's parameters and model state (shapes from the network's `init`): no optimiser state, no
+  data source opened, no data root needed.
+
+  Args:
+    stage: the training stage (or HN fine-tuning run) to load; None = the method's default (see its
+      `load_inference_model`).
+    which: 'latest' or 'best' (`checkpoints_best/`, by `train.best_metric`).
+  Returns:
+    `jaxseg.train.inference.InferenceModel`: `predict(images)`, `masks(images)`, `variables`,
+    `apply_fn(variables, images)`, `config`, `stage`, `step`.
   """
   config = load_config(workdir)
-  return get_method(config.method).load_inference_model(config, workdir)
+  return get_method(config.method).load_inference_model(config, workdir, stage, which)

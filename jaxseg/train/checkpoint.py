@@ -218,3 +218,26 @@ class BestCheckpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def restore_entries(directory: str, step: int, abstract: Any) -> Any:
+  """Some entries of the train state saved at `directory/<step>`, nothing else read.
+
+  Args:
+    directory: a `checkpoints/` or `checkpoints_best/` folder.
+    abstract: a dict of some of the saved state's keys (nested subsets too, e.g.
+      {'params': {'segmenter': ...}, 'model_state': ...}) with `jax.ShapeDtypeStruct` leaves that carry
+      shardings: the shapes a network's `init` gives, so no optimiser or data is needed to load it.
+  Returns:
+    `abstract` filled with the saved arrays.
+  """
+  path = os.path.join(directory, str(step), "state")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: no saved train state at step {step}")
+  args = ocp.args.PyTreeRestore(
+      item=abstract,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True,
+  )
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    return checkpointer.restore(path, args=args)

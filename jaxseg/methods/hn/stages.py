@@ -24,12 +24,13 @@ from jaxseg.data import datasets, transforms
 from jaxseg.data.palette import colorize
 from jaxseg.depth import hn_labels as compute_hn_labels
 from jaxseg.depth.hn_labels import HNParams
-from jaxseg.evaluation.outputs import write_json, write_palette_png
+from jaxseg.evaluation.outputs import read_json, write_json, write_palette_png
 from jaxseg.evaluation.pictures import legend_entries, write_image_grid
 from jaxseg.evaluation.segmentation import dataset_scorer
 from jaxseg.methods.hn import data, method
-from jaxseg.train import loop, multihost
-from jaxseg.train.config import stage_trainer_config
+from jaxseg.train import multihost
+from jaxseg.train import sharding as shd
+from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.stages import train_stage
 
 
@@ -134,11 +135,11 @@ def pretrain(config, workdir: str) -> None:
   train_stage(config, workdir, _pretrain_task(config, workdir), subdir="pretrain")
 
 
-def _run_name(arm: str, fraction: float) -> str:
+def run_name(arm: str, fraction: float) -> str:
   return f"{arm}_{100 * fraction:g}pct"
 
 
-def _runs(config):
+def finetune_runs(config):
   return [(a, float(f)) for f in config.finetune.label_fractions for a in method.check_arms(config)]
 
 
@@ -157,14 +158,33 @@ def _finetune_task(config, workdir: str, arm: str, fraction: float, pretrained=N
   return task, len(indices)
 
 
-def load_pretrained(config, workdir: str) -> dict:
-  state, _ = loop.load_state(
-      stage_trainer_config(config, None),
-      os.path.join(workdir, "pretrain"),
-      _pretrain_task(config, workdir),
-      method.example_batch(config),
+def load_run(config, workdir: str, run: str, which: str = "latest") -> InferenceModel:
+  """A trained network of the workdir: 'pretrain' (the HN-label network) or a fine-tuning run
+  ('<arm>_<percent>pct'), from its checkpoint's parameters and BatchNorm statistics alone."""
+  if run == "pretrain":
+    section, num_classes, stage_dir = None, method.num_hn_classes(config), "pretrain"
+  else:
+    section, num_classes = "finetune", int(config.data.num_classes)
+    stage_dir = os.path.join("finetune", run)
+  model = method.build_model(config, num_classes, section)
+  h, w = config.augment.crop_size
+
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+
+  variables, step, mesh = load_variables(os.path.join(workdir, stage_dir), init_fn, which=which)
+  return InferenceModel(
+      config=config,
+      stage=run,
+      step=step,
+      variables=variables,
+      apply_fn=lambda v, images: model.apply(v, images, train=False),
+      mesh=mesh,
   )
-  return jax.device_get(loop.variables_of(state))
+
+
+def load_pretrained(config, workdir: str) -> dict:
+  return jax.device_get(load_run(config, workdir, "pretrain").variables)
 
 
 def finetune(config, workdir: str) -> None:
@@ -172,16 +192,19 @@ def finetune(config, workdir: str) -> None:
   pretrained = None
   if "hn" in method.check_arms(config):
     pretrained = load_pretrained(config, workdir)
-  for arm, fraction in _runs(config):
+  for arm, fraction in finetune_runs(config):
     task, count = _finetune_task(config, workdir, arm, fraction, pretrained)
-    name = _run_name(arm, fraction)
+    name = run_name(arm, fraction)
     print(f"fine-tuning {name}: {count} labelled images", flush=True)
+    run_dir = os.path.join(workdir, "finetune", name)
+    if multihost.is_main_process():  # evaluation reports it without reading the training split
+      write_json(os.path.join(run_dir, "labelled.json"), dict(labelled_images=count))
     train_stage(config, workdir, task, section="finetune", subdir=os.path.join("finetune", name))
 
 
-def _scorer(config, ts, model):
+def _scorer(config, batch_sharding, apply_fn):
   def predict(variables, batch):
-    return jnp.argmax(model.apply(variables, batch["image"], train=False), axis=-1)
+    return jnp.argmax(apply_fn(variables, batch["image"]), axis=-1)
 
   return dataset_scorer(
       predict,
@@ -190,33 +213,29 @@ def _scorer(config, ts, model):
       num_classes=int(config.data.num_classes),
       ignore_index=int(config.data.ignore_index),
       batch_size=int(config.evaluate.batch_size),
-      batch_sharding=ts.batch_sharding,
+      batch_sharding=batch_sharding,
   )
 
 
 def evaluate(config, workdir: str) -> dict:
   """mIoU of every fine-tuning run on the eval split; metrics.json, results.md, pictures."""
-  num_classes = int(config.data.num_classes)
-  model = method.build_model(config, num_classes, "finetune")
   results, examples_by_arm = {}, {}
   smallest = min(float(f) for f in config.finetune.label_fractions)
-  for arm, fraction in _runs(config):
-    name = _run_name(arm, fraction)
+  for arm, fraction in finetune_runs(config):
+    name = run_name(arm, fraction)
     run_dir = os.path.join(workdir, "finetune", name)
     if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
       print(f"evaluate: {name} has not been trained (run the 'finetune' stage)", flush=True)
       continue
-    task, count = _finetune_task(config, workdir, arm, fraction)
-    state, ts = loop.load_state(
-        stage_trainer_config(config, "finetune"),
-        run_dir,
-        task,
-        method.example_batch(config, "finetune"),
-        which=str(config.evaluate.checkpoint),
-    )
+    model = load_run(config, workdir, name, str(config.evaluate.checkpoint))
+    info = os.path.join(run_dir, "labelled.json")
+    if os.path.exists(info):
+      count = read_json(info)["labelled_images"]
+    else:  # a run fine-tuned before labelled.json was written: count the subset again
+      count = _finetune_task(config, workdir, arm, fraction)[1]
     keep = int(config.evaluate.num_pictures) if fraction == smallest else 0
-    (metrics, examples), _ = _scorer(config, ts, model)(
-        loop.variables_of(state), keep_examples=keep
+    (metrics, examples), _ = _scorer(config, shd.batch_sharding(model.mesh), model.apply_fn)(
+        model.variables, keep_examples=keep
     )
     results[name] = {
         "arm": arm,
@@ -249,7 +268,7 @@ def results_table(results: dict, arms) -> str:
   for f in fractions:
     cells, count = [], None
     for a in arms:
-      r = results.get(_run_name(a, f))
+      r = results.get(run_name(a, f))
       cells.append("-" if r is None else f"{100 * r['miou']:.1f}")
       count = r["labelled_images"] if r is not None else count
     lines.append(f"| {100 * f:g}% ({count}) | " + " | ".join(cells) + " |")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.data import datasets, transforms
@@ -23,6 +24,7 @@ from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config, trainer_section
+from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
@@ -239,24 +241,34 @@ def train(config, workdir: str) -> None:
   train_stage(config, workdir, make_task(config))
 
 
-def load_cam_model(config, workdir: str):
-  """(apply, variables): jitted eval-mode SEAMNet forward returning the output dict."""
-  task = make_task(config)
-  state, _ = loop.load_state(config, workdir, task, example_batch(config))
+def load_inference_model(
+    config, workdir: str, stage: str | None = None, which: str = "latest"
+) -> InferenceModel:
+  """The 'train' stage's SEAMNet, from its checkpoint's parameters and BatchNorm statistics alone:
+  `predict(images)` -> CAM logits [B, h, w, K + 1] (PCM-refined `cam_rv` when the model has PCM,
+  else `cam`; channel 0 the background slot, as the official network)."""
+  if stage not in (None, "train"):
+    raise ValueError(f"stage={stage!r}: SEAM's trained network comes from the 'train' stage")
   model = build_model(config)
-  apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
-  return apply, loop.variables_of(state)
+  h, w = config.augment.crop_size
 
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
 
-def load_inference_model(config, workdir: str):
-  """(apply_fn, variables, config): apply_fn(variables, images) -> CAM logits [B, H, W, K]."""
-  apply, variables = load_cam_model(config, workdir)
-
-  def apply_fn(variables, images):
-    out = apply(variables, images)
+  def cam_logits(variables, images):
+    out = model.apply(variables, images, train=False)
     return out["cam_rv"] if "cam_rv" in out else out["cam"]
 
-  return apply_fn, variables, config
+  variables, step, mesh = load_variables(workdir, init_fn, which=which)
+  return InferenceModel(config, "train", step, variables, cam_logits, mesh)
+
+
+def load_cam_model(config, workdir: str):
+  """(apply, variables): the trained SEAMNet's jitted eval-mode forward returning its output dict
+  ('cam', 'cam_rv', ...), restored as `load_inference_model`."""
+  model = build_model(config)
+  apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+  return apply, load_inference_model(config, workdir).variables
 
 
 def example_batch(config) -> dict:

@@ -17,7 +17,9 @@ from jaxseg.evaluation.pictures import write_segmentation_grid
 from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
 from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
+from jaxseg.train import sharding as shd
 from jaxseg.train.config import compute_dtype, trainer_config
+from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.objectives import segmentation_objective
 from jaxseg.train.stages import run_stages, train_stage
 
@@ -90,13 +92,7 @@ def train(config, workdir: str) -> None:
   train_stage(config, workdir, make_task(config))
 
 
-def _example_batch(config) -> dict:
-  h, w = config.augment.crop_size
-  b = config.train.batch_size
-  return dict(image=np.zeros((b, h, w, 3), np.float32), mask=np.zeros((b, h, w), np.int32))
-
-
-def _scorer(config, ts):
+def _scorer(config, batch_sharding):
   """(variables, keep_examples) -> ((metrics, examples), num_batches) over the eval split."""
   model = build_model(config)
 
@@ -110,13 +106,13 @@ def _scorer(config, ts):
       num_classes=config.data.num_classes,
       ignore_index=config.data.ignore_index,
       batch_size=int(config.evaluate.batch_size),
-      batch_sharding=ts.batch_sharding,
+      batch_sharding=batch_sharding,
   )
 
 
 def _evaluator(config):
   """`TrainTask.make_evaluator`: mIoU, pixel and mean accuracy of the eval split, during training."""
-  return training_evaluator(lambda ts: _scorer(config, ts), loop.variables_of)
+  return training_evaluator(lambda ts: _scorer(config, ts.batch_sharding), loop.variables_of)
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -124,12 +120,9 @@ def evaluate(config, workdir: str) -> dict:
 
   Scores `config.evaluate.checkpoint`: 'latest', or 'best' (by `train.best_metric`).
   """
-  task = make_task(config)
-  state, ts = loop.load_state(
-      config, workdir, task, _example_batch(config), which=str(config.evaluate.checkpoint)
-  )
-  (metrics, examples), num_batches = _scorer(config, ts)(
-      loop.variables_of(state), keep_examples=int(config.evaluate.num_pictures)
+  model = load_inference_model(config, workdir, which=str(config.evaluate.checkpoint))
+  (metrics, examples), num_batches = _scorer(config, shd.batch_sharding(model.mesh))(
+      model.variables, keep_examples=int(config.evaluate.num_pictures)
   )
   names = datasets.class_names(config.data)
   table = iou_table(metrics, names)
@@ -140,7 +133,7 @@ def evaluate(config, workdir: str) -> dict:
         pixel_accuracy=metrics["pixel_accuracy"],
         mean_accuracy=metrics["mean_accuracy"],
         iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
-        step=int(jax.device_get(state["step"])),
+        step=model.step,
         checkpoint=str(config.evaluate.checkpoint),
     )
     write_json(os.path.join(workdir, "metrics.json"), summary)
@@ -163,13 +156,27 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, {"train": train, "evaluate": evaluate}, method="supervised")
 
 
-def load_inference_model(config, workdir: str):
-  """(apply_fn, variables, config): apply_fn(variables, images) -> logits [B, H, W, C]."""
-  task = make_task(config)
-  state, _ = loop.load_state(config, workdir, task, _example_batch(config))
+def load_inference_model(
+    config, workdir: str, stage: str | None = None, which: str = "latest"
+) -> InferenceModel:
+  """The trained FCN of the 'train' stage: `predict(images) -> logits [B, H, W, C]`.
+
+  Reads only the checkpoint's parameters and BatchNorm statistics (no data, no optimiser state).
+  """
+  if stage not in (None, "train"):
+    raise ValueError(f"stage={stage!r}: the supervised method trains one stage, 'train'")
   model = build_model(config)
+  h, w = config.augment.crop_size
 
-  def apply_fn(variables, images):
-    return model.apply(variables, images, train=False)
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
 
-  return apply_fn, {"params": state["params"], **state["model_state"]}, config
+  variables, step, mesh = load_variables(workdir, init_fn, which=which)
+  return InferenceModel(
+      config=config,
+      stage="train",
+      step=step,
+      variables=variables,
+      apply_fn=lambda v, images: model.apply(v, images, train=False),
+      mesh=mesh,
+  )

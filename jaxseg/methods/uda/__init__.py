@@ -14,22 +14,21 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, stages.STAGE_FNS, method="uda")
 
 
-def load_inference_model(config, workdir: str):
-  """(apply_fn, variables, config): the last trained stage's segmenter; apply_fn -> main logits."""
+def load_inference_model(config, workdir: str, stage: str | None = None, which: str = "latest"):
+  """A trained stage's segmenter (default: the last one trained of self_train, adapt, source_only):
+  `predict(images) -> main logits [B, h, w, 19]` at the network's output stride."""
   import os
 
-  stage = next(
-      s
-      for s in ("self_train", "adapt", "source_only")
-      if os.path.isdir(os.path.join(workdir, s, "checkpoints"))
-  )
-  state, _ = stages.load_stage(config, workdir, stage)
-  segmenter, _ = stages.method.build_networks(config, stages.TRAINING_STAGES[stage])
-
-  def apply_fn(variables, images):
-    return segmenter.apply(variables, images, train=False)["main"]
-
-  return apply_fn, stages.segmenter_variables(state), config
+  if stage is None:
+    trained = [
+        s for s in stages.TRAINING_STAGES if os.path.isdir(os.path.join(workdir, s, "checkpoints"))
+    ]
+    if not trained:
+      raise FileNotFoundError(f"{workdir}: no trained stage ({', '.join(stages.TRAINING_STAGES)})")
+    stage = trained[-1]
+  if stage not in stages.TRAINING_STAGES:
+    raise ValueError(f"stage={stage!r}: expected one of {tuple(stages.TRAINING_STAGES)}")
+  return stages.load_stage(config, workdir, stage, which)
 
 
 __all__ = ["RESUME_SAFE_KEYS", "default_config", "load_inference_model", "run"]

@@ -29,8 +29,9 @@ from jaxseg.evaluation.segmentation import dataset_scorer, training_evaluator
 from jaxseg.losses.segmentation import upsample_logits
 from jaxseg.methods.uda import method
 from jaxseg.methods.uda import pseudo_labels as pl
-from jaxseg.train import loop, multihost
-from jaxseg.train.config import stage_trainer_config
+from jaxseg.train import multihost
+from jaxseg.train import sharding as shd
+from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.stages import train_stage
 
 TRAINING_STAGES = {"source_only": "source_only", "adapt": None, "self_train": "self_train"}
@@ -91,7 +92,7 @@ def _predict_fn(config, section):
   return predict
 
 
-def _scorer(config, ts, section):
+def _scorer(config, batch_sharding, section):
   label_size = tuple(config.evaluate.label_size) if config.evaluate.label_size else None
   return dataset_scorer(
       _predict_fn(config, section),
@@ -100,7 +101,7 @@ def _scorer(config, ts, section):
       num_classes=config.target_data.num_classes,
       ignore_index=config.target_data.ignore_index,
       batch_size=int(config.evaluate.batch_size),
-      batch_sharding=ts.batch_sharding,
+      batch_sharding=batch_sharding,
   )
 
 
@@ -110,7 +111,7 @@ def segmenter_variables(state) -> dict:
 
 def _evaluator(config, stage: str):
   return training_evaluator(
-      lambda ts: _scorer(config, ts, TRAINING_STAGES[stage]), segmenter_variables
+      lambda ts: _scorer(config, ts.batch_sharding, TRAINING_STAGES[stage]), segmenter_variables
   )
 
 
@@ -139,17 +140,26 @@ def adapt(config, workdir: str) -> None:
   _train(config, workdir, "adapt", task)
 
 
-def load_stage(config, workdir: str, stage: str, which: str = "latest"):
-  """(state, TrainSetup) of a trained stage."""
+def load_stage(config, workdir: str, stage: str, which: str = "latest") -> InferenceModel:
+  """A trained stage's segmenter (`predict(images) -> main logits`), from its checkpoint's segmenter
+  parameters and BatchNorm statistics alone (no discriminators, optimiser state or data)."""
   section = TRAINING_STAGES[stage]
-  stage_config = stage_trainer_config(config, section)
-  task = method.make_task(config, section=section)
-  return loop.load_state(
-      stage_config,
-      _stage_dir(workdir, stage),
-      task,
-      method.example_batch(config, section),
-      which=which,
+  segmenter, _ = method.build_networks(config, section)
+  h, w = config.input.target_size
+
+  def init_fn(rng):
+    return segmenter.init(rng, jnp.zeros((1, h, w, 3)), train=False)
+
+  variables, step, mesh = load_variables(
+      _stage_dir(workdir, stage), init_fn, which=which, params_key="segmenter"
+  )
+  return InferenceModel(
+      config=config,
+      stage=stage,
+      step=step,
+      variables=variables,
+      apply_fn=lambda v, images: segmenter.apply(v, images, train=False)["main"],
+      mesh=mesh,
   )
 
 
@@ -164,8 +174,7 @@ def _name(example, index: int) -> str:
 def pseudo_labels(config, workdir: str) -> dict:
   """Labels the target train split with the 'adapt' model: ESL (entropy) or max-prob thresholds over
   the whole split in bounded memory (two histogram passes), then one PNG per image."""
-  state, _ = load_stage(config, workdir, "adapt", str(config.pseudo_labels.checkpoint))
-  variables = segmenter_variables(state)
+  variables = load_stage(config, workdir, "adapt", str(config.pseudo_labels.checkpoint)).variables
   segmenter, _ = method.build_networks(config)
   size = tuple(config.input.target_size)
   forward = jax.jit(
@@ -321,13 +330,14 @@ def evaluate(config, workdir: str) -> dict:
   for stage in TRAINING_STAGES:
     if not os.path.isdir(os.path.join(_stage_dir(workdir, stage), "checkpoints")):
       continue
-    state, ts = load_stage(config, workdir, stage, str(config.evaluate.checkpoint))
-    (metrics, _), _ = _scorer(config, ts, TRAINING_STAGES[stage])(segmenter_variables(state))
+    model = load_stage(config, workdir, stage, str(config.evaluate.checkpoint))
+    scorer = _scorer(config, shd.batch_sharding(model.mesh), TRAINING_STAGES[stage])
+    (metrics, _), _ = scorer(model.variables)
     summary[stage] = {
         "miou": float(metrics["miou"]),
         "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, metrics["iou"])},
     }
-    variables[stage] = segmenter_variables(state)
+    variables[stage] = model.variables
   pl_summary = os.path.join(workdir, "pseudo_labels", "summary.json")
   if os.path.exists(pl_summary):
     summary["pseudo_labels"] = read_json(pl_summary)

@@ -15,4 +15,12 @@ def run(config, workdir: str) -> dict:
   return run_stages(config, workdir, stages.STAGE_FNS, method="vos")
 
 
-__all__ = ["RESUME_SAFE_KEYS", "default_config", "run"]
+def load_inference_model(config, workdir: str, stage: str | None = None, which: str = "latest"):
+  """The trained encoder of the 'train' stage: `predict(frames [B, H, W, 3]) -> features [B, h, w, D]`
+  (inputs as `method.frames_to_input` makes them)."""
+  if stage not in (None, "train"):
+    raise ValueError(f"stage={stage!r}: the encoder comes from the 'train' stage")
+  return stages.load_encoder(config, workdir, which)
+
+
+__all__ = ["RESUME_SAFE_KEYS", "default_config", "load_inference_model", "run"]

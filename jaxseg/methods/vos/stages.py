@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -25,8 +24,8 @@ from jaxseg.data.readers import davis as davis_data
 from jaxseg.evaluation import davis as davis_eval
 from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.methods.vos import data, method, propagation
-from jaxseg.train import loop, multihost
-from jaxseg.train.config import stage_trainer_config
+from jaxseg.train import multihost
+from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.stages import train_stage
 
 BASELINES = ("copy_first", "lab_pixels")
@@ -37,17 +36,24 @@ def train(config, workdir: str) -> None:
   train_stage(config, workdir, method.make_task(config), subdir="train")
 
 
-def load_encoder(config, workdir: str, which: str = "latest"):
-  """(encoder, variables) of the 'train' stage's checkpoint."""
-  task = method.make_task(config)
-  state, _ = loop.load_state(
-      stage_trainer_config(config, None),
+def load_encoder(config, workdir: str, which: str = "latest") -> InferenceModel:
+  """The 'train' stage's encoder (`predict(frames) -> features`), from its checkpoint's parameters
+  and BatchNorm statistics alone (no optimiser state, no training clips)."""
+  encoder = method.build_encoder(config)
+  one_frame = {k: v[:1, :1] for k, v in method.example_batch(config).items()}
+  variables, step, mesh = load_variables(
       os.path.join(workdir, "train"),
-      task,
-      method.example_batch(config),
+      lambda rng: method.init_variables(config, rng, one_frame),
       which=which,
   )
-  return method.build_encoder(config), loop.variables_of(state)
+  return InferenceModel(
+      config=config,
+      stage="train",
+      step=step,
+      variables=variables,
+      apply_fn=_encode_fn(config, encoder),
+      mesh=mesh,
+  )
 
 
 def _sequences(config, workdir: str):
@@ -64,9 +70,10 @@ def _result_paths(workdir: str, name: str, example) -> list[str]:
 
 
 def _encode_fn(config, encoder):
+  """(variables, frames [B, H, W, 3]) -> features [B, h, w, D] (CRW: its map layer's)."""
   if config.recipe == "mast":
-    return jax.jit(lambda v, x: encoder.apply(v, x, train=False))
-  return jax.jit(lambda v, x: encoder.apply(v, x, train=False)["map"])
+    return lambda v, x: encoder.apply(v, x, train=False)
+  return lambda v, x: encoder.apply(v, x, train=False)["map"]
 
 
 def propagate(config, workdir: str) -> dict:
@@ -75,10 +82,9 @@ def propagate(config, workdir: str) -> dict:
   unknown = sorted(set(methods) - {"model", *BASELINES})
   if unknown:
     raise ValueError(f"propagate.methods: unknown {unknown}; known: model, copy_first, lab_pixels")
-  encoder = variables = encode = None
+  model = None
   if "model" in methods:
-    encoder, variables = load_encoder(config, workdir, str(config.propagate.checkpoint))
-    encode = _encode_fn(config, encoder)
+    model = load_encoder(config, workdir, str(config.propagate.checkpoint))
   _, source, count = _sequences(config, workdir)
   cfg = config.propagate
   written = 0
@@ -98,7 +104,7 @@ def propagate(config, workdir: str) -> dict:
         ids = propagation.propagate_mast(keys, first, k, cfg, query_features=queries)
       else:
         x = method.frames_to_input(frames, config.recipe)
-        feats = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(len(x))])
+        feats = jnp.concatenate([model.predict(x[t : t + 1]) for t in range(len(x))])
         fn = propagation.propagate_mast if config.recipe == "mast" else propagation.propagate_crw
         ids = fn(feats, first, k, cfg)
       for path, frame_ids in zip(paths, ids):

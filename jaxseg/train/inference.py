@@ -1,0 +1,124 @@
+"""A trained network out of its workdir: restored from the network's shapes alone.
+
+`load_variables` reads a training stage's `trainer_config.json` and, from its checkpoint, only the
+network's parameters and model state (BatchNorm statistics), shaped by the network's own `init`: no
+optimiser state, no `TrainTask`, no data source opened, so moving or deleting the training data does
+not take the trained model with it. Every method's evaluation and its `load_inference_model` go
+through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxseg.train import checkpoint as ckpt_lib
+from jaxseg.train import sharding as shd
+
+WHICH = ("latest", "best")
+
+
+def read_trainer_config(stage_dir: str) -> ml_collections.ConfigDict:
+  """The stage's complete trainer config, as training saved it (`<stage dir>/trainer_config.json`)."""
+  path = os.path.join(stage_dir, "trainer_config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: has this stage been trained in {stage_dir}?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def checkpoint_step(stage_dir: str, which: str = "latest") -> tuple[str, int]:
+  """(checkpoint folder, step) of a stage's newest ('latest') or best-scoring ('best') checkpoint."""
+  if which not in WHICH:
+    raise ValueError(f"which={which!r}: expected one of {WHICH}")
+  folder = os.path.join(stage_dir, "checkpoints" if which == "latest" else "checkpoints_best")
+  steps = sorted(int(s) for s in os.listdir(folder) if s.isdigit()) if os.path.isdir(folder) else []
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {folder}: train this stage first")
+  return folder, steps[-1]  # checkpoints_best keeps exactly one (orbax max_to_keep=1)
+
+
+def load_variables(
+    stage_dir: str,
+    init_fn: Callable[[jax.Array], dict],
+    *,
+    which: str = "latest",
+    params_key: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[dict, int, jax.sharding.Mesh]:
+  """A trained network's Flax variables from a stage's checkpoint, shaped by its `init` alone.
+
+  Args:
+    stage_dir: the stage's workdir (holds `checkpoints/`, `trainer_config.json`).
+    init_fn: rng -> the network's variables {'params': ..., other collections}; evaluated with
+      `jax.eval_shape`, so any input size the network accepts will do.
+    params_key: where the network sits in the train state's params when the state holds several
+      (ADVENT: 'segmenter' beside the discriminators); None = the params are the network's.
+    mesh: devices to place the variables on, replicated (default: the stage's mesh).
+  Returns:
+    ({'params': ..., 'batch_stats': ...}, the checkpoint's step, the mesh).
+  """
+  folder, step = checkpoint_step(stage_dir, which)
+  if mesh is None:
+    mesh = stage_mesh(stage_dir)
+  shapes = jax.eval_shape(init_fn, jax.random.key(0))
+  replicated = shd.replicated(mesh)
+  shapes = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes
+  )
+  params = shapes.pop("params")
+  abstract = {
+      "params": params if params_key is None else {params_key: params},
+      "model_state": shapes,
+  }
+  restored = ckpt_lib.restore_entries(folder, step, abstract)
+  params = restored["params"] if params_key is None else restored["params"][params_key]
+  return {"params": params, **restored["model_state"]}, step, mesh
+
+
+def stage_mesh(stage_dir: str) -> jax.sharding.Mesh:
+  """The device mesh of the stage's saved trainer config, on this machine's devices."""
+  return shd.make_mesh(read_trainer_config(stage_dir).mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceModel:
+  """A trained network restored for inference.
+
+  Attributes:
+    config: the method's config (the workdir's `config.json`).
+    stage: the training stage (or run) it comes from.
+    step: its checkpoint's step.
+    variables: the network's Flax variables, replicated over the devices.
+    apply_fn: (variables, images float32 [B, H, W, 3], normalised as in training) -> the network's
+      output: logits [B, H, W, C] for segmentation networks (at the network's output stride), CAM
+      logits for SEAM, features [B, h, w, D] for VOS encoders.
+    mesh: the devices the variables live on (batches are split over its 'data' axis).
+  """
+
+  config: Any
+  stage: str
+  step: int
+  variables: dict
+  apply_fn: Callable[[dict, jax.Array], Any]
+  mesh: jax.sharding.Mesh
+
+  @functools.cached_property
+  def _jitted(self):
+    return jax.jit(self.apply_fn)
+
+  def predict(self, images: jax.Array) -> Any:
+    """The network's output on a batch of images [B, H, W, 3] (jitted, one compile per shape)."""
+    return self._jitted(self.variables, images)
+
+  def masks(self, images: jax.Array) -> jax.Array:
+    """int32 [B, h, w] argmax classes of `predict` (segmentation networks)."""
+    return jnp.argmax(self.predict(images), axis=-1).astype(jnp.int32)
