@@ -10,8 +10,8 @@ The file runs with plain JAX, without jaxseg or this repository (README "Exporti
 
 The network's eval-mode forward (`load_inference_model(...).apply_fn` with its variables closed over as
 constants) is exported for the platforms asked for (default cpu, cuda, tpu), with a symbolic batch size
-and, where the network allows it, symbolic image height and width (`--sizes=fixed` pins them to the
-training crop instead).
+and image height and width where the network's shape logic allows it, else the training crop (and, if
+the batch size must be concrete too, `--batch_size`); `<out>.json` records the input shape.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ import sys
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def export_model(model, *, platforms=PLATFORMS, image_size=None, symbolic_size: bool = True):
+def export_model(
+    model, *, platforms=PLATFORMS, image_size=None, symbolic_size: bool = True, batch_size: int = 8
+):
   """`jax.export.Exported` of `model.apply_fn` with `model.variables` baked in.
 
   Args:
     model: a `jaxseg.train.inference.InferenceModel`.
     image_size: (H, W) when not symbolic (default: the config's training crop).
-    symbolic_size: also leave H and W symbolic; falls back to fixed (H, W) if the network needs them.
+    symbolic_size: also try H and W symbolic; the fallbacks are a symbolic batch at the fixed (H, W),
+      then `batch_size` x (H, W) (`description['input']` says which one the file takes).
   Returns:
     (exported, description dict: input shape spec, platforms).
   """
@@ -37,24 +40,30 @@ def export_model(model, *, platforms=PLATFORMS, image_size=None, symbolic_size: 
   import numpy as np
   from jax import export
 
+  from jaxseg.models.conv_lowering import conv_lowering
+
   variables = jax.device_get(model.variables)
 
   def forward(images):
     return model.apply_fn(variables, images)
 
   fixed = tuple(int(s) for s in (image_size or _crop_size(model.config)))
-  specs = []
+  h, w = fixed
+  # Most general first; a network whose shape logic needs concrete sizes (stride arithmetic on the
+  # image size, a lowering chosen by the batch size) takes the next.
+  specs = [f"b, {h}, {w}, 3", f"{int(batch_size)}, {h}, {w}, 3"]
   if symbolic_size:
-    specs.append(("b, h, w, 3", export.symbolic_shape("b, h, w, 3")))
-  specs.append(
-      (f"b, {fixed[0]}, {fixed[1]}, 3", export.symbolic_shape(f"b, {fixed[0]}, {fixed[1]}, 3"))
-  )
+    specs.insert(0, "b, h, w, 3")
   errors = []
-  for text, shape in specs:
+  for text in specs:
+    shape = export.symbolic_shape(text)
     try:
-      exported = export.export(jax.jit(forward), platforms=tuple(platforms))(
-          jax.ShapeDtypeStruct(shape, np.float32)
-      )
+      # XLA's own convolutions: portable to every platform (the matmul lowering is a CPU-speed choice
+      # made from concrete sizes).
+      with conv_lowering("xla"):
+        exported = export.export(jax.jit(forward), platforms=tuple(platforms))(
+            jax.ShapeDtypeStruct(shape, np.float32)
+        )
       return exported, dict(input=f"float32[{text}]", platforms=list(platforms))
     except Exception as e:  # noqa: BLE001  (a symbolic size this network cannot take: try the next)
       errors.append(f"[{text}]: {str(e).splitlines()[0]}")
@@ -78,6 +87,7 @@ def main(argv=None) -> None:
   parser.add_argument("--which", default="latest", choices=("latest", "best"))
   parser.add_argument("--platforms", default=",".join(PLATFORMS), help="comma-separated")
   parser.add_argument("--sizes", default="symbolic", choices=("symbolic", "fixed"))
+  parser.add_argument("--batch_size", type=int, default=8, help="when the batch cannot be symbolic")
   parser.add_argument("--verbose", action="store_true", help="full tracebacks")
   args = parser.parse_args(argv)
 
@@ -86,7 +96,10 @@ def main(argv=None) -> None:
   with cli.user_errors(args.verbose):
     model = load_inference_model(args.workdir, args.stage, args.which)
     exported, info = export_model(
-        model, platforms=tuple(args.platforms.split(",")), symbolic_size=args.sizes == "symbolic"
+        model,
+        platforms=tuple(args.platforms.split(",")),
+        symbolic_size=args.sizes == "symbolic",
+        batch_size=args.batch_size,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "wb") as f:

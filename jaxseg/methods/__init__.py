@@ -97,7 +97,7 @@ def check_resume_config(
   if not os.path.exists(path) or not _has_checkpoints(workdir):
     return
   with open(path) as f:
-    old = json.load(f)
+    old = upgrade_saved_config(json.load(f))
   new = json.loads(config.to_json())
   safe = resume_safe_keys(config)
   changed = [d for d in config_diff(old, new) if not any(d[0].startswith(k) for k in safe)]
@@ -116,13 +116,34 @@ def check_resume_config(
   )
 
 
+def upgrade_saved_config(values: dict) -> dict:
+  """A `config.json` of an earlier jaxseg in today's keys (in place; returns it).
+
+  Before the optimiser registry every optimiser section had `listing_multiplicity`: empty it meant
+  nothing (dropped now), non-empty it made sgd/momentum ADVENT's per-listing SGD, now the optimiser
+  registered as 'advent_sgd' by jaxseg/methods/uda/optimizer.py.
+  """
+  for value in values.values():
+    if isinstance(value, dict):
+      upgrade_saved_config(value)
+  if "listing_multiplicity" in values and "learning_rate" in values:
+    if not values["listing_multiplicity"]:
+      if values.get("name") != "advent_sgd":
+        del values["listing_multiplicity"]
+    elif values.get("name") in ("sgd", "momentum"):
+      if values["name"] == "sgd":
+        values["momentum"] = 0.0
+      values["name"] = "advent_sgd"
+  return values
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads `workdir/config.json` back into the method's locked default config."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} a jaxseg workdir?")
   with open(path) as f:
-    values = json.load(f)
+    values = upgrade_saved_config(json.load(f))
   config = get_method(values["method"]).default_config()
   _update(config, values, "")
   return config
