@@ -24,6 +24,11 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show full tracebacks for known errors.")
+_RESTART = flags.DEFINE_bool(
+    "restart",
+    False,
+    "Train a stage whose checkpoints were all found damaged (checkpoints_damaged/) from step 0.",
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir even if training-relevant config keys changed."
 )
@@ -86,6 +91,7 @@ def main(argv):
     methods.check_config_keys(config)
     workdir = _WORKDIR.value
     methods.check_resume_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
+    methods.check_no_silent_restart(workdir, restart=_RESTART.value)
     if jax.process_index() == 0:
       methods.save_config(config, workdir)
     method.run(config, workdir)

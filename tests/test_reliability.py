@@ -64,6 +64,34 @@ def test_no_loadable_checkpoint_is_a_clear_error(tmp_path):
     loop.train(toy.toy_config(total_steps=4), str(work), toy.toy_task())
 
 
+def test_a_checkpoint_of_another_model_is_refused_and_never_moved(tmp_path, capsys):
+  """Resuming with a changed model (another width) is not damage: a one-line error naming the differing
+  shapes; both checkpoints stay where they are and still load with the original model."""
+  work = str(tmp_path)
+  loop.train(toy.toy_config(total_steps=4), work, toy.toy_task())
+  steps = sorted(os.listdir(tmp_path / "checkpoints"))
+  with pytest.raises(ckpt_lib.IncompatibleCheckpointError) as info:
+    loop.train(toy.toy_config(total_steps=6), work, toy.toy_task(width=32))
+  message = str(info.value)
+  assert "params/conv1/kernel: checkpoint (3, 3, 3, 64) vs config (3, 3, 3, 32)" in message
+  assert "new --workdir" in message and len(message.splitlines()) == 2
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == steps
+  assert not (tmp_path / "checkpoints_damaged").exists()
+  assert "does not load" not in capsys.readouterr().out
+  loop.train(toy.toy_config(total_steps=6), work, toy.toy_task())  # the original model resumes
+
+
+def test_a_stage_whose_checkpoints_were_all_damaged_does_not_restart_silently(tmp_path):
+  stage = tmp_path / "adapt"
+  (stage / "checkpoints_damaged" / "10").mkdir(parents=True)
+  (stage / "checkpoints").mkdir()
+  with pytest.raises(ConfigError, match=r"adapt: every checkpoint was damaged.*\n.*--restart"):
+    methods.check_no_silent_restart(str(tmp_path))
+  methods.check_no_silent_restart(str(tmp_path), restart=True)  # told to: train from step 0
+  (stage / "checkpoints" / "20").mkdir()  # a usable checkpoint is left: resume as usual
+  methods.check_no_silent_restart(str(tmp_path))
+
+
 def test_resume_with_changed_training_keys_is_refused(tmp_path):
   from jaxseg.methods.supervised import default_config
 

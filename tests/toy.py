@@ -37,18 +37,19 @@ class ToyAugment(grain.transforms.RandomMap):
 
 
 class ToyNet(nn.Module):
+  width: int = 64
 
   @nn.compact
   def __call__(self, x, train):
-    x = nn.Conv(64, (3, 3), name="conv1")(x)
+    x = nn.Conv(self.width, (3, 3), name="conv1")(x)
     x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
     x = nn.relu(x)
     x = nn.Dropout(0.1, deterministic=not train)(x)
     return nn.Conv(NUM_CLASSES, (1, 1), name="head")(x)
 
 
-def toy_task(n=64):
-  model = ToyNet()
+def toy_task(n=64, width=64):
+  model = ToyNet(width)
 
   def init_fn(rng, batch):
     return model.init({"params": rng}, batch["image"], train=False)

@@ -84,6 +84,32 @@ def _has_checkpoints(workdir: str) -> bool:
   return False
 
 
+def check_no_silent_restart(workdir: str, *, restart: bool = False) -> None:
+  """Refuses to train a stage from scratch where all its checkpoints were found damaged.
+
+  A stage folder with `checkpoints_damaged/` and no step left in `checkpoints/` would otherwise start
+  over without a word on the next launch (the launch that moved them aside stopped with an error).
+
+  Raises:
+    ConfigError: one line naming the folder; pass `--restart` to train it from step 0.
+  """
+  if restart or not os.path.isdir(workdir):
+    return
+  for folder, subdirs, _ in os.walk(workdir):
+    if folder[len(workdir) :].count(os.sep) > 3:  # stage folders sit at most 3 levels down
+      subdirs[:] = []
+      continue
+    damaged = os.path.join(folder, "checkpoints_damaged")
+    if "checkpoints_damaged" not in subdirs or not os.listdir(damaged):
+      continue
+    ckpts = os.path.join(folder, "checkpoints")
+    if not (os.path.isdir(ckpts) and any(s.isdigit() for s in os.listdir(ckpts))):
+      raise ConfigError(
+          f"{folder}: every checkpoint was damaged (moved to {damaged}) and none is left to resume "
+          "from\nhint: pass --restart to train this stage again from step 0"
+      )
+
+
 def check_resume_config(
     config: ml_collections.ConfigDict, workdir: str, *, allow_change: bool = False
 ) -> None:

@@ -19,6 +19,9 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from jaxseg.train.sharding import leaf_path
 
 
 class IteratorState:
@@ -44,6 +47,46 @@ class IteratorState:
 
 class CheckpointLoadError(RuntimeError):
   """No checkpoint of a workdir could be loaded."""
+
+
+class IncompatibleCheckpointError(CheckpointLoadError):
+  """A readable checkpoint holds another model than the config builds (its tree or shapes differ)."""
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """{'/'-joined path: (shape, dtype name)} of a state tree's array leaves (PRNG keys left out: their
+  saved form is raw data)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+    if shape is None or (dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
+      continue
+    out[leaf_path(path)] = tuple(shape)
+  return out
+
+
+def compare_with_checkpoint(step_dir: str, abstract_state: Any) -> list[str]:
+  """The differences between a saved train state's tree / shapes and `abstract_state`'s (empty when
+  they match). Reads only the checkpoint's metadata.
+
+  Raises:
+    Exception: whatever orbax raises when the metadata does not read (a damaged checkpoint).
+  """
+  metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
+  saved = _shapes(getattr(metadata, "tree", metadata))
+  wanted = {k: v for k, v in _shapes(abstract_state).items() if not k.startswith("rng")}
+  saved = {k: v for k, v in saved.items() if not k.startswith("rng")}
+  diffs = [(k, "not in the checkpoint") for k in set(wanted) - set(saved)]
+  diffs += [(k, "only in the checkpoint") for k in set(saved) - set(wanted)]
+  diffs += [
+      (k, f"checkpoint {saved[k]} vs config {wanted[k]}")
+      for k in set(saved) & set(wanted)
+      if saved[k] != wanted[k]
+  ]
+  # The parameters first: the optimiser's buffers mirror them.
+  order = ("params/", "model_state/", "extra/")
+  rank = lambda k: next((i for i, p in enumerate(order) if k.startswith(p)), len(order))  # noqa: E731
+  return [f"{k}: {what}" for k, what in sorted(diffs, key=lambda d: (rank(d[0]), d[0]))]
 
 
 def _one_line(error: BaseException) -> str:
@@ -78,13 +121,30 @@ class Checkpointer:
 
     A checkpoint that fails to load (truncated array file, missing metadata or data-iterator
     file, ...) is reported in one line, moved to `workdir/checkpoints_damaged/` (not deleted)
-    and the next older one is tried.
+    and the next older one is tried. A checkpoint that reads but holds another model (its tree or
+    shapes differ from `abstract_state`'s) is not damaged: nothing is moved and the run stops.
 
     Raises:
+      IncompatibleCheckpointError: the newest readable checkpoint holds another model.
       CheckpointLoadError: checkpoints exist but none of them loads.
     """
     failures = []
     for step in reversed(self.all_steps()):
+      try:
+        differences = compare_with_checkpoint(
+            os.path.join(self.directory, str(step)), abstract_state
+        )
+      except Exception:  # noqa: BLE001  (metadata that does not read: damage, handled below)
+        differences = []
+      if differences:
+        # Another model than the config's, not damage: nothing is moved, the run stops here.
+        shown = "; ".join(differences[:4])
+        more = f" (+{len(differences) - 4} more)" if len(differences) > 4 else ""
+        raise IncompatibleCheckpointError(
+            f"{self.directory}/{step} holds another model than the config builds: {shown}{more}\n"
+            "hint: use a new --workdir for a changed model, or undo the config change; the "
+            "checkpoints are untouched"
+        )
       try:
         state, data = self.restore(step, abstract_state)
         return step, state, data
