@@ -90,6 +90,10 @@ def main(argv):
     method = methods.get_method(config.method)
     methods.check_config_keys(config)
     workdir = _WORKDIR.value
+    if jax.process_index() == 0:  # one job per workdir; held until this process ends
+      from jaxseg.train.workdir_lock import lock_workdir
+
+      _lock = lock_workdir(workdir)  # noqa: F841  (kept open: closing it releases the lock)
     methods.check_resume_config(config, workdir, allow_change=_ALLOW_CONFIG_CHANGE.value)
     methods.check_no_silent_restart(workdir, restart=_RESTART.value)
     if jax.process_index() == 0:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from jaxseg.data.errors import DataError
-from jaxseg.errors import ConfigError
+from jaxseg.errors import ConfigError, WorkdirBusyError
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
@@ -36,6 +36,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
       IsADirectoryError,
       PermissionError,
       ValueError,
+      WorkdirBusyError,
   )
 
 

@@ -7,3 +7,7 @@ optimiser factory, the methods) can raise it without importing another.
 
 class ConfigError(ValueError):
   """A config names an unknown key or holds an invalid value; the message names the key."""
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another job holds the workdir's lock; the message names it."""

@@ -228,3 +228,47 @@ def test_sigterm_checkpoints_exits_0_and_relaunch_matches_uninterrupted(tmp_path
   )
   steps = [r["step"] for r in read_metrics(str(stopped))]
   assert steps == sorted(set(steps))
+
+
+def test_a_second_job_on_a_locked_workdir_is_refused_and_a_dead_holder_leaves_no_lock(tmp_path):
+  """One workdir, one job: a live holder blocks a second launch with one line naming it; once the
+  holder is killed (no clean exit) the lock is free again."""
+  from jaxseg.errors import WorkdirBusyError
+  from jaxseg.train.workdir_lock import lock_workdir
+
+  holder = subprocess.Popen(
+      [
+          sys.executable,
+          "-c",
+          "import sys, time; sys.path.insert(0, sys.argv[1]);"
+          "from jaxseg.train.workdir_lock import lock_workdir;"
+          "lock = lock_workdir(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
+          ROOT,
+          str(tmp_path),
+      ],
+      stdout=subprocess.PIPE,
+      text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(WorkdirBusyError, match=rf"in use by pid {holder.pid} on .*\n.*--workdir"):
+      lock_workdir(str(tmp_path))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "--config=configs/supervised.py:runlocal",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 1 and f"in use by pid {holder.pid}" in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) <= 3, out.stderr
+  finally:
+    holder.kill()
+    holder.wait()
+  lock_workdir(str(tmp_path)).close()  # the killed holder's lock went with it
