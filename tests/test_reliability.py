@@ -272,3 +272,27 @@ def test_a_second_job_on_a_locked_workdir_is_refused_and_a_dead_holder_leaves_no
     holder.kill()
     holder.wait()
   lock_workdir(str(tmp_path)).close()  # the killed holder's lock went with it
+
+
+def test_loading_a_trained_model_falls_back_past_a_damaged_newest_checkpoint(tmp_path, capsys):
+  """Evaluation / inference read the newest checkpoint that loads, as training does (read-only: nothing
+  is moved)."""
+  import jax
+
+  from jaxseg.train import inference
+  from jaxseg.train import sharding as shd
+
+  loop.train(toy.toy_config(total_steps=4), str(tmp_path), toy.toy_task())
+  for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):  # truncated array data
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  model = toy.ToyNet()
+  mesh = shd.make_mesh(toy.toy_config().mesh, jax.devices()[:1])
+  variables, step, _ = inference.load_variables(
+      str(tmp_path),
+      lambda rng: model.init({"params": rng}, np.zeros((1, 16, 16, 3), np.float32), train=False),
+      mesh=mesh,
+  )
+  assert step == 2 and set(variables) == {"params", "batch_stats"}
+  assert "checkpoints/4 does not load" in capsys.readouterr().out
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]

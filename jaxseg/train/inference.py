@@ -35,15 +35,22 @@ def read_trainer_config(stage_dir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def checkpoint_step(stage_dir: str, which: str = "latest") -> tuple[str, int]:
-  """(checkpoint folder, step) of a stage's newest ('latest') or best-scoring ('best') checkpoint."""
+def checkpoint_steps(stage_dir: str, which: str = "latest") -> tuple[str, list[int]]:
+  """(checkpoint folder, its steps newest first) of a stage: 'latest' = `checkpoints/`, 'best' =
+  `checkpoints_best/` (one step: orbax keeps the best only)."""
   if which not in WHICH:
     raise ValueError(f"which={which!r}: expected one of {WHICH}")
   folder = os.path.join(stage_dir, "checkpoints" if which == "latest" else "checkpoints_best")
   steps = sorted(int(s) for s in os.listdir(folder) if s.isdigit()) if os.path.isdir(folder) else []
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {folder}: train this stage first")
-  return folder, steps[-1]  # checkpoints_best keeps exactly one (orbax max_to_keep=1)
+  return folder, steps[::-1]
+
+
+def checkpoint_step(stage_dir: str, which: str = "latest") -> tuple[str, int]:
+  """(checkpoint folder, step) of a stage's newest ('latest') or best-scoring ('best') checkpoint."""
+  folder, steps = checkpoint_steps(stage_dir, which)
+  return folder, steps[0]
 
 
 def load_variables(
@@ -64,9 +71,13 @@ def load_variables(
       (ADVENT: 'segmenter' beside the discriminators); None = the params are the network's.
     mesh: devices to place the variables on, replicated (default: the stage's mesh).
   Returns:
-    ({'params': ..., 'batch_stats': ...}, the checkpoint's step, the mesh).
+    ({'params': ..., 'batch_stats': ...}, the checkpoint's step, the mesh). A checkpoint that does not
+    read is reported in one line and the previous one is used (nothing is moved: loading is read-only).
+
+  Raises:
+    CheckpointLoadError: none of the stage's checkpoints reads.
   """
-  folder, step = checkpoint_step(stage_dir, which)
+  folder, steps = checkpoint_steps(stage_dir, which)
   if mesh is None:
     mesh = stage_mesh(stage_dir)
   shapes = jax.eval_shape(init_fn, jax.random.key(0))
@@ -79,7 +90,16 @@ def load_variables(
       "params": params if params_key is None else {params_key: params},
       "model_state": shapes,
   }
-  restored = ckpt_lib.restore_entries(folder, step, abstract)
+  failures = []
+  for step in steps:  # newest first; a damaged one is reported and the previous one read (as training)
+    try:
+      restored = ckpt_lib.restore_entries(folder, step, abstract)
+      break
+    except Exception as e:  # noqa: BLE001  (any failure to read = damaged; the cause is reported)
+      failures.append(f"step {step}: {' '.join(str(e).split())[:200]}")
+      print(f"checkpoint {folder}/{step} does not load ({failures[-1]}); trying the previous one")
+  else:
+    raise ckpt_lib.CheckpointLoadError(f"no checkpoint in {folder} loads ({'; '.join(failures)})")
   params = restored["params"] if params_key is None else restored["params"][params_key]
   return {"params": params, **restored["model_state"]}, step, mesh
 
