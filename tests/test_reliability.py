@@ -1,6 +1,7 @@
 """Reliability: preemption (SIGTERM), damaged checkpoints, NaN exit status, one-line CLI errors,
 config changes on resume, one metrics row per step."""
 
+import json
 import os
 import re
 import signal
@@ -296,3 +297,19 @@ def test_loading_a_trained_model_falls_back_past_a_damaged_newest_checkpoint(tmp
   assert step == 2 and set(variables) == {"params", "batch_stats"}
   assert "checkpoints/4 does not load" in capsys.readouterr().out
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_config_json_of_the_previous_optimiser_keys_still_loads_and_resumes(tmp_path):
+  """Before the optimiser registry every optimiser section had `listing_multiplicity`: a workdir of
+  that version loads, and resumes without a config-change refusal."""
+  from jaxseg.methods.supervised import default_config
+
+  config = default_config()
+  old = json.loads(config.to_json())
+  old["optimizer"]["listing_multiplicity"] = []  # as the previous version wrote every section
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  assert methods.load_config(str(tmp_path)).optimizer.name == "momentum"
+  methods.check_resume_config(default_config(), str(tmp_path))
+  uda_old = {"name": "momentum", "learning_rate": 1.0, "listing_multiplicity": [["conv", 3]]}
+  assert methods.upgrade_saved_config({"optimizer": uda_old})["optimizer"]["name"] == "advent_sgd"

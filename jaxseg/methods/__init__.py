@@ -124,7 +124,7 @@ def check_resume_config(
     return
   with open(path) as f:
     old = upgrade_saved_config(json.load(f))
-  new = json.loads(config.to_json())
+  new = upgrade_saved_config(json.loads(config.to_json()))
   safe = resume_safe_keys(config)
   changed = [d for d in config_diff(old, new) if not any(d[0].startswith(k) for k in safe)]
   if not changed:
@@ -147,15 +147,18 @@ def upgrade_saved_config(values: dict) -> dict:
 
   Before the optimiser registry every optimiser section had `listing_multiplicity`: empty it meant
   nothing (dropped now), non-empty it made sgd/momentum ADVENT's per-listing SGD, now the optimiser
-  registered as 'advent_sgd' by jaxseg/methods/uda/optimizer.py.
+  registered as 'advent_sgd' by jaxseg/methods/uda/optimizer.py. Both spellings of the same
+  optimiser compare equal after it (resume checks upgrade the old and the new config alike).
   """
   for value in values.values():
     if isinstance(value, dict):
       upgrade_saved_config(value)
   if "listing_multiplicity" in values and "learning_rate" in values:
     if not values["listing_multiplicity"]:
-      if values.get("name") != "advent_sgd":
-        del values["listing_multiplicity"]
+      # Nothing listed twice: plain momentum SGD, whichever name spelt it ('advent_sgd' with () too).
+      del values["listing_multiplicity"]
+      if values.get("name") == "advent_sgd":
+        values["name"] = "momentum"
     elif values.get("name") in ("sgd", "momentum"):
       if values["name"] == "sgd":
         values["momentum"] = 0.0
