@@ -59,6 +59,8 @@ def _tiny_config(frozen_bn=True):
   return config
 
 
+# Slow tier with the other methods' cases (tests/test_eight_devices.py): ~90 s of CI.
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen_bn", [False])
 def test_train_step_same_on_one_and_eight_devices(frozen_bn):
   config = _tiny_config(frozen_bn)
