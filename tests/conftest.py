@@ -50,3 +50,16 @@ def pytest_collection_modifyitems(config, items):
   del config
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def _hypothesis_profile() -> None:
+  """Property tests draw the same examples on every run (derandomized), so CI is not a lottery and a
+  failure reproduces; `HYPOTHESIS_PROFILE=explore` draws fresh ones."""
+  from hypothesis import settings
+
+  settings.register_profile("ci", derandomize=True)
+  settings.register_profile("explore", derandomize=False)
+  settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profile()

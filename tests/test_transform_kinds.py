@@ -9,13 +9,14 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jaxseg.data import transforms as T
 from jaxseg.data.errors import DataError
 
-SETTINGS = settings(max_examples=30, deadline=None)
+# derandomize: CI runs the same examples every time (a failure reproduces).
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 sides = st.integers(2, 32)
 seeds = st.integers(0, 2**32 - 1)
 IGNORE = 255
@@ -285,6 +286,7 @@ def _normals(h, w, seed):
 
 @SETTINGS
 @given(sides, sides, st.integers(1, 32), st.integers(1, 32), seeds)
+@example(h=30, w=3, oh=11, ow=1, seed=0)  # an exact centre that float rounding moves (see below)
 def test_resized_normals_are_unit_or_zero(h, w, oh, ow, seed):
   normals = _normals(h, w, seed)
   ex = {"image": np.zeros((h, w, 3), np.uint8), "normals": normals}
@@ -293,8 +295,10 @@ def test_resized_normals_are_unit_or_zero(h, w, oh, ow, seed):
   zero = np.all(out == 0, axis=-1)
   # Invalid pixels follow nearest sampling, like depth; valid ones are renormalised.
   src_zero = np.all(normals == 0, axis=-1)
-  rows = np.floor((np.arange(oh) + 0.5) * h / oh).astype(int)
-  cols = np.floor((np.arange(ow) + 0.5) * w / ow).astype(int)
+  # PIL's nearest rule in PIL's arithmetic, (i + 0.5) * (in / out): the scale is rounded first, so
+  # an exact centre such as 5.5 * 30 / 11 = 15 lands on 14.999... and picks 14 (found by hypothesis).
+  rows = np.floor((np.arange(oh) + 0.5) * (h / oh)).astype(int)
+  cols = np.floor((np.arange(ow) + 0.5) * (w / ow)).astype(int)
   np.testing.assert_array_equal(zero, src_zero[rows][:, cols])
   np.testing.assert_allclose(np.linalg.norm(out[~zero], axis=-1), 1.0, atol=1e-6)
 
