@@ -79,17 +79,12 @@ def _worst_difference(a, b) -> float:
 TASKS = {"supervised": _supervised, "uda": _uda, "hn": _hn, "vos": _vos}
 
 
-# CI runs VOS's step (clips, BatchNorm per frame, ~40 s); the others are the slow tier (~50-75 s each):
-# supervised and HN share the FCN objective (`segmentation_objective`), and CI still runs a data-parallel
-# step on several devices and processes in tests/test_launch.py::test_two_processes_match_one.
-CASES = [
-    pytest.param("supervised", marks=pytest.mark.slow),
-    pytest.param("uda", marks=pytest.mark.slow),
-    pytest.param("hn", marks=pytest.mark.slow),
-    "vos",
-]
+# Slow tier (~40-75 s each; CI time is at its limit): CI runs a data-parallel step on several devices and
+# processes in tests/test_launch.py::test_two_processes_match_one.
+CASES = ["supervised", "uda", "hn", "vos"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_train_step_same_on_one_and_eight_devices(name):
   config, task = TASKS[name]()
