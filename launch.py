@@ -9,8 +9,6 @@ SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or the
 `jax.distributed.initialize()`; each process then reads its own data shard.
 """
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -35,43 +33,6 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _multi_process_requested() -> bool:
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    return True
-  env = os.environ
-  if env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
-    return True
-  if int(env.get("SLURM_NTASKS", "1")) > 1:
-    return True
-  return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
-
-
-def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` when this is one of several processes."""
-  import jax
-
-  if not _multi_process_requested():
-    return
-  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
-    # CPU collectives across processes need gloo.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = {}
-  if _COORDINATOR.value:
-    kwargs = dict(
-        coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value,
-        process_id=_PROCESS_ID.value,
-    )
-  jax.distributed.initialize(**kwargs)
-  logging.info(
-      "process %d of %d, %d local / %d global devices",
-      jax.process_index(),
-      jax.process_count(),
-      jax.local_device_count(),
-      jax.device_count(),
-  )
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -81,7 +42,9 @@ def main(argv):
   from jaxseg import cli
 
   with cli.user_errors(_VERBOSE.value):
-    initialize_distributed()
+    from jaxseg.train import multihost
+
+    multihost.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     import jax
 
     from jaxseg import methods

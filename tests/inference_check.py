@@ -78,3 +78,27 @@ def _assert_saved_arrays(workdir, model, which):
   assert jax.tree.structure(expected) == jax.tree.structure(loaded)
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(loaded)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def predict_without_data(workdir, monkeypatch, *args) -> dict:
+  """`python -m jaxseg.predict --workdir=<workdir> <args>` with every data source refused (run after
+  `load_without_data`, which moved the data roots away). Returns its result counts."""
+  from jaxseg import predict
+
+  def refuse(*a, **k):
+    raise AssertionError("a data source was built by jaxseg.predict")
+
+  with monkeypatch.context() as m:
+    for module, name in SOURCE_BUILDERS:
+      m.setattr(f"{module}.{name}", refuse)
+    return predict.main([f"--workdir={workdir}", "--no_progress", *args])
+
+
+def write_images(folder, images) -> list[str]:
+  """uint8 [H, W, 3] images -> folder/img<i>.png; their names."""
+  from PIL import Image
+
+  os.makedirs(folder, exist_ok=True)
+  for i, image in enumerate(images):
+    Image.fromarray(np.asarray(image, np.uint8)).save(os.path.join(folder, f"img{i}.png"))
+  return [f"img{i}" for i in range(len(images))]

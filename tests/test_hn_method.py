@@ -126,6 +126,26 @@ def test_runlocal_pipeline_writes_everything(tmp_path, monkeypatch):
   score = stages._scorer(model.config, shd.batch_sharding(model.mesh), model.apply_fn)
   (scores, _), _ = score(model.variables)
   assert float(scores["miou"]) == metrics["hn_25pct"]["miou"]
+  _check_predict(tmp_path, monkeypatch, len(model.class_names))
+
+
+def _check_predict(workdir, monkeypatch, num_classes):
+  """`python -m jaxseg.predict` on images of other sizes than the training crops: a mask per image at its
+  own size, an overlay with the legend."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((45, 70, 3), (32, 32, 3))]
+  names = inference_check.write_images(workdir / "own_images", images)
+  out = workdir / "predicted"
+  result = inference_check.predict_without_data(
+      workdir, monkeypatch, f"--input={workdir / 'own_images'}", f"--out={out}"
+  )
+  assert result["written"] == 2
+  for name, image in zip(names, images):
+    mask = np.asarray(Image.open(out / "masks" / f"{name}.png"))
+    assert mask.shape == image.shape[:2] and mask.max() < num_classes
+    assert (out / "overlays" / f"{name}.png").exists()
 
 
 # The headline claim at a CI budget (`configs/hn.py:synthetic,reduced`: 300 rooms of HN labels, 120

@@ -208,6 +208,26 @@ def test_demo_model_loads_without_its_data_and_scores_as_evaluate(
   (metrics, _), _ = supervised._scorer(model.config, shd.batch_sharding(mesh))(variables)
   with open(workdir / "metrics.json") as f:
     assert float(metrics["miou"]) == json.load(f)["miou"]
+  # `python -m jaxseg.predict` on eval scenes and an odd-sized crop: padded, batched, cropped back to
+  # each image's own size, the masks the loaded network gives each image alone.
+  from PIL import Image
+
+  from jaxseg import predict
+  from jaxseg.data import datasets
+
+  source = datasets.build_source(model.config.data, "eval")
+  images = [source[i]["image"] for i in range(3)] + [source[3]["image"][:37, :50]]
+  names = inference_check.write_images(tmp_path / "in", images)
+  out = tmp_path / "predicted"
+  result = inference_check.predict_without_data(
+      moved, monkeypatch, f"--input={tmp_path / 'in'}", f"--out={out}", "--batch_size=2"
+  )
+  assert result == dict(written=4, existing=0, bad=0, total=4)
+  for name, image in zip(names, images):
+    h, w = image.shape[:2]
+    x = predict.pad_image(model.prepare(image), predict.padded_size((h, w), 32))
+    expected = np.asarray(model.masks(x[None]))[0, :h, :w]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / f"{name}.png")), expected)
 
 
 @pytest.mark.slow

@@ -173,6 +173,22 @@ def test_reduced_demo_adaptation_beats_source_only(tmp_path, monkeypatch):
   variables = jax.device_put(model.variables, shd.replicated(mesh))
   (scores, _), _ = stages._scorer(model.config, shd.batch_sharding(mesh), None)(variables)
   assert float(scores["miou"]) == miou["adapt"]
+  # `python -m jaxseg.predict` resizes to the network input as ADVENT evaluates, masks at the image's size.
+  from PIL import Image
+
+  image = np.random.default_rng(0).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+  inference_check.write_images(tmp_path / "own_images", [image])
+  result = inference_check.predict_without_data(
+      tmp_path,
+      monkeypatch,
+      "--stage=adapt",
+      f"--which={which}",
+      f"--input={tmp_path / 'own_images'}",
+      f"--out={tmp_path / 'predicted'}",
+  )
+  assert result["written"] == 1
+  mask = np.asarray(Image.open(tmp_path / "predicted" / "masks" / "img0.png"))
+  assert mask.shape == (45, 70) and mask.max() < len(model.class_names)
 
 
 def _check_pseudo_label_pass_resumes(workdir):

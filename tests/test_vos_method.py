@@ -218,7 +218,6 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
 
   from jaxseg.data.readers import davis as davis_data
   from jaxseg.methods.vos import data, stages
-  from jaxseg.train import sharding as shd
 
   model = inference_check.load_without_data(workdir, monkeypatch)
   config, d = model.config, model.config.eval_data
@@ -226,16 +225,27 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
       data.davis_root(config, str(workdir)), str(d.split), str(d.resolution)
   )
   example = source[0]
-  mesh = shd.make_mesh(config.mesh, jax.devices()[:1])
-  variables = jax.device_put(model.variables, shd.replicated(mesh))
-  encode = jax.jit(model.apply_fn)
-  x = method.frames_to_input(example["frames"], config.recipe)
-  feats = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(len(x))])
-  ids = propagation.propagate_crw(
-      feats, example["first_mask"], int(example["num_objects"]), config.propagate
+  # `python -m jaxseg.predict` on that sequence's frames and first annotation (DAVIS layout).
+  seq = example["sequence"]
+  root = data.davis_root(config, str(workdir))
+  frames = os.path.join(root, "JPEGImages", str(d.resolution), seq)
+  first = sorted(os.listdir(os.path.join(root, "Annotations", str(d.resolution), seq)))[0]
+  out = tmp_path / "predicted"
+  result = inference_check.predict_without_data(
+      workdir,
+      monkeypatch,
+      f"--input={frames}",
+      f"--first_mask={os.path.join(root, 'Annotations', str(d.resolution), seq, first)}",
+      f"--out={out}",
   )
+  assert result == dict(written=1, existing=0, total=1)
   saved = [np.asarray(Image.open(p)) for p in stages._result_paths(str(workdir), "model", example)]
-  np.testing.assert_array_equal(np.asarray(ids), np.stack(saved))
+  predicted = [
+      np.asarray(Image.open(out / seq / os.path.basename(p)))
+      for p in stages._result_paths(str(workdir), "model", example)
+  ]
+  np.testing.assert_array_equal(np.stack(predicted), np.stack(saved))
+  assert (out / f"{seq}.gif").exists()
 
 
 # The demo's claim at a CI budget: MAST's objective, 300 steps, 8 held-out videos (one CPU device), J&F of

@@ -19,11 +19,33 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxseg.train import checkpoint as ckpt_lib
 from jaxseg.train import sharding as shd
 
 WHICH = ("latest", "best")
+KINDS = ("segmentation", "cam", "features")
+
+
+def normalizer(config) -> Callable[[np.ndarray], np.ndarray]:
+  """uint8 RGB [H, W, 3] -> float32 (x / 255 - mean) / std with the config's `normalize` section."""
+  mean = np.asarray(config.normalize.mean, np.float32)
+  std = np.asarray(config.normalize.std, np.float32)
+
+  def prepare(image: np.ndarray) -> np.ndarray:
+    return ((np.asarray(image, np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+  return prepare
+
+
+def resize_bilinear_logits(logits: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """[B, h, w, C] -> float32 [B, H, W, C], bilinear with half-pixel centres (identity at that size)."""
+  size = (int(size[0]), int(size[1]))
+  if tuple(logits.shape[1:3]) == size:
+    return logits.astype(jnp.float32)
+  b, _, _, c = logits.shape
+  return jax.image.resize(logits.astype(jnp.float32), (b, *size, c), "bilinear")
 
 
 def read_trainer_config(stage_dir: str) -> ml_collections.ConfigDict:
@@ -91,7 +113,9 @@ def load_variables(
       "model_state": shapes,
   }
   failures = []
-  for step in steps:  # newest first; a damaged one is reported and the previous one read (as training)
+  for (
+      step
+  ) in steps:  # newest first; a damaged one is reported and the previous one read (as training)
     try:
       restored = ckpt_lib.restore_entries(folder, step, abstract)
       break
@@ -122,6 +146,15 @@ class InferenceModel:
       output: logits [B, H, W, C] for segmentation networks (at the network's output stride), CAM
       logits for SEAM, features [B, h, w, D] for VOS encoders.
     mesh: the devices the variables live on (batches are split over its 'data' axis).
+    kind: what `apply_fn` returns: 'segmentation' (class logits), 'cam' (SEAM's CAM network: masks
+      need image-level classes, `jaxseg.methods.seam.cam_inference.predict_cam_mask`) or 'features'
+      (a VOS encoder: masks come from propagating a first-frame mask).
+    prepare: uint8 RGB [H, W, 3] -> float32 [H, W, 3] network input (the normalisation training used).
+    class_names: the output classes' names (None: numbered).
+    input_size: (H, W) every image is resized to before the network, as the method's own evaluation
+      does (ADVENT's 1024x512); None = images go in at their own size, padded.
+    resize_logits: (logits [B, h, w, C], (H, W)) -> [B, H, W, C], as the method's evaluation upsamples
+      the network's output stride to its input (default bilinear, half-pixel centres).
   """
 
   config: Any
@@ -130,6 +163,19 @@ class InferenceModel:
   variables: dict
   apply_fn: Callable[[dict, jax.Array], Any]
   mesh: jax.sharding.Mesh
+  kind: str = "segmentation"
+  prepare: Callable[[np.ndarray], np.ndarray] | None = None
+  class_names: tuple[str, ...] | None = None
+  input_size: tuple[int, int] | None = None
+  resize_logits: Callable[[jax.Array, tuple[int, int]], jax.Array] | None = None
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"InferenceModel kind={self.kind!r}: expected one of {KINDS}")
+    if self.prepare is None:
+      object.__setattr__(self, "prepare", normalizer(self.config))
+    if self.resize_logits is None:
+      object.__setattr__(self, "resize_logits", resize_bilinear_logits)
 
   @functools.cached_property
   def _jitted(self):

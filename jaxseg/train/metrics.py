@@ -90,8 +90,17 @@ def read_metrics(workdir: str) -> list[dict]:
 class Progress:
   """One console line: step/total, step/s, ETA and the latest scalars (process 0 only)."""
 
-  def __init__(self, total_steps: int, first_step: int = 0, *, enabled: bool = True, stream=None):
+  def __init__(
+      self,
+      total_steps: int,
+      first_step: int = 0,
+      *,
+      enabled: bool = True,
+      stream=None,
+      unit: str = "step",
+  ):
     self.total = total_steps
+    self.unit = unit
     self.enabled = enabled and jax.process_index() == 0
     self.stream = stream or sys.stderr
     self._t0 = time.perf_counter()
@@ -116,7 +125,7 @@ class Progress:
     eta_s = "?" if math.isinf(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
     self.stream.write(
         f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
-        f"{rate:.2f} step/s ETA {eta_s} {shown}\n"
+        f"{rate:.2f} {self.unit}/s ETA {eta_s} {shown}\n"
     )
     self.stream.flush()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -27,3 +30,43 @@ def sync(name: str) -> None:
 
 def is_main_process() -> bool:
   return jax.process_index() == 0
+
+
+def multi_process_requested(
+    coordinator_address: str | None = None, num_processes: int | None = None
+):
+  """Whether this is one of several processes: flags, JAX_* / SLURM / TPU pod environment."""
+  if coordinator_address or num_processes:
+    return True
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    return True
+  if int(env.get("SLURM_NTASKS", "1")) > 1:
+    return True
+  return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+  """Calls `jax.distributed.initialize()` when this is one of several processes (else nothing)."""
+  if not multi_process_requested(coordinator_address, num_processes):
+    return
+  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+    # CPU collectives across processes need gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if coordinator_address:
+    kwargs = dict(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+  jax.distributed.initialize(**kwargs)
+  logging.info(
+      "process %d of %d, %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )

@@ -180,6 +180,7 @@ def load_run(config, workdir: str, run: str, which: str = "latest") -> Inference
       variables=variables,
       apply_fn=lambda v, images: model.apply(v, images, train=False),
       mesh=mesh,
+      class_names=None if run == "pretrain" else tuple(datasets.class_names(config.data)),
   )
 
 

@@ -446,3 +446,47 @@ class ThresholdSweep:
         "best_threshold": float(np.asarray(self.thresholds)[best]),
         "best_miou": float(mious[best]),
     }
+
+
+def predicted_labels(apply_fn: ApplyFn, variables: Any, image: np.ndarray) -> np.ndarray:
+  """float32 [K] multi-hot of the classes the network itself finds in an unlabelled image.
+
+  The classifier training optimises: GAP of the full-resolution raw CAM ('cam'), foreground channels,
+  positive logit (sigmoid > 0.5), on the image at scale 1.
+  """
+  x = normalize_image(np.asarray(image)) if np.asarray(image).dtype == np.uint8 else image
+  out = apply_fn(variables, jnp.asarray(np.asarray(x, np.float32)[None]))
+  scores = np.asarray(jnp.mean(out["cam"].astype(jnp.float32), axis=(1, 2)))[0, 1:]
+  return (scores > 0).astype(np.float32)
+
+
+def predict_cam_mask(
+    apply_fn: ApplyFn,
+    variables: Any,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = OFFICIAL_SCALES,
+    flip: bool = True,
+    bg_threshold: float = OFFICIAL_BG_THRESHOLD,
+    output: str = "cam_rv",
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """A SEAM network's mask of an image without ground-truth labels (the official inference needs them).
+
+  Args:
+    apply_fn: (variables, images) -> the model's output dict ('cam', `output`), eval mode.
+    image: uint8 RGB [H, W, 3].
+    labels: [K] image-level classes to use; None = `predicted_labels` (the network's own classifier).
+  Returns:
+    (uint8 [H, W] mask: 0 = background, c + 1 = class c; float32 [K] the classes used).
+  """
+  image = np.asarray(image)
+  if labels is None:
+    labels = predicted_labels(apply_fn, variables, image)
+  labels = np.asarray(labels, np.float32)
+  if not labels.any():  # nothing found: official `pseudo_label` would still need one class
+    return np.zeros(image.shape[:2], np.uint8), labels
+  cams = multiscale_cams(
+      apply_fn, variables, image, labels, scales=scales, flip=flip, output=output
+  )
+  return pseudo_label(cams, labels, bg_threshold), labels

@@ -260,7 +260,21 @@ def load_inference_model(
     return out["cam_rv"] if "cam_rv" in out else out["cam"]
 
   variables, step, mesh = load_variables(workdir, init_fn, which=which)
-  return InferenceModel(config, "train", step, variables, cam_logits, mesh)
+  return InferenceModel(
+      config,
+      "train",
+      step,
+      variables,
+      cam_logits,
+      mesh,
+      kind="cam",
+      class_names=class_names(config),
+  )
+
+
+def class_names(config) -> tuple[str, ...]:
+  """Names of the network's K + 1 outputs: 'background' (the bg slot), then the K image-level classes."""
+  return tuple(datasets.class_names(config.data))
 
 
 def load_cam_model(config, workdir: str):

@@ -179,4 +179,5 @@ def load_inference_model(
       variables=variables,
       apply_fn=lambda v, images: model.apply(v, images, train=False),
       mesh=mesh,
+      class_names=tuple(datasets.class_names(config.data)),
   )

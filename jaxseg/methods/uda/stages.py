@@ -160,6 +160,11 @@ def load_stage(config, workdir: str, stage: str, which: str = "latest") -> Infer
       variables=variables,
       apply_fn=lambda v, images: segmenter.apply(v, images, train=False)["main"],
       mesh=mesh,
+      # As the evaluation: resized to the network's input size, logits upsampled align_corners=True.
+      prepare=lambda image: eval_input(config)({"image": image})["image"],
+      class_names=tuple(datasets.class_names(config.target_data)),
+      input_size=(h, w),
+      resize_logits=upsample_logits,
   )
 
 

@@ -53,6 +53,8 @@ def load_encoder(config, workdir: str, which: str = "latest") -> InferenceModel:
       variables=variables,
       apply_fn=_encode_fn(config, encoder),
       mesh=mesh,
+      kind="features",
+      prepare=lambda frame: method.frames_to_input(np.asarray(frame)[None], config.recipe)[0],
   )
 
 
@@ -74,6 +76,21 @@ def _encode_fn(config, encoder):
   if config.recipe == "mast":
     return lambda v, x: encoder.apply(v, x, train=False)
   return lambda v, x: encoder.apply(v, x, train=False)["map"]
+
+
+def propagate_sequence(
+    config, model: InferenceModel, frames: np.ndarray, first_ids: np.ndarray, num_objects: int
+) -> np.ndarray:
+  """uint8 [T, H, W] object ids of a video: the first frame's ids [H, W] (0 = background, 1..K)
+  propagated with the trained encoder's features and the recipe's memory (`config.propagate`).
+
+  Args:
+    frames: uint8 RGB [T, H, W, 3].
+  """
+  x = method.frames_to_input(np.asarray(frames), config.recipe)
+  feats = jnp.concatenate([model.predict(x[t : t + 1]) for t in range(len(x))])
+  fn = propagation.propagate_mast if config.recipe == "mast" else propagation.propagate_crw
+  return fn(feats, np.asarray(first_ids), int(num_objects), config.propagate)
 
 
 def propagate(config, workdir: str) -> dict:
@@ -103,10 +120,7 @@ def propagate(config, workdir: str) -> dict:
         keys, queries = propagation.lab_pixel_features(lab, float(cfg.pixel_temperature))
         ids = propagation.propagate_mast(keys, first, k, cfg, query_features=queries)
       else:
-        x = method.frames_to_input(frames, config.recipe)
-        feats = jnp.concatenate([model.predict(x[t : t + 1]) for t in range(len(x))])
-        fn = propagation.propagate_mast if config.recipe == "mast" else propagation.propagate_crw
-        ids = fn(feats, first, k, cfg)
+        ids = propagate_sequence(config, model, frames, first, k)
       for path, frame_ids in zip(paths, ids):
         write_palette_png(path, frame_ids)
       written += 1
