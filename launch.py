@@ -41,6 +41,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from jaxseg import cli
 
+  if not _VERBOSE.value:
+    cli.quiet_library_logs()
   with cli.user_errors(_VERBOSE.value):
     from jaxseg.train import multihost
 
@@ -52,6 +54,7 @@ def main(argv):
     config = _CONFIG.value
     method = methods.get_method(config.method)
     methods.check_config_keys(config)
+    methods.check_batch_sizes(config)
     workdir = _WORKDIR.value
     if jax.process_index() == 0:  # one job per workdir; held until this process ends
       from jaxseg.train.workdir_lock import lock_workdir

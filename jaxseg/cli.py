@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -22,13 +23,14 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 def _known_errors() -> tuple[type[BaseException], ...]:
   # Imported lazily: the trainer pulls in jax, and a CLI may fail before it needs it.
   from jaxseg.models.convert import CheckpointMismatchError
-  from jaxseg.train.checkpoint import CheckpointLoadError
+  from jaxseg.train.checkpoint import CheckpointLoadError, CheckpointWriteError
   from jaxseg.train.step import NonFiniteLossError
 
   return (
       ConfigError,
       DataError,
       CheckpointLoadError,
+      CheckpointWriteError,
       CheckpointMismatchError,
       NonFiniteLossError,
       FileNotFoundError,
@@ -63,12 +65,12 @@ def exit_status(error: BaseException) -> int:
 @contextlib.contextmanager
 def user_errors(verbose: bool | None = None) -> Iterator[None]:
   """Turns known errors into a short message and an exit status (see the module docstring)."""
-  from jaxseg.train.preemption import Preempted
+  from jaxseg.train.preemption import Preempted, StopRequested
 
   verbose = verbose_requested() if verbose is None else verbose
   try:
     yield
-  except Preempted as e:
+  except (Preempted, StopRequested) as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(0)
   except _known_errors() as e:
@@ -81,6 +83,27 @@ def user_errors(verbose: bool | None = None) -> Iterator[None]:
       raise
     print("interrupted", file=sys.stderr, flush=True)
     sys.exit(130)
+
+
+def quiet_library_logs() -> None:
+  """Keeps orbax's own log records (its save/restore warnings, the tracebacks of a failed
+  background write) off the console: what they mean reaches the user as one line from jaxseg;
+  `--verbose` shows them."""
+  import logging
+
+  class _DropOrbax(logging.Filter):
+
+    def filter(self, record: logging.LogRecord) -> bool:
+      return "/orbax/" not in record.pathname.replace("\\", "/")
+
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_DropOrbax())
+  try:
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().addFilter(_DropOrbax())
+  except ImportError:
+    pass
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -96,12 +119,41 @@ class ArgumentParser(argparse.ArgumentParser):
     sys.exit(2)
 
 
+def config_file_error(argv: list[str], error: BaseException) -> str:
+  """One line for an exception raised while loading `--config=FILE[:arg]`: the file, where in it
+  (line of a syntax error, or the file's own frame that raised), the exception."""
+  import traceback
+
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+  path = spec.split(":", 1)[0]
+  if isinstance(error, SyntaxError):
+    where = f"{error.filename}:{error.lineno}" if error.lineno else path
+    return f"--config={spec}: {where}: {error.msg}"
+  frames = [
+      f
+      for f in traceback.extract_tb(error.__traceback__)
+      if f.filename == os.path.abspath(path) or f.filename == path
+  ]
+  where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+  message = " ".join(str(error).split()) or type(error).__name__
+  return f"--config={spec}: {type(error).__name__}: {message}{where}"
+
+
 def run_absl(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, with config-override parse errors (an unknown `--config.x` key, a
   bad value) reported in one or two lines (exit status 2) instead of a traceback."""
   from absl import app, flags
 
   def parse(argv):
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
+      print(
+          f"error: --config={spec}: no such file {spec.split(':', 1)[0]}\n"
+          "  hint: configs/ holds one file per method (configs/<method>.py[:variant])",
+          file=sys.stderr,
+          flush=True,
+      )
+      sys.exit(2)
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
@@ -112,6 +164,11 @@ def run_absl(main: Callable[[list[str]], None]) -> None:
       flag = lines[0].rstrip(":") if lines else "flags"
       cause = lines[-1] if len(lines) > 1 else ""
       print(f"error: {flag}" + (f"\n  {cause}" if cause else ""), file=sys.stderr, flush=True)
+      sys.exit(2)
+    except Exception as e:  # noqa: BLE001  (a config file that is missing, does not parse or raises)
+      if verbose_requested(argv):
+        raise
+      print(f"error: {config_file_error(argv, e)}", file=sys.stderr, flush=True)
       sys.exit(2)
 
   try:

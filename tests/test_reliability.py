@@ -313,3 +313,171 @@ def test_config_json_of_the_previous_optimiser_keys_still_loads_and_resumes(tmp_
   methods.check_resume_config(default_config(), str(tmp_path))
   uda_old = {"name": "momentum", "learning_rate": 1.0, "listing_multiplicity": [["conv", 3]]}
   assert methods.upgrade_saved_config({"optimizer": uda_old})["optimizer"]["name"] == "advent_sgd"
+
+
+def _self_signal(signum=signal.SIGTERM):
+  os.kill(os.getpid(), signum)
+
+
+def test_a_signal_between_stages_stops_before_the_next_and_the_rerun_goes_on(tmp_path):
+  """A SIGTERM during a stage that is not training (evaluate, a host pass) is not lost: that stage
+  finishes and is marked, the next one does not start, and the same command continues with it."""
+  import ml_collections
+
+  from jaxseg.train import preemption
+  from jaxseg.train.stages import run_stages
+
+  ran = []
+  stages = {
+      "first": lambda c, w: (ran.append("first"), _self_signal())[0],
+      "second": lambda c, w: ran.append("second"),
+  }
+  config = ml_collections.ConfigDict(dict(stages=("first", "second")))
+  with pytest.raises(preemption.StopRequested, match="SIGTERM: stopped before stage second"):
+    run_stages(config, str(tmp_path), stages, method="toy")
+  assert ran == ["first"] and (tmp_path / "stages" / "first.json").exists()
+  run_stages(config, str(tmp_path), stages, method="toy")
+  assert ran == ["first", "second"]
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the guard put the handler back
+
+
+def test_a_signal_in_a_host_pass_ends_the_current_item_then_stops(tmp_path):
+  from jaxseg.train import multihost, preemption
+
+  done = []
+  with preemption.PreemptionGuard():
+    with pytest.raises(preemption.StopRequested, match="in labels after 3 of 10 items"):
+      for i in multihost.host_pass(10, "labels"):
+        done.append(i)
+        if i == 2:
+          _self_signal(signal.SIGINT)
+  assert done == [0, 1, 2]
+
+
+def test_a_stop_request_is_one_line_and_exit_status_0(capsys):
+  from jaxseg import cli
+  from jaxseg.train import preemption
+
+  with pytest.raises(SystemExit) as exit_info, cli.user_errors(verbose=False):
+    raise preemption.StopRequested("SIGTERM: stopped in infer after 4 of 9 items; rerun ...")
+  assert exit_info.value.code == 0
+  assert capsys.readouterr().err.strip().splitlines() == [
+      "SIGTERM: stopped in infer after 4 of 9 items; rerun ..."
+  ]
+
+
+def test_a_file_in_place_of_the_checkpoint_folder_is_one_line_before_training(tmp_path):
+  (tmp_path / "checkpoints").write_text("")
+  with pytest.raises(ckpt_lib.CheckpointWriteError, match="checkpoints is a file, not a folder"):
+    ckpt_lib.Checkpointer(str(tmp_path))
+
+
+def test_a_full_disk_stops_the_save_in_one_line_and_keeps_the_checkpoints(tmp_path, monkeypatch):
+  import shutil
+
+  state = {"w": jax.numpy.ones((64, 64))}
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
+  checkpointer.save(1, state, b"it")
+  checkpointer.wait()
+  usage = shutil.disk_usage(str(tmp_path))
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
+  with pytest.raises(
+      ckpt_lib.CheckpointWriteError,
+      match=r"not enough disk space for checkpoint step 2 .* 1 MiB free",
+  ):
+    checkpointer.save(2, state, b"it")
+  checkpointer.close()
+  monkeypatch.undo()
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+  )
+  step, restored, data = ckpt_lib.Checkpointer(str(tmp_path)).restore_latest_usable(abstract)
+  assert step == 1 and data == b"it"
+  np.testing.assert_array_equal(restored["w"], state["w"])
+
+
+def test_a_failed_background_save_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path))
+
+  def failed():
+    raise ValueError("RESOURCE_EXHAUSTED: Failed to write 2953216 bytes: No space left on device")
+
+  monkeypatch.setattr(checkpointer._manager, "check_for_errors", failed)
+  with pytest.raises(
+      ckpt_lib.CheckpointWriteError, match=f"in {tmp_path}/checkpoints failed: .*No space"
+  ):
+    checkpointer.save(3, {"w": jax.numpy.ones(3)}, b"")
+  monkeypatch.undo()
+  checkpointer.close()
+
+
+def test_an_unwritable_workdir_is_one_line(tmp_path):
+  from jaxseg.train.workdir_lock import lock_workdir
+
+  (tmp_path / "file").write_text("")
+  with pytest.raises(
+      PermissionError, match=r"cannot write in the workdir .*file/w: Not a directory"
+  ):
+    lock_workdir(str(tmp_path / "file" / "w"))
+
+
+def test_config_files_that_fail_are_one_line_with_exit_status_2(tmp_path):
+  from jaxseg import cli
+
+  (tmp_path / "syntax.py").write_text("def get_config(:\n")
+  (tmp_path / "raises.py").write_text("def get_config():\n  raise RuntimeError('boom')\n")
+  out = subprocess.run(
+      [
+          sys.executable,
+          "launch.py",
+          f"--config={tmp_path / 'syntax.py'}",
+          f"--workdir={tmp_path / 'w'}",
+      ],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True,
+      text=True,
+  )
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: --config={tmp_path / 'syntax.py'}: {tmp_path / 'syntax.py'}:1: invalid syntax"
+  ]
+  scope = {}
+  exec(compile((tmp_path / "raises.py").read_text(), str(tmp_path / "raises.py"), "exec"), scope)
+  with pytest.raises(RuntimeError) as raised:
+    scope["get_config"]()
+  line = cli.config_file_error([f"--config={tmp_path / 'raises.py'}:x"], raised.value)
+  assert (
+      line
+      == f"--config={tmp_path / 'raises.py'}:x: RuntimeError: boom ({tmp_path / 'raises.py'}:2)"
+  )
+
+
+def test_garbage_weight_files_name_the_file(tmp_path):
+  from jaxseg.models import checkpoint_files
+
+  garbage = tmp_path / "weights.msgpack"
+  garbage.write_bytes(np.random.default_rng(0).bytes(1000))
+  with pytest.raises(ValueError, match=r"weights.msgpack: not a jaxseg .msgpack variables file"):
+    checkpoint_files.load_variables(garbage)
+  pytest.importorskip("torch")
+  pth = tmp_path / "weights.pth"
+  pth.write_bytes(np.random.default_rng(0).bytes(1000))
+  with pytest.raises(ValueError, match=r"weights.pth: not a readable PyTorch checkpoint"):
+    checkpoint_files.read_torch_checkpoint(pth)
+
+
+def test_every_batch_size_is_checked_against_the_devices_before_training():
+  sys.path.insert(
+      0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  )
+  import uda
+
+  config = uda.get_config("synthetic")  # evaluate.batch_size=20: not on the 8 test devices
+  with pytest.raises(
+      ConfigError, match=r"evaluate.batch_size=20 does not split over the 8 devices"
+  ):
+    methods.check_batch_sizes(config)
+  config.evaluate.batch_size = 16
+  config.self_train.train.batch_size = 6
+  with pytest.raises(ConfigError, match=r"self_train.train.batch_size=6 does not split"):
+    methods.check_batch_sizes(config)

@@ -38,6 +38,32 @@ def check_config_keys(config: ml_collections.ConfigDict) -> None:
   check_config_keys_against(config, get_method(config.method).default_config())
 
 
+def check_batch_sizes(config: ml_collections.ConfigDict) -> None:
+  """Every training section's `train.batch_size` and the `evaluate.batch_size` split over the mesh's
+  'data' axis, checked before the first stage runs (not after hours of training).
+
+  Raises:
+    ConfigError: one line naming the key, the devices and a value that works.
+  """
+  from jaxseg.errors import ConfigError
+  from jaxseg.train import sharding as shd
+  from jaxseg.train.config import trainer_sections
+
+  ways = int(shd.make_mesh(config.mesh).shape["data"])
+  keys = {
+      (f"{name}." if name else "") + "train.batch_size": section.train.batch_size
+      for name, section in trainer_sections(config).items()
+  }
+  if "evaluate" in config and "batch_size" in config.evaluate:
+    keys["evaluate.batch_size"] = config.evaluate.batch_size
+  for key, value in keys.items():
+    if int(value) % ways:
+      raise ConfigError(
+          f"{key}={value} does not split over the {ways} devices of the mesh's 'data' axis; "
+          f"hint: use a multiple of {ways} (or set mesh.data)"
+      )
+
+
 def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """Keys that may change between launches of one workdir: the trainer's (every trainer section's
   logging / checkpoint cadence / loader keys, `stages`) and the method's own `RESUME_SAFE_KEYS`

@@ -39,7 +39,17 @@ def read_torch_checkpoint(path: str | os.PathLike) -> StateDict:
     raise ImportError(
         "reading .pth files needs torch: pip install 'jaxseg[torch]' " "(torch==2.13.0, CPU wheel)"
     ) from e
-  obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+  try:
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+  except (OSError, RuntimeError, ValueError, EOFError, UnicodeDecodeError) as e:
+    raise ValueError(
+        f"{path}: not a readable PyTorch checkpoint ({' '.join(str(e).split())[:160]})"
+    ) from None
+  except Exception as e:  # noqa: BLE001  (torch's unpickler raises many types on garbage)
+    raise ValueError(
+        f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+        f"{' '.join(str(e).split())[:160]})"
+    ) from None
   for wrapper in ("state_dict", "model", "model_state_dict"):
     if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
       obj = obj[wrapper]
@@ -200,4 +210,14 @@ def save_variables(path: str | os.PathLike, variables: Mapping[str, Any]) -> Non
 def load_variables(path: str | os.PathLike) -> Variables:
   """Reads a tree written by `save_variables` ({'params': ..., 'batch_stats': ...} of numpy arrays)."""
   with open(path, "rb") as f:
-    return flax.serialization.msgpack_restore(f.read())
+    data = f.read()
+  try:
+    tree = flax.serialization.msgpack_restore(data)
+  except Exception as e:  # noqa: BLE001  (msgpack raises several types on a damaged file)
+    raise ValueError(
+        f"{path}: not a jaxseg .msgpack variables file ({' '.join(str(e).split())[:160]}); "
+        "write one with python -m jaxseg.tools.convert_weights"
+    ) from None
+  if not isinstance(tree, dict):
+    raise ValueError(f"{path}: expected a tree of variables, got {type(tree).__name__}")
+  return tree

@@ -95,13 +95,60 @@ def _one_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint cannot be written (a file in the way, read-only or full disk); the checkpoints
+  already written are untouched."""
+
+
+# Room a save needs beyond the state's bytes (metadata, the iterator state, orbax's temporary files).
+_SAVE_MARGIN_BYTES = 8 << 20
+
+
+def ensure_writable_folder(path: str) -> None:
+  """Creates `path` if needed and checks a file can be written in it, before any training step.
+
+  Raises:
+    CheckpointWriteError: one line naming the folder and the cause.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise CheckpointWriteError(f"{path} is a file, not a folder: move it out of the way and rerun")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_probe{os.getpid()}")
+    with open(probe, "wb") as f:
+      f.write(b"\0" * 4096)
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+  except OSError as e:
+    raise CheckpointWriteError(f"cannot write checkpoints in {path}: {e.strerror or e}") from None
+
+
+def state_bytes(state: Any) -> int:
+  """Bytes of a train state's arrays (this process's shards), from shapes: no device sync."""
+  total = 0
+  for leaf in jax.tree.leaves(state):
+    if hasattr(leaf, "addressable_shards"):
+      total += sum(s.data.nbytes for s in leaf.addressable_shards)
+    elif hasattr(leaf, "nbytes"):
+      total += int(leaf.nbytes)
+  return total
+
+
 class Checkpointer:
-  """Saves and restores (train_state, iterator state) under `workdir/checkpoints`."""
+  """Saves and restores (train_state, iterator state) under `workdir/checkpoints`.
+
+  Write failures end the run with `CheckpointWriteError` (one line: the folder and the cause) and
+  never hang: the folder is checked before training, free space before each save, and a failed
+  asynchronous save is reported at the next save or wait.
+  """
 
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.damaged_directory = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
     self._keep, self._async = keep, async_save
+    if jax.process_index() == 0:
+      ensure_writable_folder(self.directory)
     self._manager = self._make_manager()
 
   def _make_manager(self) -> ocp.CheckpointManager:
@@ -186,14 +233,46 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, iterator_state: bytes) -> None:
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(IteratorState(iterator_state)),
-        ),
-        force=True,
+    self.check_for_errors()
+    self._check_free_space(step, state)
+    try:
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=grain.checkpoint.CheckpointSave(IteratorState(iterator_state)),
+          ),
+          force=True,
+      )
+    except Exception as e:  # noqa: BLE001  (any write failure: one line naming the folder)
+      raise self._write_error(e) from None
+
+  def _check_free_space(self, step: int, state: Any) -> None:
+    import shutil
+
+    needed = state_bytes(state) + _SAVE_MARGIN_BYTES
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:
+      raise CheckpointWriteError(
+          f"not enough disk space for checkpoint step {step} in {self.directory}: {free >> 20} MiB "
+          f"free, about {needed >> 20} MiB needed; free space and rerun (the checkpoints written "
+          "so far are intact)"
+      )
+
+  def _write_error(self, error: BaseException) -> CheckpointWriteError:
+    if isinstance(error, CheckpointWriteError):
+      return error
+    return CheckpointWriteError(
+        f"writing a checkpoint in {self.directory} failed: {_one_line(error)[:300]} (the "
+        "checkpoints written before are intact; rerun resumes from the newest)"
     )
+
+  def check_for_errors(self) -> None:
+    """Raises `CheckpointWriteError` if an earlier asynchronous save failed."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(e) from None
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, bytes]:
     """Restores step `step` into `abstract_state`'s shapes, dtypes and shardings.
@@ -219,11 +298,18 @@ class Checkpointer:
     return restored["state"]
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(e) from None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(e) from None
+    finally:
+      self._manager.close()
 
 
 class BestCheckpointer:
@@ -239,6 +325,8 @@ class BestCheckpointer:
       raise ValueError(f"train.best_mode={mode!r}: expected 'max' or 'min'")
     self.metric = metric
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints_best"))
+    if jax.process_index() == 0:
+      ensure_writable_folder(self.directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=("state",),

@@ -162,6 +162,7 @@ def train(config, workdir: str, task: TrainTask) -> dict:
       is_last = done == total
       saved = False
       if done % log_every == 0 or is_last:
+        checkpointer.check_for_errors()  # a failed asynchronous save stops the run here
         _check_finite(state, flags)
         scalars = {k: float(v) / window_len for k, v in jax.device_get(window).items()}
         writer.write_scalars(done, scalars)

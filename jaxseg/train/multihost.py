@@ -15,6 +15,17 @@ def process_indices(n: int) -> range:
   return range(jax.process_index(), n, jax.process_count())
 
 
+def host_pass(n: int, what: str):
+  """`process_indices(n)`, honouring a stop request (SIGTERM / Ctrl-C) between items: the item in
+  progress finishes, then `preemption.StopRequested` names `what` and the items done."""
+  from jaxseg.train import preemption
+
+  for done, i in enumerate(process_indices(n)):
+    if done:
+      preemption.check_stop(f"in {what} after {done} of {len(process_indices(n))} items")
+    yield i
+
+
 def sum_over_processes(x: np.ndarray) -> np.ndarray:
   """Sum of a host array over every process (e.g. confusion matrices of each process's share)."""
   if jax.process_count() == 1:

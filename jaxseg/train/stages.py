@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxseg.evaluation.outputs import write_json
-from jaxseg.train import loop, multihost
+from jaxseg.train import loop, multihost, preemption
 from jaxseg.train.config import stage_trainer_config
 
 StageFn = Callable[[Any, str], Any]
@@ -49,8 +49,15 @@ def run_stages(
     {stage: its summary} for the stages run now.
   """
   check_stages(config, stages, method)
+  with preemption.PreemptionGuard():  # one for the run: signals between stages and in host passes
+    return _run_stages(config, workdir, stages)
+
+
+def _run_stages(config, workdir: str, stages: Mapping[str, StageFn]) -> dict[str, Any]:
   results = {}
-  for stage in config.stages:
+  for i, stage in enumerate(config.stages):
+    if i:
+      preemption.check_stop(f"before stage {stage} ({config.stages[i - 1]} finished)")
     marker = marker_path(workdir, stage)
     if os.path.exists(marker):
       print(

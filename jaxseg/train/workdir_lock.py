@@ -24,10 +24,14 @@ def lock_workdir(workdir: str) -> IO[str]:
 
   Raises:
     WorkdirBusyError: another live process holds it; the message names that job.
+    PermissionError: the workdir cannot be written (one line naming it and the cause).
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_NAME)
-  handle = open(path, "a+")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    handle = open(path, "a+")
+  except OSError as e:  # read-only file system, no permission, a file in the way
+    raise PermissionError(f"cannot write in the workdir {workdir}: {e.strerror or e}") from None
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:

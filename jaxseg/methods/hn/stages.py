@@ -51,7 +51,7 @@ def hn_labels(config, workdir: str) -> dict:
   counts = np.zeros(num_classes + 1, np.int64)  # last bin: ignored pixels
   gravities = []
   written = 0
-  for i in multihost.process_indices(len(source)):
+  for i in multihost.host_pass(len(source), "HN labels"):
     example = source[i]
     path = os.path.join(_label_dir(workdir), f"{data.example_name(example, i)}.png")
     if os.path.exists(path):

@@ -146,7 +146,7 @@ def make_crf_scores(config, workdir: str, cam_apply, cam_variables) -> list[str]
   paths = [os.path.join(out_dir, f"{i:07d}.npz") for i in range(count)]
   output = "cam_rv" if config.model.use_pcm else "cam"
   iters = int(config.affinity.crf_iterations)
-  for i in multihost.process_indices(count):
+  for i in multihost.host_pass(count, "AffinityNet CRF labels"):
     if os.path.exists(paths[i]):  # Resumable: scores already made by an interrupted run.
       continue
     example = source[i]
@@ -206,7 +206,7 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
   mask_dir = os.path.join(workdir, "affinity", "masks")
   os.makedirs(mask_dir, exist_ok=True)
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  for i in multihost.process_indices(len(source)):
+  for i in multihost.host_pass(len(source), "random walk"):
     example = source[i]
     name = str(example.get("id", f"{i:06d}"))
     cam_path = os.path.join(workdir, "infer", "cams", f"{name}.npy")

@@ -44,7 +44,7 @@ def infer(config, workdir: str) -> dict:
       )
       for output in outputs
   }
-  for i in multihost.process_indices(len(source)):
+  for i in multihost.host_pass(len(source), "SEAM infer"):
     example = source[i]
     # One forward per input gives both the raw and the PCM CAM (the same numbers as one pass per output).
     cams = cam_inference.multiscale_cams_multi(

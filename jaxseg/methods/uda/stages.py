@@ -204,7 +204,7 @@ def pseudo_labels(config, workdir: str) -> dict:
       value = "entropy" if kind == "esl" else "maxprob"
 
       def share(value=value):
-        for i in multihost.process_indices(len(source)):
+        for i in multihost.host_pass(len(source), f"pseudo labels ({value} histograms)"):
           _, m = maps(i)
           yield m[value], m["label"]
 
@@ -213,7 +213,7 @@ def pseudo_labels(config, workdir: str) -> dict:
     if multihost.is_main_process():
       write_json(threshold_path, {k: v.tolist() for k, v in thresholds.items()})
   stats = {k: np.zeros((4, num_classes), np.int64) for k in kinds}  # see `_accumulate`
-  for i in multihost.process_indices(len(source)):
+  for i in multihost.host_pass(len(source), "pseudo labels (PNGs)"):
     example, m = maps(i)
     name = _name(example, i)
     for kind in kinds:

@@ -105,7 +105,7 @@ def propagate(config, workdir: str) -> dict:
   _, source, count = _sequences(config, workdir)
   cfg = config.propagate
   written = 0
-  for i in multihost.process_indices(count):
+  for i in multihost.host_pass(count, "propagate"):
     example = source[i]
     frames, first = example["frames"], example["first_mask"]
     k = int(example["num_objects"])
