@@ -119,6 +119,20 @@ class ArgumentParser(argparse.ArgumentParser):
     sys.exit(2)
 
 
+def _config_path(argv: list[str]) -> str:
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+  return spec.split(":", 1)[0]
+
+
+def _raised_by_config_file(argv: list[str], error: BaseException) -> bool:
+  import traceback
+
+  path = os.path.abspath(_config_path(argv))
+  if isinstance(error, SyntaxError):
+    return True
+  return any(os.path.abspath(f.filename) == path for f in traceback.extract_tb(error.__traceback__))
+
+
 def config_file_error(argv: list[str], error: BaseException) -> str:
   """One line for an exception raised while loading `--config=FILE[:arg]`: the file, where in it
   (line of a syntax error, or the file's own frame that raised), the exception."""
@@ -165,9 +179,9 @@ def run_absl(main: Callable[[list[str]], None]) -> None:
       cause = lines[-1] if len(lines) > 1 else ""
       print(f"error: {flag}" + (f"\n  {cause}" if cause else ""), file=sys.stderr, flush=True)
       sys.exit(2)
-    except Exception as e:  # noqa: BLE001  (a config file that is missing, does not parse or raises)
-      if verbose_requested(argv):
-        raise
+    except Exception as e:  # noqa: BLE001  (a config file that does not parse or raises)
+      if verbose_requested(argv) or not _raised_by_config_file(argv, e):
+        raise  # an override's error: reported below
       print(f"error: {config_file_error(argv, e)}", file=sys.stderr, flush=True)
       sys.exit(2)
 
