@@ -132,3 +132,25 @@ def test_imagenet_weights_load_into_train_and_affinity_tasks(tmp_path):
   config.init.weights = str(tmp_path / "missing.params")
   with pytest.raises(FileNotFoundError, match="missing.params"):
     method.make_task(config)
+
+
+def test_affinitynet_follows_model_dropout():
+  """AffinityNet's b6/b7 dropout follows `model.dropout` as the CAM network's does: on in the paper
+  config (official resnet38_aff.Net trains with resnet38d's Dropout2d), off in the from-scratch demo.
+  """
+  from jaxseg.methods.seam import affinity_stage
+
+  assert affinity_stage.build_model(_get_config("")).dropout
+  config = _get_config("synthetic")
+  assert not config.model.dropout
+  model = affinity_stage.build_model(config)
+  assert not model.dropout
+  # Without dropout a training forward pass is deterministic whatever the rng.
+  image = np.random.default_rng(0).standard_normal((1, 40, 40, 3)).astype(np.float32)
+  variables = model.init({"params": jax.random.key(0)}, image, train=False)
+
+  def forward(key):
+    rngs = {"dropout": jax.random.key(key)}
+    return model.apply(variables, image, train=True, rngs=rngs, mutable=True)[0]
+
+  np.testing.assert_array_equal(np.asarray(forward(1)), np.asarray(forward(2)))

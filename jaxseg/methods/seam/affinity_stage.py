@@ -85,9 +85,11 @@ class AffinityAugment(grain.transforms.RandomMap):
 
 
 def build_model(config) -> affinitynet.AffinityNet:
-  """AffinityNet with SEAM's backbone settings, computing in the affinity stage's dtype."""
+  """AffinityNet with SEAM's backbone settings (width, BatchNorm, b6/b7 dropout: `config.model`, as the
+  official resnet38_aff.Net shares resnet38d's), computing in the affinity stage's dtype."""
   return affinitynet.AffinityNet(
       width_multiplier=config.model.width_multiplier,
+      dropout=config.model.dropout,
       frozen_bn=config.model.frozen_bn,
       dtype=compute_dtype(config, "affinity"),
   )
