@@ -4,7 +4,10 @@ COMMAND (paper recipe, PASCAL VOC 2012 + SBD train_aug, ResNet-38 ImageNet init)
   python launch.py --config=configs/seam.py --workdir=runs/seam_voc \
       --config.data.root=/data/VOCdevkit/VOC2012 \
       --config.init.weights=/data/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-  Expected (paper/official): CAM mIoU on VOC train 55.41, after random walk 63.61.
+  Stages: train, infer, affinity, segment, evaluate. Expected (paper/official): CAM mIoU on VOC train
+  55.41, after random walk 63.61. The segment stage trains DeepLab-v2 ResNet-101 on the random-walk masks
+  of train_aug (retrain recipe of the author's codebase, `_segment_config` in jaxseg/methods/seam/method.py;
+  pass ImageNet DeepLab-v2 weights with --config.segment.init_weights=...msgpack) and scores it on VOC val.
 
 COMMAND (embedded synthetic scenes, 2-core CPU):
   python launch.py --config=configs/seam.py:synthetic --workdir=runs/seam
@@ -28,6 +31,9 @@ def get_config(arg=None):
   if arg.variant in ("synthetic", "synthetic_cam"):
     _synthetic(config)
     if arg.variant == "synthetic_cam":
+      config.stages = tuple(
+          s for s in config.stages if s != "segment"
+      )  # the CAM baseline's rows only
       config.model.use_pcm = False
       config.loss.name = "cam"
   elif arg.variant != "voc":
@@ -38,6 +44,10 @@ def get_config(arg=None):
   if arg.runlocal:
     config.affinity.train.update(total_steps=4, log_every=2, checkpoint_every=2)
     config.affinity.num_images = 16
+    config.segment.num_images = 8
+    config.segment.test_scales = (1.0,)
+    config.segment.test_flip = False
+    config.segment.train.update(batch_size=4, total_steps=4, log_every=2, checkpoint_every=2)
   return config
 
 
@@ -131,3 +141,24 @@ def _synthetic(config):
   # random walk 54.2 -> 58.1 mIoU (seed 0; before: 46.1), 56.3 -> 58.7 (seed 1).
   config.affinity.radius = 3
   config.affinity.logt = 4
+  # Segmenter: a small DeepLab-v2 (the uda synthetic config's width and depth), from scratch, so BN
+  # affine trainable and the same AdamW recipe as above without the 10x head; pseudo masks of the first
+  # 300 training scenes, scored on the 200 'eval' scenes at one scale + flip (+ CRF).
+  seg = config.segment
+  seg.num_images = 300
+  seg.eval_split = "eval"
+  seg.crop_size = (96, 96)
+  seg.scale_range = (0.75, 1.25)
+  seg.width_multiplier = 0.25
+  seg.depth_blocks = (1, 1, 1, 1)
+  seg.bn_affine_trainable = True
+  seg.test_scales = (1.0,)
+  seg.train.update(batch_size=8, total_steps=300, log_every=50, checkpoint_every=300)
+  seg.optimizer.update(
+      name="adamw",
+      learning_rate=2e-3,
+      weight_decay=1e-4,
+      warmup_steps=30,
+      momentum=0.9,
+      lr_multipliers=(),
+  )

@@ -122,6 +122,7 @@ def test_resume_with_changed_training_keys_is_refused(tmp_path):
         ("hn", "finetune.train.log_every", "finetune.train.compute_dtype"),
         ("hn", "pretrain_data.root", "pretrain_data.depth_scale"),
         ("seam", "affinity.train.log_every", "affinity.train.total_steps"),
+        ("seam", "segment.test_scales", "segment.pseudo_masks"),
         ("vos", "train_data.root", "train_data.frame_gaps"),
         ("supervised", "data.skip_bad", "data.num_classes"),
     ],

@@ -15,7 +15,13 @@ def test_study_table_rows_gains_and_spread():
   metrics = {
       0: dict(
           cam=dict(plain_cam_miou=0.40),
-          seam=dict(raw_cam_miou=0.50, seam_cam_miou=0.55, random_walk_miou=0.6),
+          seam=dict(
+              raw_cam_miou=0.50,
+              seam_cam_miou=0.55,
+              random_walk_miou=0.6,
+              segmenter_miou=0.65,
+              segmenter_crf_miou=0.67,
+          ),
           supervised=dict(miou=0.8),
       ),
       1: dict(cam=dict(plain_cam_miou=0.30), seam=dict(raw_cam_miou=0.45, seam_cam_miou=0.48)),
@@ -26,10 +32,15 @@ def test_study_table_rows_gains_and_spread():
       "SEAM raw CAM (fc8)",
       "SEAM CAM (PCM)",
       "SEAM random walk",
+      "segmenter on random-walk masks",
+      "segmenter + CRF",
       "supervised bound (pixel labels)",
       "gain: SEAM CAM - plain CAM",
       "gain: PCM - SEAM raw CAM",
+      "gain: random walk - SEAM CAM",
+      "gain: segmenter - random walk",
   ]
+  assert table["gain: segmenter - random walk"]["seeds"][0] == pytest.approx(5.0)
   gain = table["gain: SEAM CAM - plain CAM"]
   assert gain["seeds"] == pytest.approx({0: 15.0, 1: 18.0})
   assert gain["mean"] == pytest.approx(16.5) and gain["min"] == pytest.approx(15.0)

@@ -58,15 +58,26 @@ RUNLOCAL = (
 @pytest.mark.slow
 @pytest.mark.ci
 def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, monkeypatch):
-  """Every stage (train, infer, affinity, evaluate) writes its outputs; the same command again gives
-  identical numbers, CAMs and training logs (two views, PCM, multi-scale inference, sweep)."""
+  """Every stage (train, infer, affinity, segment, evaluate) writes its outputs; the same command again
+  gives identical numbers, CAMs and training logs (two views, PCM, multi-scale inference, sweep); the
+  segmenter loads from its checkpoint alone and scores the evaluation's mIoU again."""
   a, b = tmp_path / "a", tmp_path / "b"
   _launch(RUNLOCAL[0], a, *RUNLOCAL[1:])
   metrics = json.loads((a / "metrics.json").read_text())
-  assert {"raw_cam_miou", "seam_cam_miou", "random_walk_miou"} <= set(metrics), metrics
-  assert all(0 <= metrics[k] <= 1 for k in ("raw_cam_miou", "seam_cam_miou", "random_walk_miou"))
+  keys = (
+      "raw_cam_miou",
+      "seam_cam_miou",
+      "random_walk_miou",
+      "segmenter_miou",
+      "segmenter_crf_miou",
+  )
+  assert set(keys) <= set(metrics), metrics
+  assert all(0 <= metrics[k] <= 1 for k in keys)
   results_md = (a / "results.md").read_text()
   assert "SEAM raw CAM (fc8)" in results_md and "SEAM random walk" in results_md
+  assert "segmenter + CRF" in results_md
+  assert len(os.listdir(a / "segment" / "pseudo_masks")) == 8  # segment.num_images training scenes
+  assert len(os.listdir(a / "segment" / "masks")) == 2  # the picture grid's scenes
   assert len(os.listdir(a / "infer" / "cams")) == 8
   assert len(os.listdir(a / "affinity" / "masks")) == 8  # the eval scenes, random-walked
   assert os.path.getsize(a / "pictures" / "seam.png") > 1000
@@ -80,8 +91,44 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, m
     assert cam_a.keys() == cam_b.keys() and all((cam_a[k] == cam_b[k]).all() for k in cam_a), name
   # The trained SEAMNet loads with the data moved away, bit for bit the checkpoint's arrays (its CAM
   # forward is what the infer stage above ran; compiling it again here would cost ~40 s of CI).
-  model = inference_check.load_without_data(a, monkeypatch)
+  model = inference_check.load_without_data(a, monkeypatch, stage="train")
   assert model.stage == "train" and model.step == 4
+  # With the segment stage trained, the default model is the segmenter; it scores what the stage wrote.
+  from jaxseg.methods.seam import segment_stage
+
+  model = inference_check.load_without_data(a, monkeypatch)
+  assert model.stage == "segment" and model.step == 4
+  scored = segment_stage.score(model.config, str(a), model)
+  written = json.loads((a / "segment" / "metrics.json").read_text())
+  assert scored["miou"] == written["miou"] and scored["crf_miou"] == written["crf_miou"]
+
+
+def test_pseudo_mask_source_feeds_the_trainer_the_masks_written(tmp_path):
+  """The segment stage's source reads back the PNGs written (ignore label 255 kept) and its augment,
+  without scaling or flipping, hands them to the trainer unchanged."""
+  from jaxseg.data import transforms
+  from jaxseg.evaluation.outputs import write_palette_png
+  from jaxseg.methods import seam
+  from jaxseg.methods.seam import segment_stage
+
+  rng = np.random.default_rng(0)
+  images = [{"image": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)} for _ in range(2)]
+  masks = [rng.integers(0, 7, (24, 32)).astype(np.uint8) for _ in range(2)]
+  masks[0][:5] = 255
+  paths = [str(tmp_path / f"{i}.png") for i in range(2)]
+  for path, mask in zip(paths, masks):
+    write_palette_png(path, mask)
+  source = segment_stage.PseudoMaskSource(images, paths)
+  config = seam.default_config()
+  config.segment.update(crop_size=(24, 32), scale_range=None, flip=False)
+  augment = transforms.build_augment(segment_stage.augment_spec(config))
+  for i in range(2):
+    example = source[i]
+    np.testing.assert_array_equal(example["mask"], masks[i])
+    np.testing.assert_array_equal(example["image"], images[i]["image"])
+    out = augment.random_map(example, np.random.default_rng(i))
+    np.testing.assert_array_equal(out["mask"], masks[i])
+  assert (augment.random_map(source[0], np.random.default_rng(0))["mask"] == 255).sum() == 5 * 32
 
 
 def _read_npy(path):

@@ -111,3 +111,19 @@ def test_hn_stage_sections_take_effect(tmp_path, monkeypatch, bf16_section):
     return {k: np.asarray(v) for k, v in batch.items()}
 
   _check(calls, bf16_section, batch_of)
+
+
+@pytest.mark.parametrize("bf16_section", [None, "segment"])
+def test_seam_segment_section_takes_effect(tmp_path, monkeypatch, bf16_section):
+  """The SEAM 'segment' stage's DeepLab-v2 trains with `segment.train` (dtype, batch), not the top level's."""
+  from jaxseg.methods.seam import segment_stage
+
+  config = _config("seam", "synthetic,runlocal")
+  s = config if bf16_section is None else config[bf16_section]
+  s.train.update(compute_dtype="bfloat16", batch_size=6)
+  calls = _record(monkeypatch, segment_stage)
+  segment_stage.train(config, str(tmp_path), [])
+  assert [c["section"] for c in calls] == ["segment"]
+  h, w = config.segment.crop_size
+  batch = dict(image=np.zeros((2, h, w, 3), np.float32), mask=np.zeros((2, h, w), np.int32))
+  _check(calls, bf16_section, lambda section: batch)

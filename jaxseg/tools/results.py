@@ -117,7 +117,7 @@ class Claim:
   test: str
 
 
-_SEAM_DEMO_STAGES = '--config.stages=("train", "infer", "affinity", "evaluate")'
+_SEAM_DEMO_STAGES = '--config.stages=("train", "infer", "affinity", "segment", "evaluate")'
 _CAM_STAGES = '--config.stages=("train", "infer", "evaluate")'
 
 STUDIES: dict[str, Study] = {}
@@ -157,11 +157,19 @@ _register(
             Row("SEAM raw CAM (fc8)", "seam", _get("raw_cam_miou")),
             Row("SEAM CAM (PCM)", "seam", _get("seam_cam_miou")),
             Row("SEAM random walk", "seam", _get("random_walk_miou")),
+            Row("segmenter on random-walk masks", "seam", _get("segmenter_miou")),
+            Row("segmenter + CRF", "seam", _get("segmenter_crf_miou")),
             Row("supervised bound (pixel labels)", "supervised", _get("miou")),
         ),
         gains=(
             Gain("gain: SEAM CAM - plain CAM", "SEAM CAM (PCM)", "plain CAM"),
             Gain("gain: PCM - SEAM raw CAM", "SEAM CAM (PCM)", "SEAM raw CAM (fc8)"),
+            Gain("gain: random walk - SEAM CAM", "SEAM random walk", "SEAM CAM (PCM)"),
+            Gain(
+                "gain: segmenter - random walk",
+                "segmenter on random-walk masks",
+                "SEAM random walk",
+            ),
         ),
     )
 )

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxseg.losses.segmentation import softmax_cross_entropy_with_ignore
+from jaxseg.losses.segmentation import softmax_cross_entropy_with_ignore, upsample_logits
 
 
 def apply_model(
@@ -59,16 +59,32 @@ def pixel_accuracy(logits: jax.Array, labels: jax.Array, ignore_index: int) -> j
   return hits / jnp.maximum(jnp.sum(valid), 1)
 
 
-def segmentation_objective(model: nn.Module, ignore_index: int, params, model_state, batch, rng):
+def segmentation_objective(
+    model: nn.Module,
+    ignore_index: int,
+    params,
+    model_state,
+    batch,
+    rng,
+    *,
+    output: str | None = None,
+):
   """`TrainTask.loss_fn` of a segmentation network trained on pixel labels.
 
   Args:
-    model: maps images [B, H, W, 3] to logits [B, H, W, C].
+    model: maps images [B, H, W, 3] to logits [B, H, W, C], or (with `output`) to a dict holding them.
     batch: {'image': float [B, H, W, 3], 'mask': int [B, H, W]}.
+    output: the key of the logits in the model's output dict (DeepLab-v2: 'main'); None = the output
+      is the logits. Logits at a lower resolution than the mask (an output stride of 8) are upsampled
+      to it bilinearly (align_corners=True, as DeepLab / ADVENT) before the loss.
   Returns:
     (per-pixel softmax CE over non-ignored pixels, ({'pixel_accuracy'}, new model_state)).
   """
   logits, model_state = apply_model(model, params, model_state, batch["image"], train=True, rng=rng)
+  if output is not None:
+    logits = logits[output]
+  if tuple(logits.shape[1:3]) != tuple(batch["mask"].shape[1:3]):
+    logits = upsample_logits(logits, tuple(batch["mask"].shape[1:3]))
   loss = softmax_cross_entropy_with_ignore(logits, batch["mask"], ignore_index)
   return loss, (
       {"pixel_accuracy": pixel_accuracy(logits, batch["mask"], ignore_index)},

@@ -4,9 +4,10 @@ Modules, each importing only the ones before it (no cycles):
   method.py          config, model, the 'train' stage, the trained CAM model
   stages.py          'infer' (multi-scale CAMs, pseudo masks, threshold sweep) and 'evaluate'
   affinity_stage.py  'affinity' (CRF labels, AffinityNet with its own trainer section, random walk)
+  segment_stage.py   'segment' (random-walk pseudo masks -> DeepLab-v2, its own trainer section; CRF)
 """
 
-from jaxseg.methods.seam import affinity_stage, method, stages
+from jaxseg.methods.seam import affinity_stage, method, segment_stage, stages
 from jaxseg.methods.seam.method import (
     RESUME_SAFE_KEYS,
     STAGES,
@@ -19,6 +20,7 @@ STAGE_FNS = {
     "train": method.train,
     "infer": stages.infer,
     "affinity": affinity_stage.run,
+    "segment": segment_stage.run,
     "evaluate": stages.evaluate,
 }
 assert tuple(STAGE_FNS) == STAGES

@@ -28,6 +28,7 @@ from jaxseg.methods.seam import cam_inference, method
 from jaxseg.models import affinitynet
 from jaxseg.train import loop, multihost
 from jaxseg.train.config import compute_dtype
+from jaxseg.train.inference import load_variables
 from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
@@ -189,8 +190,24 @@ def run(config, workdir: str) -> dict:
   return random_walk_eval(config, workdir, loop.variables_of(state))
 
 
-def random_walk_eval(config, workdir: str, variables) -> dict:
-  """Refines the saved eval CAMs (infer/cams) by random walk; writes masks and their mIoU."""
+def load_affinity_variables(config, workdir: str) -> dict:
+  """The trained AffinityNet's variables from the 'affinity' stage's latest checkpoint (parameters and
+  BatchNorm statistics only, as `jaxseg.train.inference.load_variables`)."""
+  model = build_model(config)
+  h, w = config.affinity.crop_size
+
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+
+  variables, _, _ = load_variables(os.path.join(workdir, "affinity"), init_fn)
+  return variables
+
+
+def random_walker(config, variables):
+  """The official random walk (infer_aff.py) with a trained AffinityNet, as one function:
+  (image uint8 [H, W, 3], fg CAMs float [K, H, W] (zeros for absent classes)) -> uint8 [H, W] mask
+  (0 = background, k = the k-th foreground class). Used for the eval split's CAMs ('affinity') and for
+  the segmenter's training images ('segment')."""
   model = build_model(config)
   a = config.affinity
   features_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
@@ -203,6 +220,19 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
           radius=int(a.radius),
       )
   )
+
+  def walk(image: np.ndarray, fg_cams: np.ndarray) -> np.ndarray:
+    padded = aff.pad_images(jnp.asarray(cam_inference.normalize_image(image))[None])
+    features = features_fn(variables, padded)[0]
+    refined = refine(jnp.asarray(fg_cams), features)
+    return np.asarray(jnp.argmax(refined, axis=0)).astype(np.uint8)
+
+  return walk
+
+
+def random_walk_eval(config, workdir: str, variables) -> dict:
+  """Refines the saved eval CAMs (infer/cams) by random walk; writes masks and their mIoU."""
+  walk = random_walker(config, variables)
   source = datasets.build_source(config.data, "eval", with_labels=True)
   num_classes = config.data.num_classes
   mask_dir = os.path.join(workdir, "affinity", "masks")
@@ -219,11 +249,7 @@ def random_walk_eval(config, workdir: str, variables) -> dict:
     cams = full_cams(
         np.load(cam_path, allow_pickle=True).item(), num_classes - 1, example["image"].shape[:2]
     )
-    image = cam_inference.normalize_image(example["image"])
-    padded = aff.pad_images(jnp.asarray(image)[None])
-    features = features_fn(variables, padded)[0]
-    refined = refine(jnp.asarray(cams), features)
-    mask = np.asarray(jnp.argmax(refined, axis=0)).astype(np.uint8)
+    mask = walk(example["image"], cams)
     confusion += np.asarray(
         confusion_matrix(
             jnp.asarray(example["mask"]), jnp.asarray(mask), num_classes, config.data.ignore_index

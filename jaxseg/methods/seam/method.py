@@ -5,21 +5,26 @@ Stages (config.stages):
             (`jaxseg.losses.seam.seam_loss`), or the plain CAM baseline (loss.name='cam').
   infer     multi-scale + flip CAMs for the eval split, pseudo masks, background-threshold sweep.
   affinity  AffinityNet on labels from the CAMs, random walk, refined pseudo masks.
+  segment   random-walk pseudo masks of the training images -> DeepLab-v2 trained on them (own trainer
+            section `config.segment`), scored on `segment.eval_split` with and without the dense CRF.
   evaluate  summary table (CAM / SEAM CAM / random walk mIoU), metrics.json and a picture grid.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.data import datasets, transforms
+from jaxseg.losses.segmentation import upsample_logits
 from jaxseg.losses import seam as seam_losses
 from jaxseg.models import affinitynet, convert
 from jaxseg.models import seam as seam_model
+from jaxseg.models.deeplab_v2 import DeepLabV2
 from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
@@ -28,13 +33,20 @@ from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
-STAGES = ("train", "infer", "affinity", "evaluate")
+STAGES = ("train", "infer", "affinity", "segment", "evaluate")
 
 
 # Keys of this config that may change between launches of one workdir without changing what is
 # trained (data roots, post-training stages' settings); with the trainer's own
 # (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
-RESUME_SAFE_KEYS = datasets.resume_safe("data") + ("infer.", "evaluate.")
+# The segment stage's scoring keys only (what is trained from its pseudo masks is not resume-safe).
+RESUME_SAFE_KEYS = datasets.resume_safe("data") + (
+    "infer.",
+    "evaluate.",
+    "segment.eval_split",
+    "segment.test_scales",
+    "segment.test_flip",
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -129,9 +141,72 @@ def default_config() -> ml_collections.ConfigDict:
   a.schedule, a.poly_power = "poly", 0.9
   a.lr_multipliers = ((affinitynet.FROM_SCRATCH_LAYERS, affinitynet.FROM_SCRATCH_LR_MULTIPLIER),)
   a.frozen = affinitynet.NOT_TRAINING_LAYERS
+  _segment_config(c)
   c.evaluate = ml_collections.ConfigDict(dict(num_pictures=8))
   c.lock()
   return c
+
+
+# The DeepLab-v2 head (ASPP classifier on layer4): new layers, 10x learning rate in the retrain recipe.
+SEGMENTER_HEAD = r"(^|/)layer6/"
+
+
+def _segment_config(c) -> None:
+  """`config.segment`: the 'segment' stage (pseudo masks -> DeepLab-v2 -> mIoU with / without CRF).
+
+  The SEAM paper retrains DeepLab (v2, ResNet-101 in the README's recipe) on its random-walk masks but
+  gives no training settings in the code release. The settings here are those of the author's retrain
+  recipe (YudeWang/semantic-segmentation-codebase `experiment/seamv1-pseudovoc/config.py`, notes
+  seam.md 4.3: batch 10, 20k iterations, crop 448, scale 0.5-1.5, flip, lr 0.001 with the head at 10x,
+  momentum 0.9, wd 5e-4, poly 0.9; test scales 0.5-1.75 + flip + CRF), applied to DeepLab-v2 ResNet-101
+  (that recipe itself trains a DeepLab-v1 on ResNet-38). Choices where both are silent are marked.
+  """
+  c.segment = ml_collections.ConfigDict(
+      dict(
+          pseudo_masks="random_walk",  # random_walk (paper) | cam (the CAM at infer.bg_threshold)
+          num_images=0,  # training images labelled and trained on (0 = the whole train split)
+          eval_split="val",  # held-out split the segmenter is scored on (data.* split name)
+          # Train augment: crop 448, scale 0.5-1.5, flip (recipe); no colour jitter (the recipe's HSV
+          # jitter of 10 is not reproduced: choice).
+          crop_size=(448, 448),
+          scale_range=(0.5, 1.5),
+          flip=True,
+          color_jitter=None,
+          # DeepLab-v2 ResNet-101 (jaxseg.models.deeplab_v2), main head only. BatchNorm statistics are
+          # learned with batch 10 (choice: the recipe's codebase trains BN; ADVENT's frozen-affine BN
+          # is the model's default), affine frozen as the official DeepLab-v2.
+          width_multiplier=1.0,
+          depth_blocks=(3, 4, 23, 3),
+          frozen_bn=False,
+          bn_affine_trainable=False,
+          # ImageNet DeepLab-v2 weights as a .msgpack (`python -m jaxseg.tools.convert_weights --arch
+          # deeplab_v2`); '' = random init. The images are fed RGB normalised by config.normalize.
+          init_weights="",
+          test_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),  # recipe: multi-scale + flip + CRF
+          test_flip=True,
+      )
+  )
+  c.segment.update(
+      trainer_section(batch_size=10, total_steps=20000, checkpoint_every=2000, log_every=50)
+  )
+  o = c.segment.optimizer
+  o.name, o.learning_rate, o.momentum, o.weight_decay = "momentum", 0.001, 0.9, 5e-4
+  o.schedule, o.poly_power = "poly", 0.9
+  o.lr_multipliers = ((SEGMENTER_HEAD, 10.0),)
+
+
+def build_segmenter(config) -> DeepLabV2:
+  """The 'segment' stage's DeepLab-v2 (main head only), in its trainer section's dtype."""
+  s = config.segment
+  return DeepLabV2(
+      num_classes=config.data.num_classes,
+      multi_level=False,
+      width_multiplier=float(s.width_multiplier),
+      depth_blocks=tuple(s.depth_blocks),
+      frozen_bn=bool(s.frozen_bn),
+      bn_affine_trainable=bool(s.bn_affine_trainable),
+      dtype=compute_dtype(config, "segment"),
+  )
 
 
 def build_model(config, use_pcm: bool | None = None) -> seam_model.SEAMNet:
@@ -244,11 +319,23 @@ def train(config, workdir: str) -> None:
 def load_inference_model(
     config, workdir: str, stage: str | None = None, which: str = "latest"
 ) -> InferenceModel:
-  """The 'train' stage's SEAMNet, from its checkpoint's parameters and BatchNorm statistics alone:
+  """A trained SEAM network, from its checkpoint's parameters and BatchNorm statistics alone.
+
+  stage 'segment': the DeepLab-v2 segmenter; `predict(images)` -> logits [B, h, w, K + 1] at output
+  stride 8 (`masks` = their argmax), channel 0 background. stage 'train': the SEAMNet;
   `predict(images)` -> CAM logits [B, h, w, K + 1] (PCM-refined `cam_rv` when the model has PCM,
-  else `cam`; channel 0 the background slot, as the official network)."""
-  if stage not in (None, "train"):
-    raise ValueError(f"stage={stage!r}: SEAM's trained network comes from the 'train' stage")
+  else `cam`; channel 0 the background slot, as the official network). None: 'segment' when that
+  stage has been trained in `workdir`, else 'train'.
+  """
+  if stage is None:
+    trained = os.path.isdir(os.path.join(workdir, "segment", "checkpoints"))
+    stage = "segment" if trained else "train"
+  if stage == "segment":
+    return _load_segmenter(config, workdir, which)
+  if stage != "train":
+    raise ValueError(
+        f"stage={stage!r}: SEAM's trained networks come from the 'train' and 'segment' stages"
+    )
   model = build_model(config)
   h, w = config.augment.crop_size
 
@@ -277,12 +364,37 @@ def class_names(config) -> tuple[str, ...]:
   return tuple(datasets.class_names(config.data))
 
 
+def _load_segmenter(config, workdir: str, which: str) -> InferenceModel:
+  model = build_segmenter(config)
+  h, w = config.segment.crop_size
+
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+
+  def logits(variables, images):
+    return model.apply(variables, images, train=False)["main"]
+
+  stage_dir = os.path.join(workdir, "segment")
+  variables, step, mesh = load_variables(stage_dir, init_fn, which=which)
+  # As the segment stage scores it: logits upsampled align_corners=True (`segment_stage.score`).
+  return InferenceModel(
+      config,
+      "segment",
+      step,
+      variables,
+      logits,
+      mesh,
+      class_names=class_names(config),
+      resize_logits=upsample_logits,
+  )
+
+
 def load_cam_model(config, workdir: str):
   """(apply, variables): the trained SEAMNet's jitted eval-mode forward returning its output dict
   ('cam', 'cam_rv', ...), restored as `load_inference_model`."""
   model = build_model(config)
   apply = jax.jit(lambda variables, images: model.apply(variables, images, train=False))
-  return apply, load_inference_model(config, workdir).variables
+  return apply, load_inference_model(config, workdir, stage="train").variables
 
 
 def example_batch(config) -> dict:

@@ -6,6 +6,8 @@ Outputs under the workdir:
   infer/masks/<id>.png     palette PNG pseudo mask at config.infer.bg_threshold
   infer/metrics.json       mIoU per background threshold, for the PCM CAM and the raw fc8 CAM
   affinity/...             AffinityNet checkpoints, random-walk masks and their mIoU
+  segment/...              pseudo masks of the training images, the DeepLab-v2 segmenter's checkpoints,
+                           its eval masks and metrics.json (mIoU without / with the dense CRF)
   metrics.json, results.md the summary (mIoU per output; markdown table); pictures/seam.png the picture grid
 """
 
@@ -121,6 +123,11 @@ def evaluate(config, workdir: str) -> dict:
   aff_path = os.path.join(workdir, "affinity", "metrics.json")
   if os.path.exists(aff_path):
     summary["random_walk_miou"] = read_json(aff_path)["miou"]
+  seg_path = os.path.join(workdir, "segment", "metrics.json")
+  if os.path.exists(seg_path):
+    seg = read_json(seg_path)
+    summary["segmenter_miou"] = seg["miou"]
+    summary["segmenter_crf_miou"] = seg["crf_miou"]
   lines = [f"{k:<28} {100 * v:6.2f}" for k, v in summary.items() if k.endswith("miou")]
   print("SEAM summary (mIoU, %):\n" + "\n".join(lines), flush=True)
   if multihost.is_main_process():
@@ -138,6 +145,8 @@ SUMMARY_ROWS = (
     ("raw_cam", "SEAM raw CAM (fc8)"),
     ("seam_cam", "SEAM CAM (PCM)"),
     ("random_walk", "SEAM random walk"),
+    ("segmenter", "segmenter on random-walk masks"),
+    ("segmenter_crf", "segmenter + CRF"),
 )
 
 
@@ -153,8 +162,9 @@ def results_table(summary: dict) -> str:
 
 
 def write_pictures(config, workdir: str) -> str:
-  """Grid per image: image | fc8 CAM | SEAM CAM (PCM) | pseudo mask | random walk | ground truth,
-  columns named as the results table's rows; a column whose stage has not run is left out."""
+  """Grid per image: image | fc8 CAM | SEAM CAM (PCM) | pseudo mask | random walk | segmenter |
+  ground truth, columns named as the results table's rows; a column whose stage has not run (or, for
+  the segmenter, was scored on another split) is left out."""
   from jaxseg.cam import overlay_cam
 
   apply, variables = method.load_cam_model(config, workdir)
@@ -165,9 +175,12 @@ def write_pictures(config, workdir: str) -> str:
   names = [str(source[i].get("id", f"{i:06d}")) for i in range(count)]
   rw_paths = [os.path.join(workdir, "affinity", "masks", f"{n}.png") for n in names]
   with_walk = bool(rw_paths) and all(os.path.exists(p) for p in rw_paths)
+  seg_paths = [os.path.join(workdir, "segment", "masks", f"{n}.png") for n in names]
+  with_seg = bool(seg_paths) and all(os.path.exists(p) for p in seg_paths)
   titles = ["image", "plain CAM" if config.loss.name == "cam" else "SEAM raw CAM (fc8)"]
   titles += ["SEAM CAM (PCM)"] if config.model.use_pcm else []
   titles += [f"pseudo mask (bg {threshold:g})"] + (["SEAM random walk"] if with_walk else [])
+  titles += ["segmenter"] if with_seg else []
   titles += ["ground truth"]
   rows, masks = [], []
   for i in range(count):
@@ -190,6 +203,9 @@ def write_pictures(config, workdir: str) -> str:
     masks += [pseudo, example["mask"]]
     if with_walk:
       masks.append(np.asarray(Image.open(rw_paths[i])))
+      row.append(colorize(masks[-1]))
+    if with_seg:
+      masks.append(np.asarray(Image.open(seg_paths[i])))
       row.append(colorize(masks[-1]))
     row.append(colorize(example["mask"]))
     rows.append(row)
