@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.data import datasets, transforms
-from jaxseg.losses.segmentation import upsample_logits
 from jaxseg.losses import seam as seam_losses
+from jaxseg.losses.segmentation import upsample_logits
 from jaxseg.models import affinitynet, convert
 from jaxseg.models import seam as seam_model
 from jaxseg.models.deeplab_v2 import DeepLabV2
