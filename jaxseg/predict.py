@@ -150,11 +150,13 @@ def segmentation_probs_fn(model, scales: Sequence[float] = (1.0,), flip: bool = 
 
 def local_model(model):
   """The model with its variables on this process's devices (a 1-D 'data' mesh): inference needs no
-  other host."""
+  other host. Batches of images split over the devices; the one-image-at-a-time passes (SEAM CAMs,
+  video propagation) use one device."""
   import jax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-  mesh = Mesh(np.array(jax.local_devices()), ("data",))
+  devices = jax.local_devices() if model.kind == "segmentation" else jax.local_devices()[:1]
+  mesh = Mesh(np.array(devices), ("data",))
   replicated = NamedSharding(mesh, PartitionSpec())
   variables = jax.tree.map(
       lambda x: jax.device_put(np.asarray(x.addressable_data(0)), replicated), model.variables

@@ -101,6 +101,45 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, m
   scored = segment_stage.score(model.config, str(a), model)
   written = json.loads((a / "segment" / "metrics.json").read_text())
   assert scored["miou"] == written["miou"] and scored["crf_miou"] == written["crf_miou"]
+  _check_predict(a, monkeypatch, model)
+
+
+def _check_predict(workdir, monkeypatch, segmenter):
+  """`python -m jaxseg.predict` with the data moved away: the segmenter (default) on two scenes, one
+  of them cropped to an odd size, gives each image alone's padded prediction; the CAM network
+  (`--stage=train`) labels a scene with the classes its own classifier finds."""
+  from PIL import Image
+
+  from jaxseg import predict
+  from jaxseg.data import datasets
+
+  source = datasets.build_source(segmenter.config.data, "eval")
+  images = [source[0]["image"], source[1]["image"][:50, :37]]
+  names = inference_check.write_images(workdir / "own_images", images)
+  out = workdir / "predicted"
+  result = inference_check.predict_without_data(
+      workdir, monkeypatch, f"--input={workdir / 'own_images'}", f"--out={out}"
+  )
+  assert result == dict(written=2, existing=0, bad=0, total=2)
+  for name, image in zip(names, images):
+    h, w = image.shape[:2]
+    x = predict.pad_image(segmenter.prepare(image), predict.padded_size((h, w), 32))
+    probs = predict.segmentation_probs_fn(segmenter)(segmenter.variables, x[None], x.shape[:2])
+    expected = np.asarray(np.argmax(probs, -1))[0, :h, :w]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / f"{name}.png")), expected)
+  cam_out = workdir / "predicted_cam"
+  inference_check.write_images(workdir / "one_image", images[:1])
+  inference_check.predict_without_data(
+      workdir,
+      monkeypatch,
+      "--stage=train",
+      f"--input={workdir / 'one_image'}",
+      f"--out={cam_out}",
+      "--scales=1",
+      "--no-flip",
+  )
+  mask = np.asarray(Image.open(cam_out / "masks" / "img0.png"))
+  assert mask.shape == images[0].shape[:2] and mask.max() < segmenter.config.data.num_classes
 
 
 def test_pseudo_mask_source_feeds_the_trainer_the_masks_written(tmp_path):
