@@ -466,6 +466,12 @@ def format_plan(
         f"{chip.hbm_gbytes_per_s:.0f} GB/s)",
         f"  predicted stage time at {100 * mfu:.0f}% MFU: {r.hours(chip, mfu):.3g} h",
     ]
+    bound = r.roofline_seconds(chip) * r.total_steps * r.runs / 3600.0
+    if bound > r.hours(chip, mfu):
+      lines.append(
+          f"  note: HBM-bound: the roofline step (XLA:CPU's byte count, which fuses less than GPU / TPU "
+          f"compilers) is slower than {100 * mfu:.0f}% MFU; at the roofline the stage takes >= {bound:.3g} h"
+      )
     if not fits:
       lines.append(f"  FLAG: {r.stage} does not fit {chip.name}; would make it fit:")
       lines += [f"    - {a}" for a in fit_advice(r, chip)]
