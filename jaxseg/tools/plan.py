@@ -21,9 +21,9 @@ in its own environment before jax is first imported (the config file's import is
 command needs no flags of its own; called in a process where jax is already imported it uses the first
 N of the devices there.
 
-Caveats: the program is XLA:CPU's. Temporaries depend on the backend's fusion and scheduling (a GPU or
-TPU compiler usually needs less), and bf16 convolutions may be computed in f32 on CPU; FLOPs do not
-depend on the backend. Multi-host meshes are planned as one host with N devices.
+Caveats: the program is XLA:CPU's. Temporaries and bytes accessed depend on the backend's fusion and
+scheduling (a GPU or TPU compiler usually needs less); a bf16 plan made on CPU showed more temporaries than
+fp32 (docs/plan_recipes.md), so bf16 savings are not visible here; FLOPs do not depend on the backend. Multi-host meshes are planned as one host with N devices.
 """
 
 from __future__ import annotations
@@ -420,8 +420,8 @@ def fit_advice(p: StagePlan, chip: Chip) -> list[str]:
   if p.compute_dtype != "bfloat16":
     key = "train.compute_dtype" if p.section is None else f"{p.section}.train.compute_dtype"
     out.append(
-        f"bf16 activations: --config.{key}=bfloat16 (temporaries roughly halve: "
-        f"~{_gib(p.total_bytes - p.temp_bytes / 2)} per device)"
+        f"bf16 activations: --config.{key}=bfloat16 (on GPU / TPU temporaries roughly halve: "
+        f"~{_gib(p.total_bytes - p.temp_bytes / 2)} per device; a bf16 plan on XLA:CPU does not show it)"
     )
   out.append(
       "rematerialisation: wrap the backbone's blocks in jax.checkpoint (no config key yet) to trade "
