@@ -39,8 +39,9 @@ Methods (shapes from the papers / official configs):
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
 lowering is timed; counts multiply-adds as 2) / step time / device peak.
-Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`, from jaxseg/tools/chips.py): bf16 for bf16 compute, TF32 for fp32 compute
-on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU. CPUs have no entry: FLOP/s only.
+Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`, from jaxseg/tools/chips.py with its sources): bf16
+for bf16 compute, TF32 for fp32 compute on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU.
+CPUs have no entry: FLOP/s only.
 
 Official PyTorch is timed in fp32 (the code has no mixed precision). On CPU install torch 2.13.0
 (`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`); the official code's unused

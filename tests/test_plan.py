@@ -74,10 +74,11 @@ def one_device():
 
 def test_plan_flops_equal_the_same_step_compiled_directly(one_device):
   from jaxseg.train import loop
+  from jaxseg.train import sharding as shd
 
   config, spec = _tiny_stage(2)
   task, example = spec.build()
-  ts = loop.setup(config, task, example, mesh=jax.sharding.Mesh(jax.devices()[:1], ("data",)))
+  ts = loop.setup(config, task, example, mesh=shd.make_mesh(config.mesh, jax.devices()[:1]))
   compiled = loop.make_train_step(task, ts).lower(ts.abstract_state, example).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
