@@ -39,8 +39,9 @@ Methods (shapes from the papers / official configs):
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
 lowering is timed; counts multiply-adds as 2) / step time / device peak.
-Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`): bf16 for bf16 compute, TF32 for fp32 compute
-on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU. CPUs have no entry: FLOP/s only.
+Peaks are dense tensor-core numbers per chip (table `PEAK_TFLOPS`, from jaxseg/tools/chips.py with its sources): bf16
+for bf16 compute, TF32 for fp32 compute on NVIDIA (XLA's default f32 matmul precision there), the bf16 MXU peak on TPU.
+CPUs have no entry: FLOP/s only.
 
 Official PyTorch is timed in fp32 (the code has no mixed precision). On CPU install torch 2.13.0
 (`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`); the official code's unused
@@ -66,20 +67,13 @@ from references import advent, mast, seam  # noqa: E402
 from references.common import median_step_seconds, uda_shapes  # noqa: E402
 
 from jaxseg.models import conv_lowering  # noqa: E402
+from jaxseg.tools import chips  # noqa: E402
 from jaxseg.train import loop  # noqa: E402
 from jaxseg.train import sharding as shd  # noqa: E402
 
-# Dense peak TFLOP/s per chip: (bf16, fp32 as XLA computes it by default). Matched against device_kind.
-PEAK_TFLOPS = {
-    "H200": (989.4, 494.7),  # SXM; TF32 for fp32
-    "H100": (989.4, 494.7),  # SXM (PCIe parts: 756 / 378)
-    "A100": (312.0, 156.0),
-    "TPU v5 lite": (197.0, 197.0),  # v5e
-    "TPU v5e": (197.0, 197.0),
-    "TPU v5p": (459.0, 459.0),
-    "TPU v5": (459.0, 459.0),
-    "TPU v4": (275.0, 275.0),
-}
+# Dense peak TFLOP/s per chip: (bf16, fp32 as XLA computes it by default), matched against device_kind. The
+# numbers and their sources live in one table, jaxseg/tools/chips.py, shared with `python -m jaxseg.tools.plan`.
+PEAK_TFLOPS = chips.peak_tflops_table()
 
 TARGETS = {  # printed next to the results (issue 7); a benchmark reports, it does not assert
     "seam": "official fp32 ratio >= 3x on a GPU (>= 1x on CPU); MFU >= 45% bf16 on H100/H200",
