@@ -54,7 +54,8 @@ def list_images(spec: str) -> tuple[str, list[str]]:
   (`**` recurses). Output names are the paths relative to `root`."""
   if any(c in spec for c in "*?["):
     paths = sorted(p for p in glob.glob(spec, recursive=True) if _is_image(p))
-    root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0].rstrip("/") + "/x")
+    prefix = spec[: min(spec.index(c) for c in "*?[" if c in spec)]
+    root = prefix.rstrip("/") if prefix.endswith("/") else os.path.dirname(prefix)
   elif os.path.isdir(spec):
     paths = sorted(os.path.join(spec, n) for n in os.listdir(spec))
     paths = [p for p in paths if _is_image(p)]

@@ -143,6 +143,8 @@ def test_inputs_glob_names_and_collisions(tmp_path):
   _write_images(tmp_path / "a" / "y", [(8, 8)])
   root, paths = predict.list_images(str(tmp_path / "a" / "**" / "*.png"))
   assert predict.output_names(root, paths) == ["x/img0", "y/img0"]
+  root, paths = predict.list_images(str(tmp_path / "a" / "x" / "img*.png"))  # names stay inside
+  assert predict.output_names(root, paths) == ["img0"]
   Image.new("RGB", (4, 4)).save(tmp_path / "a" / "x" / "img0.jpg")
   with pytest.raises(ValueError, match="would both write"):
     predict.output_names(*predict.list_images(str(tmp_path / "a" / "x")))
