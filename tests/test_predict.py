@@ -173,6 +173,15 @@ def test_scales_and_flip_average_the_softmax(tmp_path):
   assert mirrored.shape == image.shape[:2]
 
 
+def test_crf_refines_the_probabilities(tmp_path):
+  model = _model()
+  _write_images(tmp_path / "in", [(24, 20)])
+  options = predict.Options(crf=True, progress=False)
+  result = predict.predict_images(model, str(tmp_path / "in"), str(tmp_path / "out"), options)
+  assert result["written"] == 1
+  assert _read(tmp_path / "out" / "masks" / "img0.png").shape == (24, 20)
+
+
 def _features_model():
   from jaxseg.methods.vos import default_config
 

@@ -227,7 +227,7 @@ def _dense_crf_pydensecrf(
   crf.addPairwiseBilateral(
       sxy=sxy_bilateral,
       srgb=srgb_bilateral,
-      rgbim=np.ascontiguousarray(image),
+      rgbim=np.array(image, np.uint8, order="C"),  # a writable copy: pydensecrf refuses read-only
       compat=compat_bilateral,
   )
   return np.asarray(crf.inference(iterations), np.float32).reshape(c, h, w)
