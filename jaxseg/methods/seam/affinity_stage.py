@@ -147,22 +147,13 @@ def make_crf_scores(config, workdir: str, cam_apply, cam_variables) -> list[str]
   os.makedirs(out_dir, exist_ok=True)
   count = min(len(source), int(config.affinity.num_images) or len(source))
   paths = [os.path.join(out_dir, f"{i:07d}.npz") for i in range(count)]
-  output = "cam_rv" if config.model.use_pcm else "cam"
   iters = int(config.affinity.crf_iterations)
   for i in multihost.host_pass(count, "AffinityNet CRF labels"):
     if os.path.exists(paths[i]):  # Resumable: scores already made by an interrupted run.
       continue
     example = source[i]
     labels = example["labels"]
-    cams = cam_inference.multiscale_cams(
-        cam_apply,
-        cam_variables,
-        example["image"],
-        labels,
-        scales=tuple(config.infer.scales),
-        flip=bool(config.infer.flip),
-        output=output,
-    )
+    cams = method.configured_cams(config, cam_apply, cam_variables, example["image"], labels)
     present = cam_inference.present_classes(labels)
     if present.size == 0:
       present_cams = np.zeros((1, *example["image"].shape[:2]), np.float32)  # bg only

@@ -389,6 +389,22 @@ def _load_segmenter(config, workdir: str, which: str) -> InferenceModel:
   )
 
 
+def configured_cams(config, cam_apply, cam_variables, image, labels):
+  """float32 [K, H, W] fused multi-scale CAMs of one image with its labels, at the config's
+  `infer.scales` / `infer.flip`, from the PCM output when the model has one (as the infer stage)."""
+  from jaxseg.methods.seam import cam_inference
+
+  return cam_inference.multiscale_cams(
+      cam_apply,
+      cam_variables,
+      image,
+      labels,
+      scales=tuple(config.infer.scales),
+      flip=bool(config.infer.flip),
+      output="cam_rv" if config.model.use_pcm else "cam",
+  )
+
+
 def load_cam_model(config, workdir: str):
   """(apply, variables): the trained SEAMNet's jitted eval-mode forward returning its output dict
   ('cam', 'cam_rv', ...), restored as `load_inference_model`."""

@@ -30,7 +30,7 @@ from jaxseg.methods.seam import affinity_stage, cam_inference, crf, method
 from jaxseg.models import convert
 from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resize import resize_bilinear
-from jaxseg.train import loop, multihost
+from jaxseg.train import loop, multihost, preemption
 from jaxseg.train.objectives import segmentation_objective
 from jaxseg.train.stages import train_stage
 
@@ -82,19 +82,12 @@ def make_pseudo_masks(config, workdir: str) -> list[str]:
       walk = affinity_stage.random_walker(
           config, affinity_stage.load_affinity_variables(config, workdir)
       )
-    output = "cam_rv" if config.model.use_pcm else "cam"
-    for i in todo:
+    for done, i in enumerate(todo):
+      if done:  # a stop request ends the pass here; the rerun skips the masks written
+        preemption.check_stop(f"in segment pseudo masks after {done} of {len(todo)} images")
       example = source[i]
       labels = example["labels"]
-      cams = cam_inference.multiscale_cams(
-          cam_apply,
-          cam_variables,
-          example["image"],
-          labels,
-          scales=tuple(config.infer.scales),
-          flip=bool(config.infer.flip),
-          output=output,
-      )
+      cams = method.configured_cams(config, cam_apply, cam_variables, example["image"], labels)
       if walk is None:
         mask = cam_inference.pseudo_label(cams, labels, float(config.infer.bg_threshold))
       else:
