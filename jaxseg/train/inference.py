@@ -75,6 +75,17 @@ def checkpoint_step(stage_dir: str, which: str = "latest") -> tuple[str, int]:
   return folder, steps[0]
 
 
+def image_init_fn(model, size: tuple[int, int]) -> Callable[[jax.Array], dict]:
+  """`load_variables`' init_fn for a Linen network called as `model(images [1, H, W, 3], train)`:
+  rng -> its eval-mode variables (the same rng for 'params' and 'dropout')."""
+  h, w = (int(s) for s in size)
+
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+
+  return init_fn
+
+
 def load_variables(
     stage_dir: str,
     init_fn: Callable[[jax.Array], dict],

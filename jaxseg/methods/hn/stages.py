@@ -30,7 +30,7 @@ from jaxseg.evaluation.segmentation import dataset_scorer
 from jaxseg.methods.hn import data, method
 from jaxseg.train import multihost
 from jaxseg.train import sharding as shd
-from jaxseg.train.inference import InferenceModel, load_variables
+from jaxseg.train.inference import InferenceModel, image_init_fn, load_variables
 from jaxseg.train.stages import train_stage
 
 
@@ -169,8 +169,7 @@ def load_run(config, workdir: str, run: str, which: str = "latest") -> Inference
   model = method.build_model(config, num_classes, section)
   h, w = config.augment.crop_size
 
-  def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+  init_fn = image_init_fn(model, (h, w))
 
   variables, step, mesh = load_variables(os.path.join(workdir, stage_dir), init_fn, which=which)
   return InferenceModel(

@@ -28,7 +28,7 @@ from jaxseg.methods.seam import cam_inference, method
 from jaxseg.models import affinitynet
 from jaxseg.train import loop, multihost
 from jaxseg.train.config import compute_dtype
-from jaxseg.train.inference import load_variables
+from jaxseg.train.inference import image_init_fn, load_variables
 from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
@@ -187,8 +187,7 @@ def load_affinity_variables(config, workdir: str) -> dict:
   model = build_model(config)
   h, w = config.affinity.crop_size
 
-  def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+  init_fn = image_init_fn(model, (h, w))
 
   variables, _, _ = load_variables(os.path.join(workdir, "affinity"), init_fn)
   return variables

@@ -16,7 +16,6 @@ import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxseg.data import datasets, transforms
@@ -29,7 +28,7 @@ from jaxseg.models.pretrained import weights_loader
 from jaxseg.models.resnet38 import ResNet38
 from jaxseg.train import loop
 from jaxseg.train.config import compute_dtype, trainer_config, trainer_section
-from jaxseg.train.inference import InferenceModel, load_variables
+from jaxseg.train.inference import InferenceModel, image_init_fn, load_variables
 from jaxseg.train.objectives import apply_model
 from jaxseg.train.stages import train_stage
 
@@ -339,8 +338,7 @@ def load_inference_model(
   model = build_model(config)
   h, w = config.augment.crop_size
 
-  def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+  init_fn = image_init_fn(model, (h, w))
 
   def cam_logits(variables, images):
     out = model.apply(variables, images, train=False)
@@ -368,8 +366,7 @@ def _load_segmenter(config, workdir: str, which: str) -> InferenceModel:
   model = build_segmenter(config)
   h, w = config.segment.crop_size
 
-  def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+  init_fn = image_init_fn(model, (h, w))
 
   def logits(variables, images):
     return model.apply(variables, images, train=False)["main"]

@@ -19,7 +19,7 @@ from jaxseg.models.fcn import FCN
 from jaxseg.train import loop
 from jaxseg.train import sharding as shd
 from jaxseg.train.config import compute_dtype, trainer_config
-from jaxseg.train.inference import InferenceModel, load_variables
+from jaxseg.train.inference import InferenceModel, image_init_fn, load_variables
 from jaxseg.train.objectives import segmentation_objective
 from jaxseg.train.stages import run_stages, train_stage
 
@@ -168,8 +168,7 @@ def load_inference_model(
   model = build_model(config)
   h, w = config.augment.crop_size
 
-  def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h, w, 3)), train=False)
+  init_fn = image_init_fn(model, (h, w))
 
   variables, step, mesh = load_variables(workdir, init_fn, which=which)
   return InferenceModel(
