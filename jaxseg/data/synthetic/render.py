@@ -184,6 +184,20 @@ def _render_background(
       along = x * math.cos(wave_angle) + y * math.sin(wave_angle)
       wave = amplitude * np.sin(2 * np.pi * (cycles * along + phase))
       rgb = rgb + base[:, None, :] * wave[..., None] * np.float32(direction)
+    if dynamics.blotch_waves:
+      # Camouflage: blotches of the palette's colours (each where its own wave field is highest), with
+      # the background's shading, so the objects' colours are all over the background too.
+      fields = np.stack(
+          [
+              sum(
+                  np.sin(2 * np.pi * (cycles * (x * math.cos(a) + y * math.sin(a)) + phase))
+                  for cycles, a, phase in waves
+              )
+              for waves in dynamics.blotch_waves
+          ]
+      )
+      camo = np.float32(dynamics.palette)[np.argmax(fields, axis=0)] * brightness[..., None]
+      rgb = rgb + dynamics.camouflage * (camo - rgb)
   return rgb.astype(np.float32), depth
 
 
@@ -195,11 +209,17 @@ def _paint_object(
     mask: np.ndarray,
     instances: np.ndarray,
     depth: np.ndarray,
+    colours: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+    stretch: float = 1.0,
 ) -> None:
-  """Paints one object over the arrays, in place, inside its bounding box only."""
+  """Paints one object over the arrays, in place, inside its bounding box only.
+
+  colours: (base, pattern) RGB instead of the object's own (video camouflage); stretch: its local u is
+  multiplied by it and v divided (video deformation)."""
   height, width = mask.shape
   cy, cx = pose.centre
-  reach = 1.15 * pose.radius + 1.0  # Bounding circle of every shape, plus the anti-aliasing fringe.
+  # Bounding circle of every shape (stretched), plus the anti-aliasing fringe.
+  reach = 1.15 * pose.radius * max(stretch, 1.0 / stretch) + 1.0
   y0, y1 = max(0, math.floor(cy - reach)), min(height, math.ceil(cy + reach))
   x0, x1 = max(0, math.floor(cx - reach)), min(width, math.ceil(cx + reach))
   if y0 >= y1 or x0 >= x1:
@@ -210,6 +230,8 @@ def _paint_object(
   scale = np.float32(1.0 / pose.radius)
   u = (cos * dx + sin * dy) * scale
   v = (cos * dy - sin * dx) * scale
+  if stretch != 1.0:
+    u, v = u / np.float32(stretch), v * np.float32(stretch)
 
   distance = shape_sdf(obj.shape, u, v) * pose.radius  # pixels, negative inside
   alpha = np.clip(0.5 - distance, 0.0, 1.0).astype(np.float32)
@@ -217,9 +239,8 @@ def _paint_object(
   pattern = texture_weight(obj.texture, u, v, obj.texture_frequency, obj.texture_phase).astype(
       np.float32
   )
-  colour = np.float32(obj.colour) + pattern[..., None] * (
-      np.float32(obj.pattern_colour) - np.float32(obj.colour)
-  )
+  base, pattern_colour = (obj.colour, obj.pattern_colour) if colours is None else colours
+  colour = np.float32(base) + pattern[..., None] * (np.float32(pattern_colour) - np.float32(base))
   shade_angle, shade_strength = obj.shading
   colour *= (1.0 + shade_strength * (u * math.cos(shade_angle) + v * math.sin(shade_angle)))[
       ..., None
@@ -287,7 +308,7 @@ def render_scene(
       )
     if dynamics.noise_std is not None:
       style = dataclasses.replace(style, noise_std=dynamics.noise_std)
-    if dynamics.illumination[0] or any(c[0] for c in dynamics.colour):
+    if dynamics.has_gain:
       gain = dynamics.gain(time)
   image, depth = _render_background(
       scene.background, scene.camera, height, width, style, dynamics, time
@@ -307,7 +328,15 @@ def render_scene(
   ]
   # Painter's order: far to near (ties by position in the scene), so nearer objects occlude farther ones.
   for i in sorted(range(len(poses)), key=lambda i: (-poses[i].depth, i)):
-    _paint_object(scene.objects[i], poses[i], i + 1, image, mask, instances, depth)
+    extra = {}
+    if dynamics is not None:
+      extra = dict(
+          colours=dynamics.object_colours(i, scene.objects[i]),
+          stretch=dynamics.object_stretch(i, time),
+      )
+    _paint_object(scene.objects[i], poses[i], i + 1, image, mask, instances, depth, **extra)
+  if dynamics is not None and dynamics.shadows:
+    image *= dynamics.shadow_map(height, width, time)[..., None]
   return dict(
       image=_finish(image, style, scene.background.noise_seed, time, gain),
       mask=mask,

@@ -167,15 +167,34 @@ class VideoDynamics:
   # Per-frame sensor noise std in [0, 1] intensity units; None keeps the style's (0.02 for 'default').
   # Unlike the other terms, it changes frame 0 too.
   noise_std: float | None = None
+  # Colour is not identity. With camouflage c, every object's two colours move a fraction c of the way to
+  # two of the video's five palette colours, which the background shows as blotches (changes frame 0): at
+  # 1, objects and background share their colours, and objects tell apart by texture and shape only.
+  camouflage: float = 0.0
+  # Exposure and white balance that jump from frame to frame: log gains ~ N(0, flicker) for brightness
+  # and N(0, flicker / 2) per channel, drawn per frame (0 at time 0).
+  flicker: float = 0.0
+  # Two soft shadows drift across the scene, darkening what is under them by up to this fraction
+  # (changes frame 0).
+  shadows: float = 0.0
+  # Non-rigid objects: each squashes and stretches (area kept), u x e^s, v x e^-s with s an oscillation
+  # of amplitude up to this.
+  deformation: float = 0.0
+
+  _NAMES = (
+      "background_speed",
+      "background_detail",
+      "scale_amplitude",
+      "illumination_amplitude",
+      "colour_drift",
+      "camouflage",
+      "flicker",
+      "shadows",
+      "deformation",
+  )
 
   def __post_init__(self):
-    for name in (
-        "background_speed",
-        "background_detail",
-        "scale_amplitude",
-        "illumination_amplitude",
-        "colour_drift",
-    ):
+    for name in self._NAMES:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -192,15 +211,7 @@ class VideoDynamics:
   @property
   def changes_frames(self) -> bool:
     """Whether a video renders differently from the dynamics-free one (the noise override aside)."""
-    return any(
-        (
-            self.background_speed,
-            self.background_detail,
-            self.scale_amplitude,
-            self.illumination_amplitude,
-            self.colour_drift,
-        )
-    )
+    return any(getattr(self, name) for name in self._NAMES)
 
 
 Oscillation = tuple[
@@ -226,6 +237,18 @@ class Dynamics:
   illumination: Oscillation  # of log(brightness gain)
   colour: tuple[Oscillation, Oscillation, Oscillation]  # of log(gain) of R, G, B
   noise_std: float | None
+  # Camouflage: the video's palette of RGB colours, how far objects move to them, the two palette colours
+  # of each object (base, pattern), and each palette colour's field of waves in the background
+  # (cycles per image, angle, phase in cycles).
+  palette: tuple[tuple[float, float, float], ...] | None = None
+  camouflage: float = 0.0
+  colour_slots: tuple[tuple[int, int], ...] = ()
+  blotch_waves: tuple[tuple[tuple[float, float, float], ...], ...] = ()
+  flicker: float = 0.0  # std of the per-frame log gain
+  flicker_seed: int = 0
+  # Shadows: (y, x, vy, vx, radius, strength), positions and radius as fractions of the image.
+  shadows: tuple[tuple[float, float, float, float, float, float], ...] = ()
+  object_deformations: tuple[Oscillation, ...] = ()  # one per object, of log(stretch)
 
   def object_scale(self, index: int, time: float) -> float:
     """Radius multiplier of object `index` at `time` (1 at time 0)."""
@@ -233,14 +256,54 @@ class Dynamics:
       return 1.0
     return math.exp(_oscillation(self.object_scales[index], time))
 
+  def object_stretch(self, index: int, time: float) -> float:
+    """Stretch of object `index` at `time`: its local u is multiplied by it and v divided (1 at time 0)."""
+    if not self.object_deformations:
+      return 1.0
+    return math.exp(_oscillation(self.object_deformations[index], time))
+
+  def object_colours(
+      self, index: int, obj: ObjectSpec
+  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(base, pattern) RGB of object `index`: its own, moved `camouflage` of the way to the palette."""
+    if self.palette is None:
+      return obj.colour, obj.pattern_colour
+    base, pattern = self.colour_slots[index]
+    c = self.camouflage
+    mix = lambda own, target: tuple(float(a + c * (b - a)) for a, b in zip(own, target))
+    return mix(obj.colour, self.palette[base]), mix(obj.pattern_colour, self.palette[pattern])
+
+  def shadow_map(self, height: int, width: int, time: float) -> np.ndarray | None:
+    """float32 [H, W] brightness multiplier of the shadows at `time` (None without shadows)."""
+    if not self.shadows:
+      return None
+    rows = (np.arange(height, dtype=np.float32) + 0.5)[:, None] / height
+    cols = (np.arange(width, dtype=np.float32) + 0.5)[None, :] / width
+    dark = np.zeros((height, width), np.float32)
+    for y, x, vy, vx, radius, strength in self.shadows:
+      cy, cx = _reflect(y + vy * time, -0.2, 1.2), _reflect(x + vx * time, -0.2, 1.2)
+      d2 = ((rows - cy) ** 2 + (cols - cx) ** 2) / (radius * radius)
+      dark = np.maximum(dark, strength * np.clip(1.5 - d2, 0.0, 1.0))  # flat core, soft edge
+    return (1.0 - dark).astype(np.float32)
+
   def background_offset(self, time: float) -> tuple[float, float]:
     """(dy, dx) shift of the background texture at `time`, fractions of the image."""
     return (self.background_velocity[0] * time, self.background_velocity[1] * time)
 
   def gain(self, time: float) -> np.ndarray:
     """float32 [3] RGB gain of the illumination at `time` (ones at time 0)."""
-    log_gain = [_oscillation(self.illumination, time) + _oscillation(c, time) for c in self.colour]
-    return np.exp(np.asarray(log_gain, np.float64)).astype(np.float32)
+    log_gain = np.asarray(
+        [_oscillation(self.illumination, time) + _oscillation(c, time) for c in self.colour]
+    )
+    if self.flicker and time != 0.0:
+      # Per frame, independent of the other frames: the bit pattern of the time keys the draw.
+      rng = np.random.default_rng([self.flicker_seed, int(np.float64(time).view(np.uint64))])
+      log_gain = log_gain + self.flicker * (rng.standard_normal() + 0.5 * rng.standard_normal(3))
+    return np.exp(log_gain.astype(np.float64)).astype(np.float32)
+
+  @property
+  def has_gain(self) -> bool:
+    return bool(self.illumination[0] or any(c[0] for c in self.colour) or self.flicker)
 
   @property
   def changes_frames(self) -> bool:
@@ -248,8 +311,10 @@ class Dynamics:
         any(self.background_velocity)
         or self.background_waves
         or any(a for a, _, _ in self.object_scales)
-        or self.illumination[0]
-        or any(a for a, _, _ in self.colour)
+        or self.has_gain
+        or self.palette is not None
+        or self.shadows
+        or any(a for a, _, _ in self.object_deformations)
     )
 
 
@@ -273,6 +338,44 @@ def sample_dynamics(rng: np.random.Generator, scene: Scene, options: VideoDynami
   object_scales = tuple(oscillation(options.scale_amplitude) for _ in scene.objects)
   illumination = oscillation(options.illumination_amplitude)
   colour = tuple(oscillation(options.colour_drift) for _ in range(3))
+  # The draws below came later; they follow the ones above so that those stay what they were.
+  # Camouflage palette: the floor's colour and four more of about its brightness but any hue, so that
+  # brightness and one colour channel do not tell the other (what MAST's objective must reconstruct).
+  value = float(np.clip(max(scene.background.floor_colour), 0.45, 0.75))
+  palette = [scene.background.floor_colour] + [
+      _hsv(rng.uniform(), rng.uniform(0.35, 0.7), value * rng.uniform(0.85, 1.15)) for _ in range(4)
+  ]
+  colour_slots = tuple(
+      tuple(int(i) for i in rng.choice(len(palette), size=2, replace=False)) for _ in scene.objects
+  )
+  # Each palette colour owns a smooth random field; the background shows the colour whose field is highest.
+  blotches = tuple(
+      tuple(
+          (float(rng.uniform(1.5, 4.0)), float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform()))
+          for _ in range(2)
+      )
+      for _ in palette
+  )
+  flicker_seed = int(rng.integers(0, 2**31))
+  shadows = []
+  for _ in range(2):
+    y, x = rng.uniform(0.0, 1.0, size=2)
+    shadow_speed, heading = rng.uniform(0.01, 0.03), rng.uniform(0.0, 2 * np.pi)
+    radius, strength = rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.0) * options.shadows
+    shadows.append(
+        tuple(
+            float(v)
+            for v in (
+                y,
+                x,
+                shadow_speed * math.sin(heading),
+                shadow_speed * math.cos(heading),
+                radius,
+                strength,
+            )
+        )
+    )
+  deformations = tuple(oscillation(options.deformation) for _ in scene.objects)
   return Dynamics(
       background_velocity=(float(speed * math.sin(angle)), float(speed * math.cos(angle))),
       background_waves=tuple(waves),
@@ -280,6 +383,14 @@ def sample_dynamics(rng: np.random.Generator, scene: Scene, options: VideoDynami
       illumination=illumination,
       colour=colour,
       noise_std=options.noise_std,
+      palette=tuple(palette) if options.camouflage > 0 else None,
+      camouflage=options.camouflage,
+      colour_slots=colour_slots,
+      blotch_waves=blotches if options.camouflage > 0 else (),
+      flicker=options.flicker,
+      flicker_seed=flicker_seed,
+      shadows=tuple(shadows) if options.shadows > 0 else (),
+      object_deformations=deformations if options.deformation > 0 else (),
   )
 
 

@@ -22,13 +22,16 @@ Sample layout (`SyntheticScenes[i]`)
 Video dynamics (`SyntheticVideos` and `SyntheticClips` only, all off by default; `VideoDynamics`): a panning
 background with extra colour texture (`background_speed`, `background_detail`), objects that grow and shrink
 (`scale_amplitude`), a global illumination and white-balance drift (`illumination_amplitude`,
-`colour_drift`) and the sensor noise (`noise_std`). Their per-video draws come from their own generator
+`colour_drift`), the sensor noise (`noise_std`), and what makes colour alone a poor cue for correspondence:
+objects in the background's two colours (`camouflage`), per-frame exposure jumps (`flicker`), drifting
+shadows (`shadows`) and squashing objects (`deformation`). Their per-video draws come from their own generator
 `np.random.default_rng([seed, i, 1])`, so the scenes (objects, classes, motion) are the same with or without
 them.
 
 Determinism: sample i is a function of (seed, i, constructor arguments) only; its generator is
 `np.random.default_rng([seed, i])`. Frame 0 of video i equals image i for the same arguments (with video
-dynamics too, unless `background_detail` or `noise_std` is set: each term is the identity at time 0).
+dynamics too, unless `background_detail`, `noise_std`, `camouflage` or `shadows` is set: each other term is
+the identity at time 0).
 """
 
 from __future__ import annotations
@@ -299,7 +302,8 @@ class SyntheticVideos(_VideoSource):
   (pan of the background texture, fraction of the width per unit time), background_detail (extra colour
   texture in the background), scale_amplitude (objects grow and shrink), illumination_amplitude and
   colour_drift (global brightness and white-balance drift), noise_std (per-frame sensor noise; None: the
-  style's).
+  style's), camouflage (objects take the background's two colours), flicker (per-frame exposure and white
+  balance jumps), shadows (drifting soft shadows), deformation (objects squash and stretch).
   """
 
   def __init__(
@@ -323,6 +327,10 @@ class SyntheticVideos(_VideoSource):
       illumination_amplitude: float = 0.0,
       colour_drift: float = 0.0,
       noise_std: float | None = None,
+      camouflage: float = 0.0,
+      flicker: float = 0.0,
+      shadows: float = 0.0,
+      deformation: float = 0.0,
   ):
     self.num_videos = _check_int("num_videos", num_videos, 0)
     self.num_frames = _check_int("num_frames", num_frames, 1)
@@ -333,6 +341,10 @@ class SyntheticVideos(_VideoSource):
         illumination_amplitude=illumination_amplitude,
         colour_drift=colour_drift,
         noise_std=noise_std,
+        camouflage=camouflage,
+        flicker=flicker,
+        shadows=shadows,
+        deformation=deformation,
     )
     if (
         isinstance(frame_interval, bool)
@@ -407,7 +419,8 @@ class SyntheticClips(_VideoSource):
   (pan of the background texture, fraction of the width per unit time), background_detail (extra colour
   texture in the background), scale_amplitude (objects grow and shrink), illumination_amplitude and
   colour_drift (global brightness and white-balance drift), noise_std (per-frame sensor noise; None: the
-  style's).
+  style's), camouflage (objects take the background's two colours), flicker (per-frame exposure and white
+  balance jumps), shadows (drifting soft shadows), deformation (objects squash and stretch).
   """
 
   def __init__(
@@ -426,6 +439,10 @@ class SyntheticClips(_VideoSource):
       illumination_amplitude: float = 0.0,
       colour_drift: float = 0.0,
       noise_std: float | None = None,
+      camouflage: float = 0.0,
+      flicker: float = 0.0,
+      shadows: float = 0.0,
+      deformation: float = 0.0,
       **scene_kwargs: Any,
   ):
     self.num_videos = _check_int("num_videos", num_videos, 1)
@@ -456,6 +473,10 @@ class SyntheticClips(_VideoSource):
         illumination_amplitude=illumination_amplitude,
         colour_drift=colour_drift,
         noise_std=noise_std,
+        camouflage=camouflage,
+        flicker=flicker,
+        shadows=shadows,
+        deformation=deformation,
     )
 
   def __len__(self) -> int:

@@ -31,6 +31,10 @@ def _video_kwargs(s) -> dict:
       illumination_amplitude=float(s.illumination_amplitude),
       colour_drift=float(s.colour_drift),
       noise_std=None if float(s.noise_std) < 0 else float(s.noise_std),
+      camouflage=float(s.camouflage),
+      flicker=float(s.flicker),
+      shadows=float(s.shadows),
+      deformation=float(s.deformation),
   )
 
 

@@ -175,6 +175,12 @@ def _synthetic_section(seed: int = 0, num_videos: int = 64) -> ml_collections.Co
           illumination_amplitude=0.0,
           colour_drift=0.0,
           noise_std=-1.0,
+          # Colour is not identity (synthetic.VideoDynamics): objects in the background's two colours,
+          # per-frame exposure jumps, drifting shadows, squashing objects.
+          camouflage=0.0,
+          flicker=0.0,
+          shadows=0.0,
+          deformation=0.0,
       )
   )
 
