@@ -442,12 +442,68 @@ def test_each_dynamic_does_what_it_says():
   assert 0.04 < (noisy - clean).std() / 255.0 < 0.08
 
 
+def test_colour_is_not_enough_terms_do_what_they_say():
+  """Camouflage puts the objects' colours in the background, flicker jumps the gain per frame (never at
+  time 0), shadows darken where they pass, deformation stretches an object without changing its area.
+  """
+  scene = synthetic.SyntheticScenes(1, image_size=64, seed=1, min_objects=1, max_objects=1).scene(0)
+  rng = np.random.default_rng(0)
+  options = synthetic.VideoDynamics(camouflage=1.0, flicker=0.2, shadows=0.8, deformation=0.3)
+  drawn = synthetic.sample_dynamics(rng, scene, options)
+  # Camouflage 1: the object's base and pattern colours are two palette colours; the background shows
+  # every palette colour (the blotches), so no colour of the object is its own.
+  base, pattern = drawn.object_colours(0, scene.objects[0])
+  palette = np.asarray(drawn.palette)
+  nearest = lambda c: np.abs(palette - np.asarray(c)).max(axis=1).argmin()
+  assert [nearest(base), nearest(pattern)] == list(drawn.colour_slots[0])
+  np.testing.assert_allclose([base, pattern], palette[list(drawn.colour_slots[0])], atol=1e-12)
+  assert drawn.colour_slots[0][0] != drawn.colour_slots[0][1]
+  camo = _dynamics(
+      palette=drawn.palette,
+      camouflage=1.0,
+      colour_slots=drawn.colour_slots,
+      blotch_waves=drawn.blotch_waves,
+  )
+  empty = dataclasses.replace(scene, objects=())
+  background = _render(empty, camo, 0.0)["image"].reshape(-1, 3).astype(float)
+  for colour in drawn.palette:
+    # Each palette colour (under the background's +-25 % shading) covers part of the background.
+    direction = np.float64(colour) / np.linalg.norm(colour)
+    cosine = background @ direction / np.maximum(np.linalg.norm(background, axis=1), 1e-6)
+    assert (cosine > 0.999).mean() > 0.02, colour
+  plain_background = _render(empty, None, 0.0)["image"]
+  assert np.abs(_render(empty, camo, 0.0)["image"].astype(int) - plain_background).mean() > 5
+  # Flicker: a per-frame gain, identity at time 0, different at every other time, repeatable.
+  flicker = _dynamics(flicker=0.2, flicker_seed=drawn.flicker_seed)
+  np.testing.assert_array_equal(flicker.gain(0.0), np.ones(3, np.float32))
+  gains = [flicker.gain(float(t)) for t in range(1, 6)]
+  assert len({tuple(g) for g in gains}) == 5 and max(np.abs(np.log(g)).max() for g in gains) > 0.05
+  np.testing.assert_array_equal(flicker.gain(3.0), gains[2])
+  lit, plain = _render(scene, flicker, 2.0), _render(scene, None, 2.0)
+  np.testing.assert_array_equal(lit["mask"], plain["mask"])
+  # Shadows: darker where a shadow is, masks untouched, and they move.
+  shade = _dynamics(shadows=((0.5, 0.5, 0.0, 0.02, 0.3, 0.8),))
+  dark = _render(empty, shade, 0.0)["image"].astype(float)
+  light = _render(empty, None, 0.0)["image"].astype(float)
+  np.testing.assert_allclose(dark[32, 32] / np.maximum(light[32, 32], 1.0), 0.2, atol=0.05)
+  np.testing.assert_allclose(dark[2, 2], light[2, 2], atol=1.0)
+  assert not np.array_equal(shade.shadow_map(64, 64, 0.0), shade.shadow_map(64, 64, 5.0))
+  # Deformation: u x s and v / s keep the area; the silhouette changes.
+  squash = _dynamics(object_deformations=((0.3, 0.5, 0.0),))
+  assert squash.object_stretch(0, 0.0) == 1.0 and squash.object_stretch(0, 2.0) > 1.2
+  area = lambda d, t: (_render(scene, d, t)["mask"] > 0).sum()
+  np.testing.assert_allclose(area(squash, 2.0) / area(None, 2.0), 1.0, rtol=0.1)
+  assert not np.array_equal(_render(scene, squash, 2.0)["mask"], _render(scene, None, 2.0)["mask"])
+
+
 def test_bad_dynamics_arguments_raise():
   for kwargs, message in [
       (dict(background_speed=-0.1), "background_speed"),
       (dict(scale_amplitude=2.0), "scale_amplitude"),
       (dict(colour_drift=True), "colour_drift"),
       (dict(noise_std=1.0), "noise_std"),
+      (dict(camouflage=1.5), "camouflage"),
+      (dict(flicker=-0.1), "flicker"),
   ]:
     with pytest.raises(ValueError, match=message):
       synthetic.SyntheticVideos(2, **kwargs)

@@ -18,6 +18,7 @@ from jaxseg.methods.vos import method, propagation
 from jaxseg.models import convert
 from jaxseg.models.correspondence_encoders import MastEncoder
 from jaxseg.models.seeded import seeded_state_dict
+from jaxseg.tools import results
 
 import subprocs
 
@@ -160,6 +161,7 @@ def test_synthetic_demo_trains_and_evaluates_on_the_same_video_dynamics(tmp_path
       illumination_amplitude=0.3,
       colour_drift=0.05,
       noise_std=0.06,
+      camouflage=0.8,
   )
   assert clips.frame_gaps == (2, 5, 8)
   config.eval_data.synthetic.update(num_videos=2, num_frames=3)
@@ -248,26 +250,20 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
   assert (out / f"{seq}.gif").exists()
 
 
-# The demo's claim at a CI budget: MAST's objective, 300 steps, 8 held-out videos (one CPU device), J&F of
-# the trained encoder vs copying the first mask (raw Lab pixels are reported, not asserted: at this budget
-# they still win, see the README). Seed study (`--config.seed`, J&F %, trained / copy-first / raw Lab):
-# seed 0 31.2 / 19.1 / 36.0, seed 1 25.6 / 19.1 / 36.0, seed 2 26.5 / 19.1 / 36.0: the smallest gain over
-# copying is 6.5 points; the margin leaves room for other machines. 205-260 s each on 2 busy cores.
-TRAINED_OVER_COPY_MARGIN = 0.03
-
-
+# The demo's claim at a CI budget (`configs/vos.py:synthetic,reduced`: MAST's objective, the demo's 1000
+# steps, 8 of its 16 held-out videos, one CPU device): the trained encoder propagates better than raw Lab pixels and than
+# copying the first mask. The bounds and their seed study (vos_ci, which also draws the world per seed):
+# `jaxseg.tools.results` CLAIMS, README "CI claims".
 @pytest.mark.slow
 @pytest.mark.ci
-def test_reduced_demo_trained_propagation_beats_copying_the_first_mask(tmp_path):
+def test_reduced_demo_trained_propagation_beats_raw_lab_and_copying(tmp_path):
   metrics = _launch_demo(
-      tmp_path / "mast",
-      "configs/vos.py:synthetic,steps=300",
-      "--config.train.progress_bar=False",
-      "--config.eval_data.synthetic.num_videos=8",
-      "--config.propagate.num_pictures=1",
+      tmp_path / "mast", "configs/vos.py:synthetic,reduced", "--config.train.progress_bar=False"
   )
-  trained, copied = metrics["model"]["J&F-Mean"], metrics["copy_first"]["J&F-Mean"]
-  assert trained > copied + TRAINED_OVER_COPY_MARGIN, metrics
+  trained = metrics["model"]["J&F-Mean"]
+  lab, copied = metrics["lab_pixels"]["J&F-Mean"], metrics["copy_first"]["J&F-Mean"]
+  assert trained - lab > results.bound("VOS trained > raw Lab"), metrics
+  assert trained - copied > results.bound("VOS trained > copy first"), metrics
 
 
 def _behaviour(refs, current, roi_gap=15, max_dil=4):

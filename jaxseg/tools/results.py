@@ -358,6 +358,20 @@ CLAIMS: dict[str, Claim] = {
             test="tests/test_uda_method.py::test_reduced_demo_adaptation_beats_source_only",
         ),
         Claim(
+            "VOS trained > raw Lab",
+            "vos_ci",
+            "gain: MAST - raw Lab",
+            bound=0.0,  # TBD from vos_ci
+            test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab_and_copying",
+        ),
+        Claim(
+            "VOS trained > copy first",
+            "vos_ci",
+            "gain: MAST - copy first",
+            bound=0.0,  # TBD from vos_ci
+            test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab_and_copying",
+        ),
+        Claim(
             "HN pre-training > random init (5% labels)",
             "hn_ci",
             "gain at 5%",
