@@ -1,0 +1,163 @@
+"""Tests for jaxseg.data.prepare (TFDS ArrayRecord builders) and jaxseg.data.readers.prepared.
+
+Every dataset is prepared from the small made-up layout its reader's tests write (the fixtures are
+imported from those test modules), then read back both ways: the prepared examples must equal the
+raw reader's, key by key and bit for bit.
+"""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from test_driving_sources import cityscapes_root, gta5_root  # noqa: F401
+from test_rgbd_sources import K_SMALL, nyu  # noqa: F401
+from test_sources import voc_root  # noqa: F401
+from test_vos_sources import davis_root, video_root  # noqa: F401
+
+from jaxseg.data.errors import DataError
+from jaxseg.data.prepare import __main__ as cli
+from jaxseg.data.readers import davis, driving, prepared, sources, videos
+from jaxseg.data.readers import nyu as nyu_reader
+
+
+def assert_same_example(raw, other, where=""):
+  assert sorted(raw) == sorted(other), (where, sorted(raw), sorted(other))
+  for key, value in raw.items():
+    got = other[key]
+    if isinstance(value, np.ndarray):
+      assert isinstance(got, np.ndarray) and got.dtype == value.dtype, (where, key, got)
+      np.testing.assert_array_equal(got, value, err_msg=f"{where} {key}")
+    else:
+      assert type(got) is type(value) and got == value, (where, key, value, got)
+
+
+def assert_same_source(raw, other, where=""):
+  assert len(raw) == len(other), where
+  for i in range(len(raw)):
+    assert_same_example(raw[i], other[i], f"{where}[{i}]")
+
+
+def _prepare(name, root, tmp_path, **kwargs):
+  data_dir = str(tmp_path / "tfds")
+  cli.prepare(name, str(root), data_dir, **kwargs)
+  return data_dir
+
+
+def test_voc_aug_prepared_equals_raw(voc_root, tmp_path):  # noqa: F811
+  data_dir = _prepare("voc_aug", voc_root, tmp_path)
+  for split in ("train_aug", "val"):
+    for kwargs in ({"with_labels": True}, {"with_labels": False, "use_sbd": False}):
+      raw = sources.voc_segmentation_source(voc_root, split, **kwargs)
+      options = {"with_labels": kwargs["with_labels"], "with_masks": raw.mask_dir is not None}
+      ours = prepared.PreparedSource("voc_aug", split, data_dir, options)
+      assert_same_source(raw, ours, f"voc_aug/{split} {kwargs}")
+  assert cli.verify("voc_aug", data_dir)["val"] == (1, [])
+
+
+def test_gta5_and_cityscapes_prepared_equal_raw(gta5_root, cityscapes_root, tmp_path):  # noqa: F811
+  gta = _prepare("gta5", gta5_root, tmp_path / "g")
+  city = _prepare("cityscapes", cityscapes_root, tmp_path / "c")
+  for with_labels in (True, False):
+    options = {"with_masks": with_labels}
+    raw = driving.gta5_source(gta5_root, "all", with_labels=with_labels)
+    assert_same_source(raw, prepared.PreparedSource("gta5", "train", gta, options), "gta5")
+    for split in ("train", "val"):
+      raw = driving.cityscapes_source(cityscapes_root, split, with_labels=with_labels)
+      ours = prepared.PreparedSource("cityscapes", split, city, options)
+      assert_same_source(raw, ours, f"cityscapes/{split}")
+
+
+def test_nyu_depth_v2_prepared_equals_raw(nyu, tmp_path):  # noqa: F811
+  root, _ = nyu
+  (root / "intrinsics.txt").write_text(" ".join(str(float(v)) for v in K_SMALL.reshape(-1)))
+  data_dir = _prepare("nyu_depth_v2", root, tmp_path / "n")
+  for split in ("train", "test"):
+    for classes in (40, 13):
+      raw = nyu_reader.NyuDepthV2Source(
+          root / "nyu_depth_v2_labeled.mat",
+          split,
+          splits_path=root / "splits.mat",
+          classes=classes,
+          mapping40=root / "classMapping40.mat",
+          mapping13=root / "class13Mapping.mat",
+          intrinsics=K_SMALL,
+      )
+      ours = prepared.PreparedSource("nyu_depth_v2", split, data_dir, {"classes": classes})
+      assert_same_source(raw, ours, f"nyu/{split}/{classes}")
+
+
+def test_davis2017_and_video_frames_prepared_equal_raw(davis_root, video_root, tmp_path):  # noqa: F811
+  data_dir = _prepare("davis2017", davis_root, tmp_path / "d")
+  for split in ("train", "val"):
+    raw = davis.DavisSequenceSource(davis_root, split)
+    ours = prepared.PreparedSource("davis2017", split, data_dir)
+    assert_same_source(raw, ours, f"davis2017/{split}")
+  frames_dir = _prepare("video_frames", video_root, tmp_path / "v")
+  for kwargs in (
+      dict(clip_length=2, frame_gaps=(2, 5, 8), gap_probs=(0.4, 0.4, 0.2), seed=3),
+      dict(clip_length=4, frame_gaps=(3,), gap_probs=None, image_size=(5, 7), num_samples=9),
+  ):
+    with pytest.warns(UserWarning, match="skipped"):
+      raw = videos.VideoFolderSource(video_root, **kwargs)
+    with pytest.warns(UserWarning, match="skipped"):
+      ours = prepared.PreparedClips("video_frames", "train", frames_dir, **kwargs)
+    assert ours.videos == raw.videos
+    assert_same_source(raw, ours, f"video_frames {kwargs}")
+
+
+def test_skip_bad_resume_and_verify(gta5_root, tmp_path, monkeypatch):  # noqa: F811
+  from jaxseg.data.prepare.images import Gta5
+
+  (gta5_root / "images" / "00002.png").write_bytes(b"not a png")
+  data_dir = str(tmp_path / "tfds")
+  monkeypatch.setattr(Gta5, "chunk_size", 1)
+  with pytest.raises(DataError, match=r"00002.png.*\n.*--skip_bad"):
+    cli.prepare("gta5", str(gta5_root), data_dir)
+  staging = tmp_path / "tfds" / "gta5" / "_staging-1.0.0" / "train"
+  assert sorted(p.name for p in staging.glob("*.pkl")) == ["chunk-00000-of-00003.pkl"]
+  # Resuming reuses the finished chunk: its file is not read again (now unreadable, it still passes).
+  good = (gta5_root / "images" / "00001.png").read_bytes()
+  (gta5_root / "images" / "00001.png").write_bytes(b"broken after its chunk was staged")
+  assert cli.main(["gta5", f"--root={gta5_root}", f"--data_dir={data_dir}", "--skip_bad"]) == 0
+  (gta5_root / "images" / "00001.png").write_bytes(good)
+  skipped = json.loads((tmp_path / "tfds" / "gta5" / "1.0.0" / "skipped.json").read_text())
+  assert [i for i, _ in skipped["train"]] == [1] and "00002.png" in skipped["train"][0][1]
+  assert not staging.exists()  # removed after a finished preparation
+  ours = prepared.PreparedSource("gta5", "train", data_dir)
+  assert [ours[i]["id"] for i in range(2)] == ["00001", "00003"]
+  assert [ours[i]["index"] for i in range(2)] == [0, 2]  # the reader's indices
+  raw = driving.gta5_source(gta5_root, "all")
+  assert_same_example(raw[0], ours[0])
+  assert_same_example(raw[2], ours[1])
+  assert cli.verify("gta5", data_dir) == {"train": (2, [])}
+  assert cli.main(["gta5", f"--data_dir={data_dir}", "--verify"]) == 0
+  # A record that no longer decodes to what was written is reported.
+  original = Gta5.from_record.__func__
+
+  def altered(cls, record, options):
+    example = original(cls, record, options)
+    example["mask"] = example["mask"].copy()
+    example["mask"][0, 0] ^= 1
+    return example
+
+  monkeypatch.setattr(Gta5, "from_record", classmethod(altered))
+  problems = cli.verify("gta5", data_dir)["train"][1]
+  assert len(problems) == 2 and "checksum differs" in problems[0]
+  assert cli.main(["gta5", f"--data_dir={data_dir}", "--verify"]) == 1
+
+
+def test_prepared_source_per_process_ranges_and_pickle(cityscapes_root, tmp_path):  # noqa: F811
+  data_dir = _prepare("cityscapes", cityscapes_root, tmp_path)
+  whole = prepared.PreparedSource("cityscapes", "train", data_dir)
+  parts = [
+      prepared.PreparedSource("cityscapes", "train", data_dir, process_index=p, process_count=3)
+      for p in range(3)
+  ]
+  assert [len(p) for p in parts] == [1, 1, 2]
+  ids = [e["id"] for p in parts for e in (p[i] for i in range(len(p)))]
+  assert ids == [whole[i]["id"] for i in range(len(whole))]
+  clone = pickle.loads(pickle.dumps(parts[2]))
+  assert_same_example(parts[2][1], clone[1])
+  with pytest.raises(DataError, match="prepare cityscapes"):
+    prepared.PreparedSource("cityscapes", "train", str(tmp_path / "empty"))
