@@ -161,3 +161,32 @@ def test_prepared_source_per_process_ranges_and_pickle(cityscapes_root, tmp_path
   assert_same_example(parts[2][1], clone[1])
   with pytest.raises(DataError, match="prepare cityscapes"):
     prepared.PreparedSource("cityscapes", "train", str(tmp_path / "empty"))
+
+
+@pytest.mark.slow
+def test_beam_direct_runner_writes_the_same_records(cityscapes_root, tmp_path):  # noqa: F811
+  """Apache Beam (DirectRunner) preparation equals the single-machine one, record by record.
+
+  Needs apache-beam, whose every release pins protobuf < 7 (the project pins 7.36.2): run it in a
+  separate environment (requirements-beam.txt; docs/datasets.md).
+  """
+  pytest.importorskip("apache_beam")
+  from jaxseg.data.prepare.images import Cityscapes
+
+  Cityscapes.chunk_size = 1  # one Beam element per example
+  try:
+    beam_dir = str(tmp_path / "beam")
+    cli.prepare("cityscapes", str(cityscapes_root), beam_dir, beam_runner="DirectRunner")
+  finally:
+    Cityscapes.chunk_size = 64
+  local_dir = _prepare("cityscapes", cityscapes_root, tmp_path / "local")
+  for split in ("train", "val"):
+    a = prepared.open_split("cityscapes", split, beam_dir)
+    b = prepared.open_split("cityscapes", split, local_dir)
+    assert len(a) == len(b) == 4
+    for k in range(len(a)):
+      ra, rb = a[k], b[k]
+      assert sorted(ra) == sorted(rb)
+      for key in ra:
+        np.testing.assert_array_equal(np.asarray(ra[key]), np.asarray(rb[key]), err_msg=key)
+  assert cli.verify("cityscapes", beam_dir) == {"train": (4, []), "val": (4, [])}

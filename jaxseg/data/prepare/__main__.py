@@ -17,29 +17,48 @@ import json
 import os
 import shutil
 import sys
+from typing import Any
 
 from jaxseg.data.errors import DataError
 from jaxseg.data.prepare import BUILDERS, builder_class
 
 
 def prepare(
-    name: str, root: str, data_dir: str, *, skip_bad: bool = False, overwrite: bool = False
+    name: str,
+    root: str,
+    data_dir: str,
+    *,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    beam_runner: Any = None,
 ) -> dict[str, list]:
-  """Prepares `name` from `root` into `data_dir`; returns {split: [(index, reason)]} skipped."""
+  """Prepares `name` from `root` into `data_dir`; returns {split: [[index, reason]]} skipped.
+
+  `beam_runner` (e.g. 'DirectRunner' or a runner object): encode the chunks on Apache Beam.
+  """
   import tensorflow_datasets as tfds
 
   builder = builder_class(name)(data_dir=data_dir, file_format="array_record")
   builder.skip_bad = skip_bad
+  builder.use_beam = beam_runner is not None
   mode = tfds.download.GenerateMode
   config = tfds.download.DownloadConfig(
       manual_dir=root,
       download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
   )
+  if beam_runner is not None:
+    import apache_beam as beam
+
+    if isinstance(beam_runner, str):
+      beam_runner = beam.runners.create_runner(beam_runner)
+    config.beam_runner = beam_runner
+    config.beam_options = beam.options.pipeline_options.PipelineOptions([])
+  existed = builder.is_prepared()
   builder.download_and_prepare(download_config=config)
   skipped_path = os.path.join(os.fspath(builder.data_dir), "skipped.json")
-  if builder.skipped:  # this run wrote the dataset
+  if not existed:  # this run wrote the dataset
     with open(skipped_path, "w") as f:
-      json.dump(builder.skipped, f, indent=1)
+      json.dump(builder.skipped_examples(), f, indent=1)
   shutil.rmtree(builder.staging_dir(), ignore_errors=True)
   if os.path.exists(skipped_path):
     with open(skipped_path) as f:
@@ -83,11 +102,19 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--skip_bad", action="store_true", help="leave out bad files, list them")
   parser.add_argument("--verify", action="store_true", help="re-read every record vs checksum")
   parser.add_argument("--overwrite", action="store_true", help="rewrite a finished dataset")
+  parser.add_argument(
+      "--beam_runner", default="", help="encode on Apache Beam with this runner (DirectRunner, ...)"
+  )
   args = parser.parse_args(argv)
   try:
     if args.root:
       skipped = prepare(
-          args.name, args.root, args.data_dir, skip_bad=args.skip_bad, overwrite=args.overwrite
+          args.name,
+          args.root,
+          args.data_dir,
+          skip_bad=args.skip_bad,
+          overwrite=args.overwrite,
+          beam_runner=args.beam_runner or None,
       )
       total = sum(len(v) for v in skipped.values())
       print(f"{args.name}: {total} example(s) skipped as bad" + (":" if total else ""))

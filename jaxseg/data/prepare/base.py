@@ -6,14 +6,19 @@ What the base class adds to TFDS:
 
   - Records keep the reader's order (`disable_shuffling`): record k of a split is the k-th readable
     example, and stores the reader's `index` and a per-example `checksum` (`records.checksum`).
-  - Resume: the encoded records are staged in chunks of `CHUNK` examples under
-    `<data_dir>/<name>/_staging-<version>/<split>/` (each chunk written atomically); an interrupted
-    preparation reads the finished chunks back instead of decoding and encoding their files again.
-    The staging folder is removed once the dataset is written (`prepare` does it).
+  - Resume: the encoded records are staged in chunks of `chunk_size` examples under
+    `<data_dir>/<name>/_staging-<version>/<split>/` (each chunk written atomically, with a
+    `.skipped.json` beside it); an interrupted preparation reads the finished chunks back instead
+    of decoding and encoding their files again. `prepare` removes the folder once the dataset is
+    written.
   - Bad files: a reader `DataError` stops the preparation with the file's name and a hint, unless
-    `skip_bad` is set; then the example is left out and listed in `skipped` (split -> [(index,
-    message)]), which `prepare` prints and writes to `<version dir>/skipped.json`. A corrupt file is
-    never encoded: the reader decodes and validates every file before it is written.
+    `skip_bad` is set; then the example is left out and listed (`skipped_examples`, which `prepare`
+    prints and writes to `<version dir>/skipped.json`). A corrupt file is never encoded: the reader
+    decodes and validates every file before it is written.
+  - Apache Beam (`use_beam`): the chunks are the Beam elements (`beam.Create(chunks) |
+    beam.FlatMap(encode chunk)`), so `download_and_prepare(download_config=DownloadConfig(
+    beam_runner=...))` spreads them over workers; TFDS's Beam writer sorts the records by key, so
+    the files equal the single-machine ones.
 
 The root of the raw dataset is TFDS's manual dir: `tfds build <name> --manual_dir=<root>` or
 `python -m jaxseg.data.prepare <name> --root=<root>`.
@@ -22,6 +27,7 @@ The root of the raw dataset is TFDS's manual dir: `tfds build <name> --manual_di
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import pickle
 from typing import Any
@@ -48,6 +54,8 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "(python -m jaxseg.data.prepare)."
   )
   skip_bad = False  # set by `prepare --skip_bad`
+  allow_skip = True  # False: a bad file always stops (records are addressed by position)
+  use_beam = False  # set by `prepare --beam`
   chunk_size = CHUNK
 
   @tfds.core.utils.classproperty
@@ -55,10 +63,6 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def code_path(cls):
     """The builder's source file (TFDS's own lookup needs the `importlib_resources` backport)."""
     return epath.Path(inspect.getfile(cls))
-
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    self.skipped: dict[str, list[tuple[int, str]]] = {}
 
   # -- To define in subclasses. ---------------------------------------------------------------
   def features(self) -> dict[str, Any]:
@@ -69,22 +73,21 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """{TFDS split name: random-access reader} of the raw dataset at `root`."""
     raise NotImplementedError
 
-  def to_record(self, example: dict[str, Any]) -> dict[str, Any]:
+  @classmethod
+  def to_record(cls, example: dict[str, Any]) -> dict[str, Any]:
     """A reader example -> the record's feature values (PNG bytes for images)."""
     raise NotImplementedError
 
   @classmethod
   def from_record(cls, record: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """A decoded record -> the reader's example (without `index`), as the reader built with
-    `options` gives it."""
+    """A decoded record -> the reader's example (without `index`); `options` {} gives every
+    stored key, other options what the reader built with them gives."""
     raise NotImplementedError
 
-  def split_metadata(self, split: str, records_of_split: list[dict[str, Any]]) -> dict | None:
-    """Extra metadata of a split from its (record-key subset) records; None: none."""
-    del split, records_of_split
+  def split_metadata(self, split: str, reader) -> dict | None:
+    """Metadata of a split, from its reader (stored in the dataset's metadata.json); None: none."""
+    del split, reader
     return None
-
-  METADATA_KEYS: tuple[str, ...] = ()  # record keys `split_metadata` reads
 
   # -- TFDS. ----------------------------------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
@@ -108,6 +111,16 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     )  # data_dir or its incomplete.* dir
     return os.path.join(parent, f"_staging-{self.version}")
 
+  def skipped_examples(self) -> dict[str, list[tuple[int, str]]]:
+    """{split: [(reader index, reason)]} of the examples left out, from the staged chunks."""
+    out = {}
+    for folder in sorted(epath.Path(self.staging_dir()).glob("*")):
+      items = []
+      for path in sorted(folder.glob("*.skipped.json")):
+        items.extend(tuple(item) for item in json.loads(path.read_text()))
+      out[folder.name] = sorted(items)
+    return out
+
   def _split_generators(self, dl_manager):
     try:
       root = dl_manager.manual_dir
@@ -122,45 +135,62 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split, reader) for split, reader in readers.items()}
 
   def _generate_examples(self, split: str, reader):
-    folder = os.path.join(self.staging_dir(), split)
-    os.makedirs(folder, exist_ok=True)
-    n = len(reader)
-    size = int(self.chunk_size)
-    self.skipped[split] = []
-    meta: list[dict[str, Any]] = []
-    for c in range(-(-n // size)):
-      path = os.path.join(folder, f"chunk-{c:05d}-of-{-(-n // size):05d}.pkl")
-      if os.path.exists(path):
-        with open(path, "rb") as f:
-          chunk = pickle.load(f)
-      else:
-        chunk = self._encode_chunk(reader, range(c * size, min(n, (c + 1) * size)))
-        with open(path + ".tmp", "wb") as f:
-          pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(path + ".tmp", path)
-      self.skipped[split].extend(chunk["skipped"])
-      for key, record in chunk["records"]:
-        meta.append({k: record[k] for k in self.METADATA_KEYS})
-        yield key, record
-    extra = self.split_metadata(split, meta)
+    extra = self.split_metadata(split, reader)
     if extra is not None:
       self.info.metadata[split] = extra
+    job = ChunkJob(
+        type(self),
+        reader,
+        os.path.join(self.staging_dir(), split),
+        int(self.chunk_size),
+        bool(self.skip_bad and self.allow_skip),
+    )
+    if self.use_beam:
+      beam = tfds.core.lazy_imports.apache_beam
+      return beam.Create(list(range(job.num_chunks))) | beam.FlatMap(job)
+    return (item for c in range(job.num_chunks) for item in job(c))
 
-  def _encode_chunk(self, reader, indices) -> dict[str, Any]:
+
+class ChunkJob:
+  """Encodes (or reads back) staged chunk c of a split: `job(c)` -> [(key, record)].
+
+  Picklable (a Beam element function): it holds the builder class, the reader and paths only.
+  """
+
+  def __init__(self, builder_cls, reader, folder: str, size: int, skip_bad: bool):
+    self.builder_cls, self.reader, self.folder = builder_cls, reader, folder
+    self.size, self.skip_bad = size, skip_bad
+    self.num_chunks = -(-len(reader) // size)
+
+  def _path(self, c: int) -> epath.Path:
+    return epath.Path(self.folder) / f"chunk-{c:05d}-of-{self.num_chunks:05d}.pkl"
+
+  def __call__(self, c: int) -> list[tuple[int, dict[str, Any]]]:
+    path = self._path(c)
+    if path.exists():
+      return pickle.loads(path.read_bytes())
     out, skipped = [], []
-    for i in indices:
+    for i in range(c * self.size, min(len(self.reader), (c + 1) * self.size)):
       try:
-        example = reader[i]
+        example = self.reader[i]
       except DataError as e:
         if not self.skip_bad:
-          raise DataError(
-              f"{e}\nhint: fix or remove the file, or rerun with --skip_bad to leave the example "
-              "out (listed in skipped.json); finished chunks are not redone"
-          ) from e
+          hint = (
+              "rerun with --skip_bad to leave the example out (listed in skipped.json)"
+              if self.builder_cls.allow_skip
+              else "this dataset addresses records by position: remove or fix the file"
+          )
+          raise DataError(f"{e}\nhint: {hint}; finished chunks are not redone") from e
         skipped.append((int(i), str(e).splitlines()[0]))
         continue
-      record = self.to_record(example)
+      record = self.builder_cls.to_record(example)
       record["index"] = int(i)
       record["checksum"] = records.checksum(example)
       out.append((int(i), record))
-    return {"records": out, "skipped": skipped}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = path.parent / (path.name[: -len(".pkl")] + ".skipped.json")
+    side.write_text(json.dumps(skipped))
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+    tmp.rename(path)  # the chunk is done once this exists
+    return out

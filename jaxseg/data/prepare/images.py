@@ -60,7 +60,8 @@ class VocAug(ReaderBuilder):
   def readers(self, root):
     return {s: sources.voc_segmentation_source(root, s, with_labels=True) for s in self.SPLITS}
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     record = _image_mask_record(example)
     record["labels"] = [int(c) for c in np.flatnonzero(example["labels"])]
     return record
@@ -88,7 +89,8 @@ class Gta5(ReaderBuilder):
   def readers(self, root):
     return {"train": driving.gta5_source(root, "all")}
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     return _image_mask_record(example)
 
   @classmethod
@@ -113,7 +115,8 @@ class Cityscapes(ReaderBuilder):
         if os.path.isdir(os.path.join(root, "leftImg8bit", s))
     }
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     return _image_mask_record(example)
 
   @classmethod

@@ -88,7 +88,8 @@ class NyuDepthV2(ReaderBuilder):
       out[split] = _Both(s40, s13)
     return out
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     return {
         "image": records.encode_png(example["image"]),
         "depth": example["depth"],

@@ -56,7 +56,8 @@ class Davis2017(ReaderBuilder):
         if os.path.isfile(os.path.join(root, "ImageSets", "2017", f"{s}.txt"))
     }
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     masks = example["masks"] if "masks" in example else example["first_mask"][None]
     return {
         "frames": [records.encode_png(f) for f in example["frames"]],
@@ -119,7 +120,7 @@ class VideoFrames(ReaderBuilder):
   name = "video_frames"
   DESCRIPTION = "Frames of <root>/<video>/<frame>.jpg, addressable by (video, frame index)."
   LAYOUT = videos._LAYOUT
-  METADATA_KEYS = ("video", "frame_index")
+  allow_skip = False  # clips address frames by position in the video
   chunk_size = 256
 
   def features(self):
@@ -135,7 +136,8 @@ class VideoFrames(ReaderBuilder):
     source = videos.VideoFolderSource(root, clip_length=1, frame_gaps=(1,), gap_probs=None)
     return {"train": _Frames(source)}
 
-  def to_record(self, example):
+  @classmethod
+  def to_record(cls, example):
     record = dict(example)
     record["image"] = records.encode_png(example["image"])
     return record
@@ -151,17 +153,9 @@ class VideoFrames(ReaderBuilder):
         "id": records.text(record["id"]),
     }
 
-  def split_metadata(self, split, records_of_split):
-    names, counts = [], []
-    for r in records_of_split:
-      if not names or names[-1] != r["video"]:
-        names.append(r["video"])
-        counts.append(0)
-      if r["frame_index"] != counts[-1]:
-        # A skipped (bad) frame: clips would address the wrong frames.
-        raise ValueError(
-            f"video_frames/{split}: video {r['video']!r} misses frame {counts[-1]} (a skipped bad "
-            "file); fix or remove it before preparing, clips address frames by position"
-        )
-      counts[-1] += 1
-    return {"videos": names, "num_frames": counts}
+  def split_metadata(self, split, reader):
+    del split
+    return {
+        "videos": list(reader.source.videos),
+        "num_frames": [int(n) for n in reader.source.num_frames],
+    }
