@@ -200,3 +200,67 @@ class PreparedClips:
         "index": index,
         "id": f"{self.videos[video]}/{stems[0]}",
     }
+
+
+# ----------------------------------------------------------------------------
+# Config sections: `source = 'raw' | 'tfds'`.
+# ----------------------------------------------------------------------------
+SOURCES = ("raw", "tfds")
+
+
+def tfds_fields(name: str = "") -> dict[str, Any]:
+  """The `tfds` sub-section of a method data section that can read a prepared dataset."""
+  return dict(
+      name=name,  # the prepared dataset ('' = the default of the section's dataset)
+      data_dir="",  # the --data_dir given to `python -m jaxseg.data.prepare`
+      per_process=False,  # training: each process reads only its range of the split
+  )
+
+
+def reads_prepared(section, where: str) -> bool:
+  """True if the data section has `source='tfds'`; an unknown source is a one-line error."""
+  source = section.get("source", "raw")
+  if source not in SOURCES:
+    raise DataError(f"{where}.source={source!r}: expected 'raw' or 'tfds'")
+  return source == "tfds"
+
+
+def section_source(
+    section,
+    split: str,
+    *,
+    where: str,
+    default_name: str,
+    options: dict[str, Any] | None = None,
+    train: bool = False,
+) -> PreparedSource:
+  """The prepared split of a data section with source='tfds' (`section.tfds`: name, data_dir,
+  per_process). With `per_process` and `train`, the source holds this JAX process's range only and
+  is marked `process_local` (the training pipeline then batches it without re-sharding)."""
+  t = section.tfds
+  name = str(t.name) or default_name
+  if not name:
+    raise DataError(
+        f"{where}.tfds.name is empty; set --config.{where}.tfds.name=<prepared dataset>"
+    )
+  if not t.data_dir:
+    raise DataError(
+        f"{where}.tfds.data_dir is empty with {where}.source='tfds'\nhint: "
+        f"--config.{where}.tfds.data_dir=<the --data_dir of python -m jaxseg.data.prepare {name}>"
+    )
+  per_process = bool(train and t.get("per_process", False))
+  process_index, process_count = 0, 1
+  if per_process:
+    import jax
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+  source = PreparedSource(
+      name,
+      split,
+      str(t.data_dir),
+      options,
+      process_index=process_index,
+      process_count=process_count,
+  )
+  source.process_local = per_process
+  return source
