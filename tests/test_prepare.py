@@ -6,6 +6,7 @@ raw reader's, key by key and bit for bit.
 """
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -190,3 +191,43 @@ def test_beam_direct_runner_writes_the_same_records(cityscapes_root, tmp_path): 
       for key in ra:
         np.testing.assert_array_equal(np.asarray(ra[key]), np.asarray(rb[key]), err_msg=key)
   assert cli.verify("cityscapes", beam_dir) == {"train": (4, []), "val": (4, [])}
+
+
+def test_two_processes_read_disjoint_ranges(cityscapes_root, tmp_path):  # noqa: F811
+  """Two local JAX processes (jax.distributed) each read only their half of the prepared split,
+  deterministically, and resume from the iterator state (tests/per_host_reader.py)."""
+  import socket
+  import subprocess
+  import sys
+
+  data_dir = _prepare("cityscapes", cityscapes_root, tmp_path)
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+  script = os.path.join(root, "tests", "per_host_reader.py")
+  outs = [tmp_path / f"p{i}.json" for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          [sys.executable, script, data_dir, str(port), str(i), str(outs[i])],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
+  for p in procs:
+    log, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, log[-3000:]
+  r = [json.loads(o.read_text()) for o in outs]
+  assert [x["process"] for x in r] == [[0, 2], [1, 2]]
+  assert [x["range"] for x in r] == [[0, 2], [2, 4]]
+  whole = prepared.PreparedSource("cityscapes", "train", data_dir)
+  assert r[0]["ids"] + r[1]["ids"] == [whole[i]["id"] for i in range(len(whole))]
+  for x in r:
+    assert set(x["read"]) <= set(range(*x["range"]))  # only its own records
+    assert sorted(sum(x["batches"][:2], [])) == sorted(x["ids"])  # an epoch of its range
+    assert x["restored"] == x["batches"][2:]  # checkpointable
