@@ -57,8 +57,20 @@ def test_voc_aug_prepared_equals_raw(voc_root, tmp_path):  # noqa: F811
 
 
 def test_gta5_and_cityscapes_prepared_equal_raw(gta5_root, cityscapes_root, tmp_path):  # noqa: F811
+  from jaxseg.data.prepare import tfds_build
+
   gta = _prepare("gta5", gta5_root, tmp_path / "g")
   city = _prepare("cityscapes", cityscapes_root, tmp_path / "c")
+  # TFDS's own `tfds build` command writes the same records.
+  built = str(tmp_path / "built")
+  tfds_build.main(
+      ["gta5", f"--manual_dir={gta5_root}", f"--data_dir={built}", "--file_format=array_record"]
+  )
+  a, b = prepared.open_split("gta5", "train", gta), prepared.open_split("gta5", "train", built)
+  assert len(a) == len(b) == 3
+  for k in range(3):
+    for key in a[k]:
+      np.testing.assert_array_equal(np.asarray(a[k][key]), np.asarray(b[k][key]), err_msg=key)
   for with_labels in (True, False):
     options = {"with_masks": with_labels}
     raw = driving.gta5_source(gta5_root, "all", with_labels=with_labels)
