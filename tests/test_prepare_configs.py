@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 from test_driving_sources import cityscapes_root, gta5_root  # noqa: F401
 from test_prepare import _prepare, assert_same_source
-from test_rgbd_sources import MAP13, MAP40, _data, _nyu_arrays, _write_v73
+from test_rgbd_sources import K_SMALL, MAP13, MAP40, _data, _nyu_arrays, _write_v73, nyu  # noqa: F401
 from test_sources import voc_root  # noqa: F401
 from test_vos_sources import _save_annotation, davis_root, video_root  # noqa: F401
 
@@ -152,3 +152,29 @@ def test_vos_train_clips_and_davis_eval_raw_equal_tfds(video_root, davis_root, t
   for seq, (j, f) in from_files["per_frame"].items():
     np.testing.assert_array_equal(from_prepared["per_frame"][seq][0], j)
     np.testing.assert_array_equal(from_prepared["per_frame"][seq][1], f)
+
+
+@pytest.mark.slow  # compiles the HN labeller (~5-15 s on 2 cores)
+def test_nyu_hn_config_stores_the_hn_labels_of_the_default_settings(nyu, tmp_path):  # noqa: F811
+  from jaxseg.depth.hn_labels import default_hn_config
+  from jaxseg.depth.hn_labels import hn_labels as compute
+  from jaxseg.methods.hn.stages import precomputed_hn_labels
+
+  root, _ = nyu
+  (root / "intrinsics.txt").write_text(" ".join(str(float(v)) for v in K_SMALL.reshape(-1)))
+  data_dir = _prepare("nyu_depth_v2/hn", root, tmp_path / "out")
+  config = hn.method.default_config()
+  config.pretrain_data.update(name="nyu", source="tfds", split="train")
+  config.pretrain_data.tfds.update(name="nyu_depth_v2/hn", data_dir=data_dir)
+  source = hn.data.depth_source(config)
+  assert len(source) == 3
+  for i in range(len(source)):
+    example = source[i]
+    expected, _ = compute(example["depth"][None], example["intrinsics"][None], default_hn_config())
+    np.testing.assert_array_equal(example["hn_labels"], np.asarray(expected[0]).astype(np.uint8))
+  assert precomputed_hn_labels(config, source)
+  config.hn.normal_radius = 5  # other settings: the stage computes its own
+  assert not precomputed_hn_labels(config, source)
+  plain = _prepare("nyu_depth_v2", root, tmp_path / "plain")
+  config.pretrain_data.tfds.update(name="nyu_depth_v2", data_dir=plain)
+  assert "hn_labels" not in hn.data.depth_source(config)[0]

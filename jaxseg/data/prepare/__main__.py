@@ -1,6 +1,6 @@
 """python -m jaxseg.data.prepare <name> --root=<raw dataset> --data_dir=<out> [--skip_bad] [--verify]
 
-Writes the TFDS dataset `<name>` (voc_aug, gta5, cityscapes, nyu_depth_v2, davis2017, video_frames)
+Writes the TFDS dataset `<name>` (voc_aug, gta5, cityscapes, nyu_depth_v2[/hn], davis2017, video_frames)
 as ArrayRecord shards under `<data_dir>/<name>/<version>/`, with TFDS's progress bars. An
 interrupted run resumes from its staged chunks (see `jaxseg.data.prepare.base`); a finished dataset
 is not rewritten (`--overwrite` does). `--skip_bad` leaves out examples whose files are bad and
@@ -38,7 +38,9 @@ def prepare(
   """
   import tensorflow_datasets as tfds
 
-  builder = builder_class(name)(data_dir=data_dir, file_format="array_record")
+  base, _, config_name = name.partition("/")
+  kwargs = {"config": config_name} if config_name else {}
+  builder = builder_class(base)(data_dir=data_dir, file_format="array_record", **kwargs)
   builder.skip_bad = skip_bad
   builder.use_beam = beam_runner is not None
   mode = tfds.download.GenerateMode
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m jaxseg.data.prepare", description=__doc__.split("\n\n")[0]
   )
-  parser.add_argument("name", choices=sorted(BUILDERS))
+  parser.add_argument("name", help=f"{', '.join(sorted(BUILDERS))} (nyu_depth_v2/hn: + HN labels)")
   parser.add_argument("--root", default="", help="the raw dataset's folder (standard layout)")
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write")
   parser.add_argument("--skip_bad", action="store_true", help="leave out bad files, list them")

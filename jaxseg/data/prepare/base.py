@@ -105,6 +105,12 @@ class ReaderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         homepage="https://github.com/jaxseg/jaxseg",
     )
 
+  def _download_and_prepare(self, *args, **kwargs):
+    from jaxseg.data.prepare.tf_free import no_tf_shuffle_buckets
+
+    with no_tf_shuffle_buckets():  # splits over 1 GB spill to disk through tf.io.gfile otherwise
+      return super()._download_and_prepare(*args, **kwargs)
+
   def staging_dir(self) -> str:
     parent = os.path.dirname(
         os.fspath(self.data_dir).rstrip("/")

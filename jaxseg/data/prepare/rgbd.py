@@ -6,9 +6,14 @@ full 480x640 Kinect frame. Records: image PNG [H, W, 3]; depth float32 [H, W] me
 `depths`, 0 = invalid; zlib); intrinsics float32 [3, 3]; mask40 / mask13 PNG [H, W, 1] (0-based
 class ids, 255 = unlabelled); id text ('%05d', the 1-based image number).
 
+Configs: `nyu_depth_v2` (= `nyu_depth_v2/default`) as above; `nyu_depth_v2/hn` adds `hn_labels`
+PNG [H, W, 1], the HN labels of `jaxseg.depth.hn_labels` with `default_hn_config()` (stored in the
+dataset's metadata as `hn_params`), computed once at preparation instead of by the hn method's
+`hn_labels` stage, which uses them when its `config.hn` equals `hn_params`.
+
 `from_record(options)`: classes 40 (default with `classes`) or 13 picks the mask as `mask`, as the
 reader built with that `classes` gives it; no `classes` option keeps both (`mask` = 40 classes,
-`mask13`).
+`mask13`). `hn_labels` (uint8 [H, W]) is kept with no options or `hn_labels=True`, when stored.
 """
 
 from __future__ import annotations
@@ -31,11 +36,20 @@ FILES = {
 }
 
 
-class _Both:
-  """The 40-class reader's examples with the 13-class mask added as `mask13`."""
+def hn_params() -> dict:
+  """The HN-label settings of `nyu_depth_v2/hn` (JSON-normalised `default_hn_config()`)."""
+  import json
 
-  def __init__(self, s40, s13):
-    self.s40, self.s13 = s40, s13
+  from jaxseg.depth.hn_labels import default_hn_config
+
+  return json.loads(json.dumps(default_hn_config().to_dict()))
+
+
+class _Both:
+  """The 40-class reader's examples with the 13-class mask added as `mask13` (and `hn_labels`)."""
+
+  def __init__(self, s40, s13, hn: bool = False):
+    self.s40, self.s13, self.hn = s40, s13, hn
 
   def __len__(self):
     return len(self.s40)
@@ -43,11 +57,30 @@ class _Both:
   def __getitem__(self, index):
     example = self.s40[index]
     example["mask13"] = self.s13[index]["mask"]
+    if self.hn:
+      from jaxseg.depth.hn_labels import default_hn_config
+      from jaxseg.depth.hn_labels import hn_labels as compute  # jitted per config
+
+      labels, _ = compute(example["depth"][None], example["intrinsics"][None], default_hn_config())
+      example["hn_labels"] = np.asarray(labels[0]).astype(np.uint8)
     return example
+
+
+class NyuConfig(tfds.core.BuilderConfig):
+  """`hn_labels`: also store the HN labels (config 'hn')."""
+
+  def __init__(self, *, hn_labels: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.hn_labels = hn_labels
 
 
 class NyuDepthV2(ReaderBuilder):
   """NYU Depth v2 labelled set with depth, intrinsics and 40- and 13-class labels."""
+
+  BUILDER_CONFIGS = [
+      NyuConfig(name="default", description="RGB, depth, intrinsics, 40/13-class masks"),
+      NyuConfig(name="hn", description="default + HN labels (default_hn_config)", hn_labels=True),
+  ]
 
   name = "nyu_depth_v2"
   DESCRIPTION = "NYU Depth v2 labelled set (Silberman et al. 2012): RGB-D + 40/13-class labels."
@@ -63,7 +96,11 @@ class NyuDepthV2(ReaderBuilder):
         "mask40": tfds.features.Image(shape=(None, None, 1), use_colormap=True),
         "mask13": tfds.features.Image(shape=(None, None, 1), use_colormap=True),
         "id": tfds.features.Text(),
-    }
+    } | (
+        {"hn_labels": tfds.features.Image(shape=(None, None, 1), use_colormap=True)}
+        if self.builder_config.hn_labels
+        else {}
+    )
 
   def readers(self, root):
     paths = {k: os.path.join(root, f) for k, f in FILES.items()}
@@ -85,12 +122,14 @@ class NyuDepthV2(ReaderBuilder):
       s13 = nyu.NyuDepthV2Source(
           paths["mat"], split, classes=13, mapping13=paths["mapping13"], **common
       )
-      out[split] = _Both(s40, s13)
+      out[split] = _Both(s40, s13, hn=self.builder_config.hn_labels)
+    if self.builder_config.hn_labels:
+      self.info.metadata["hn_params"] = hn_params()
     return out
 
   @classmethod
   def to_record(cls, example):
-    return {
+    record = {
         "image": records.encode_png(example["image"]),
         "depth": example["depth"],
         "intrinsics": example["intrinsics"],
@@ -98,6 +137,9 @@ class NyuDepthV2(ReaderBuilder):
         "mask13": records.encode_png(example["mask13"]),
         "id": example["id"],
     }
+    if "hn_labels" in example:
+      record["hn_labels"] = records.encode_png(example["hn_labels"])
+    return record
 
   @classmethod
   def from_record(cls, record, options):
@@ -115,4 +157,6 @@ class NyuDepthV2(ReaderBuilder):
       example["mask"] = records.squeeze_mask(record[f"mask{int(classes)}"])
     else:
       raise DataError(f"nyu_depth_v2 (prepared) holds 40- and 13-class masks, not {classes}")
+    if "hn_labels" in record and (not options or options.get("hn_labels")):
+      example["hn_labels"] = records.squeeze_mask(record["hn_labels"])
     return example

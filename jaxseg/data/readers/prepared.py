@@ -95,6 +95,10 @@ class PreparedSource:
     part = f", records [{self.start}, {self.end})" if self.process_count > 1 else ""
     return f"PreparedSource({self.name}/{self.split}, data_dir={self.data_dir!r}{part})"
 
+  def metadata(self) -> dict[str, Any]:
+    """The dataset's metadata (metadata.json): e.g. video lists, HN-label settings."""
+    return dict(self._source().dataset_info.metadata or {})
+
   def record(self, index: int) -> dict[str, Any]:
     """The decoded record `index` of this source (this process's range)."""
     index = int(index)

@@ -41,7 +41,8 @@ def _nyu(d, split: str, where: str, train: bool = False):
         split,
         where=where,
         default_name="nyu_depth_v2",
-        options={"classes": int(d.classes)},
+        # pretrain_data: HN labels stored by `prepare nyu_depth_v2/hn` come along.
+        options={"classes": int(d.classes), "hn_labels": where == "pretrain_data"},
         train=train,
     )
   if not d.mat_path:
