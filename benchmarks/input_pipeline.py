@@ -10,6 +10,14 @@ from the synthetic scenes), so JPEG decoding, XML parsing and the augmentations 
   python benchmarks/input_pipeline.py --method=seam --workers=0,2,4,8 --step-rate=120
   python benchmarks/input_pipeline.py --step-json=/tmp/seam_step.json   # need from benchmarks/train_step.py --json
 
+Raw files vs a prepared TFDS dataset (`--source=raw,tfds`): writes a made-up Cityscapes layout
+(`--images` PNGs of `--size`, default 2048x1024, with gtFine labelIds), prepares it with
+`python -m jaxseg.data.prepare cityscapes`, and reads the train split through the training pipeline
+(decode only, no augmentation) from each: examples/s per process and bytes read per example (the
+process's read() bytes from /proc/self/io with 0 workers; file or record bytes otherwise).
+
+  python benchmarks/input_pipeline.py --source=raw,tfds --images=500 --workers=0,2
+
 `--step-rate` (images/s the train step consumes, e.g. from train_step.py on the GPU) gives the printed margin
 pipeline / step; the target is >= 2x. Worker processes each take one CPU core: on a 2-core machine more than
 1-2 workers only adds contention.
@@ -108,6 +116,116 @@ def images_per_s(task, config, batch: int, workers: int, batches: int) -> float:
   return batches * batch / elapsed
 
 
+CITYSCAPES_SIZE = (1024, 2048)  # (H, W)
+_LABEL_IDS = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33])
+
+
+def write_cityscapes_like(
+    root: str, num_images: int, size=CITYSCAPES_SIZE, seed: int = 0, splits=None
+) -> str:
+  """A Cityscapes layout (leftImg8bit + gtFine labelIds, 4 cities) of scene PNGs; `splits` {split:
+  count} (default {'train': num_images})."""
+  scenes = SyntheticScenes(min(num_images, 8), num_classes=6, image_size=size, seed=seed)
+  scenes = [scenes[k] for k in range(len(scenes))]  # rendered once
+  names = [(s, i) for s, n in (splits or {"train": num_images}).items() for i in range(n)]
+  for i, (split, k) in enumerate(names):
+    city = f"city{k % 4}"
+    name = f"{city}_{i:06d}_000019"
+    example = scenes[i % len(scenes)]
+    # Every image differs (no two files compress alike): shift the scene and add mild noise.
+    image = np.roll(example["image"], 17 * i, axis=1).astype(np.int16)
+    image += np.random.default_rng(i).integers(-2, 3, image.shape, dtype=np.int16)
+    labels = _LABEL_IDS[np.roll(example["mask"], 17 * i, axis=1).astype(np.int64) % 19]
+    for folder, suffix, array in (
+        ("leftImg8bit", "leftImg8bit", np.clip(image, 0, 255).astype(np.uint8)),
+        ("gtFine", "gtFine_labelIds", labels.astype(np.uint8)),
+    ):
+      out = os.path.join(root, folder, split, city)
+      os.makedirs(out, exist_ok=True)
+      Image.fromarray(array).save(os.path.join(out, f"{name}_{suffix}.png"))
+  return root
+
+
+def _read_bytes() -> int:
+  with open("/proc/self/io") as f:
+    return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def source_rates(args) -> dict:
+  """The --source benchmark (see the module doc)."""
+  from jaxseg.data import datasets
+  from jaxseg.data.prepare.__main__ import prepare
+
+  h, w = _size(args.size)
+  results = {"cpus": os.cpu_count(), "size": [h, w], "images": args.images, "rows": []}
+  with tempfile.TemporaryDirectory(dir=args.tmp or None) as tmp:
+    root = os.path.join(tmp, "cityscapes")
+    start = time.perf_counter()
+    write_cityscapes_like(root, args.images, (h, w))
+    results["write_s"] = time.perf_counter() - start
+    raw_bytes = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files
+    )
+    data_dir = os.path.join(tmp, "tfds")
+    start = time.perf_counter()
+    if "tfds" in args.source:
+      prepare("cityscapes", root, data_dir)
+    results["prepare_s"] = time.perf_counter() - start
+    tfds_bytes = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(data_dir)
+        for f in files
+        if ".array_record-" in f
+    )
+    results.update(raw_bytes=raw_bytes, tfds_bytes=tfds_bytes)
+    print(
+        f"# {args.images} made-up Cityscapes images {w}x{h}: raw {raw_bytes / 2**20:.0f} MiB "
+        f"(written in {results['write_s']:.0f} s), prepared {tfds_bytes / 2**20:.0f} MiB "
+        f"(prepare {results['prepare_s']:.0f} s) | {os.cpu_count()} CPUs | batch {args.batch}"
+    )
+    print(f"{'source':>6} {'workers':>7} {'examples/s':>10} {'MiB/example':>11}")
+    for source in args.source.split(","):
+      data = datasets.data_config()
+      data.update(name="cityscapes", root=root, num_classes=19, train_split="train", source=source)
+      data.tfds.data_dir = data_dir
+      src = datasets.build_source(data, "train")
+      per_example = (raw_bytes if source == "raw" else tfds_bytes) / args.images
+      for workers in (int(w) for w in args.workers.split(",")):
+        ds = pipeline.train_dataset(
+            src, lambda e, rng: e, seed=0, global_batch_size=args.batch, keys=("image", "mask")
+        )
+        iterator = pipeline.make_iterator(ds, workers)
+        next(iterator)
+        before = _read_bytes()
+        start = time.perf_counter()
+        for _ in range(args.batches):
+          next(iterator)
+        elapsed = time.perf_counter() - start
+        read = _read_bytes() - before
+        del iterator
+        n = args.batches * args.batch
+        row = dict(
+            source=source,
+            workers=workers,
+            examples_per_s=n / elapsed,
+            bytes_per_example=read / n if workers == 0 else per_example,
+            bytes_measured=workers == 0,
+        )
+        results["rows"].append(row)
+        print(
+            f"{source:>6} {workers:7d} {row['examples_per_s']:10.2f} "
+            f"{row['bytes_per_example'] / 2**20:11.2f}" + ("" if workers == 0 else " (file bytes)"),
+            flush=True,
+        )
+  return results
+
+
+def _size(text: str) -> tuple[int, int]:
+  """'2048x1024' (W x H) -> (H, W)."""
+  w, h = (int(v) for v in text.lower().split("x"))
+  return h, w
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,7 +246,18 @@ def main(argv=None) -> dict:
       "--step-json", default="", help="train_step.py --json output: takes the fastest row"
   )
   parser.add_argument("--json", default="", help="also write the results here")
+  parser.add_argument(
+      "--source", default="", help="raw,tfds: made-up Cityscapes, raw files vs prepared TFDS"
+  )
+  parser.add_argument("--size", default="2048x1024", help="--source: image W x H")
+  parser.add_argument("--tmp", default="", help="--source: folder for the made-up dataset")
   args = parser.parse_args(argv)
+  if args.source:
+    results = source_rates(args)
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    return results
   step_rate = args.step_rate
   if args.step_json:
     with open(args.step_json) as f:

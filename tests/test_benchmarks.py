@@ -72,6 +72,23 @@ def test_input_pipeline_benchmark_reads_voc_layout(tmp_path):
   assert row["images_per_s"] > 0 and row["crop"] == (448, 448) and row["margin"] > 0
 
 
+def test_input_pipeline_benchmark_raw_vs_prepared(tmp_path):
+  result = input_pipeline.main(
+      [
+          "--source=raw,tfds",
+          "--images=4",
+          "--size=64x32",
+          "--workers=0",
+          "--batch=2",
+          "--batches=1",
+          f"--tmp={tmp_path}",
+      ]
+  )
+  assert [r["source"] for r in result["rows"]] == ["raw", "tfds"]
+  assert all(r["examples_per_s"] > 0 and r["bytes_per_example"] > 0 for r in result["rows"])
+  assert result["raw_bytes"] > 0 and result["tfds_bytes"] > 0
+
+
 def test_pseudo_label_pass_benchmark_is_exact_and_bounded():
   import pseudo_labels
 

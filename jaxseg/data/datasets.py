@@ -15,7 +15,7 @@ SYNTHETIC_HINT = "use the ':synthetic' config variant for the embedded synthetic
 
 # Keys of a data section that may change between launches of one workdir (the dataset moved; a bad
 # file that stops every resume is skipped): `resume_safe('data')` -> ('data.root', 'data.skip_bad').
-RESUME_SAFE_DATA_KEYS = ("root", "skip_bad")
+RESUME_SAFE_DATA_KEYS = ("root", "skip_bad", "tfds.data_dir")
 
 
 def resume_safe(*sections: str) -> tuple[str, ...]:
@@ -28,6 +28,9 @@ def data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       dict(
           name="synthetic",  # synthetic | voc | folder | tfds | gta5 | cityscapes
+          # raw: read `root`'s files; tfds: the same examples from the dataset prepared by
+          # `python -m jaxseg.data.prepare` (voc -> voc_aug, gta5, cityscapes) in `tfds.data_dir`.
+          source="raw",
           root="",  # dataset root for voc / folder / gta5 / cityscapes
           train_split="train",
           eval_split="val",
@@ -50,7 +53,14 @@ def data_config() -> ml_collections.ConfigDict:
           folder=dict(
               image_dir="images", mask_dir="masks", image_ext=".jpg", mask_ext=".png", split_dir=""
           ),
-          tfds=dict(name="", data_dir="", image_key="image", mask_key="segmentation_mask"),
+          # name='tfds' (any TFDS segmentation dataset: image_key, mask_key) or source='tfds'.
+          tfds=dict(
+              name="",
+              data_dir="",
+              image_key="image",
+              mask_key="segmentation_mask",
+              per_process=False,  # source='tfds' training: each process reads only its range
+          ),
       )
   )
 
@@ -80,8 +90,45 @@ def build_source(
   return source
 
 
+# source='tfds': the prepared dataset of each raw dataset, and its split names (raw -> prepared).
+PREPARED = {"voc": "voc_aug", "gta5": "gta5", "cityscapes": "cityscapes"}
+_PREPARED_SPLITS = {"gta5": {"all": "train"}}
+
+
+def _prepared_source(data, split: str, split_name: str, *, with_labels: bool, with_masks: bool):
+  from jaxseg.data.readers import prepared
+
+  if data.name not in PREPARED:
+    raise DataError(
+        f"config.data.source='tfds' reads a prepared {sorted(PREPARED)} dataset, not "
+        f"data.name={data.name!r}"
+    )
+  if data.name == "voc":
+    options = {"with_labels": with_labels, "with_masks": with_masks or split_name != "train_aug"}
+  else:
+    if with_labels:
+      raise ValueError(f"dataset {data.name!r} has no image-level labels; use synthetic or voc")
+    options = {"with_masks": with_masks}
+  if data.name in ("gta5", "cityscapes"):
+    from jaxseg.data.readers import driving
+
+    driving.check_config(data)
+  return prepared.section_source(
+      data,
+      _PREPARED_SPLITS.get(data.name, {}).get(split_name, split_name),
+      where="data",
+      default_name=PREPARED[data.name],
+      options=options,
+      train=split == "train",
+  )
+
+
 def _build_source(data, split: str, *, with_labels: bool, with_masks: bool):
   split_name = data.train_split if split == "train" else data.eval_split
+  from jaxseg.data.readers import prepared
+
+  if prepared.reads_prepared(data, "data"):
+    return _prepared_source(data, split, split_name, with_labels=with_labels, with_masks=with_masks)
   if data.name == "synthetic":
     from jaxseg.data.synthetic import sources as synthetic
 

@@ -55,13 +55,18 @@ def train_dataset(
       is batched and sent to the device.
   Returns:
     MapDataset whose element b is this process's slice of global batch b:
-    dict of numpy arrays with leading dim `global_batch_size / process_count`.
+    dict of numpy arrays with leading dim `global_batch_size / process_count`. With a
+    process-local source, element b is batch b of this process's own shuffle of its range.
   """
   pi, pc, local = _process_layout(global_batch_size, process_index, process_count)
-  if len(source) < global_batch_size:
+  # A process-local source (a prepared split read per host, `source.process_local`) already holds
+  # only this process's range: it is shuffled and batched here without taking every pc-th batch.
+  process_local = bool(getattr(source, "process_local", False))
+  if len(source) < (local if process_local else global_batch_size):
     raise ValueError(
-        f"training set has {len(source)} examples, fewer than the global "
-        f"batch size {global_batch_size}"
+        f"training set has {len(source)} examples, fewer than the "
+        f"{'local' if process_local else 'global'} batch size "
+        f"{local if process_local else global_batch_size}"
     )
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(augment)
@@ -70,7 +75,8 @@ def train_dataset(
   # Local batch m holds elements [m * local, (m + 1) * local); process pi takes
   # local batches pi, pi + pc, ..., so global batch b is elements
   # [b * global, (b + 1) * global) in order, exactly as on one process.
-  return ds.batch(local, drop_remainder=True)[pi::pc]
+  batches = ds.batch(local, drop_remainder=True)
+  return batches if process_local else batches[pi::pc]
 
 
 def make_iterator(ds: grain.MapDataset, num_workers: int = 0) -> grain.DatasetIterator:

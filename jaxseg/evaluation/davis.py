@@ -39,7 +39,7 @@ import glob
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -202,8 +202,13 @@ def evaluate_davis(
     subset: str = "val",
     sequences: Sequence[str] | None = None,
     resolution: str = "480p",
+    annotations: Callable[[str], tuple[list[str], np.ndarray]] | None = None,
 ) -> dict:
   """Evaluates a results folder against DAVIS-2017 annotations (semi-supervised task).
+
+  `annotations(seq)` -> (annotation file names, ids uint8 [T, H, W]) replaces reading
+  `<davis_root>/Annotations/<resolution>/<seq>/*.png` (e.g. a prepared davis2017 dataset; then
+  `sequences` must be given and `davis_root` is only named in messages).
 
   Returns {'global': {name: value for GLOBAL_NAMES}, 'per_object': [{'sequence': 'seq_1', 'J-Mean', 'F-Mean',
   'J-Recall', 'J-Decay', 'F-Recall', 'F-Decay'}], 'per_frame': {seq: (J [K, T-2], F [K, T-2])}}.
@@ -215,8 +220,11 @@ def evaluate_davis(
     )
   rows, per_frame = [], {}
   for seq in sequences:
-    gt_paths = _annotation_frames(davis_root, seq, resolution)
-    gt_ids = _read_ids(gt_paths)
+    if annotations is None:
+      gt_paths = _annotation_frames(davis_root, seq, resolution)
+      gt_ids = _read_ids(gt_paths)
+    else:
+      gt_paths, gt_ids = annotations(seq)
     res_paths = [os.path.join(results_dir, seq, os.path.basename(p)) for p in gt_paths]
     # The first and last frames are not evaluated, so their results may be absent.
     pred_ids = np.zeros_like(gt_ids)

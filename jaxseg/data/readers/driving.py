@@ -296,13 +296,18 @@ def cityscapes_source(
   )
 
 
-def build_driving_source(data, split: str, *, with_masks: bool = True, hint: str | None = None):
-  """`gta5_source` / `cityscapes_source` for a `config.data` section named 'gta5'/'cityscapes'."""
+def check_config(data) -> None:
+  """A 'gta5' / 'cityscapes' `config.data` section must say 19 classes and ignore index 255."""
   if data.num_classes != NUM_CLASSES or data.ignore_index != IGNORE_INDEX:
     raise ValueError(
         f"config.data.name={data.name!r} has {NUM_CLASSES} classes and ignore index "
         f"{IGNORE_INDEX}; set --config.data.num_classes={NUM_CLASSES} (got "
         f"num_classes={data.num_classes}, ignore_index={data.ignore_index})"
     )
+
+
+def build_driving_source(data, split: str, *, with_masks: bool = True, hint: str | None = None):
+  """`gta5_source` / `cityscapes_source` for a `config.data` section named 'gta5'/'cityscapes'."""
+  check_config(data)
   build = gta5_source if data.name == "gta5" else cityscapes_source
   return build(data.root, split, with_labels=with_masks, hint=hint)

@@ -115,6 +115,27 @@ def _read_rows(path: str) -> list[tuple[int, str, int, int]]:
   return rows
 
 
+def draw_clip(
+    index: int,
+    num_frames: Sequence[int] | np.ndarray,
+    clip_length: int,
+    frame_gaps: Sequence[int],
+    gap_probs: Sequence[float],
+    seed: int,
+) -> tuple[int, int, np.ndarray]:
+  """(video number, gap, frame indices int64 [T]) of item `index` (see the module doc).
+
+  `num_frames[v]` is video v's frame count; the draw depends on (seed, index) alone, so the raw and
+  the prepared (`jaxseg.data.readers.prepared.PreparedClips`) sources give the same clips.
+  """
+  video = index % len(num_frames)
+  rng = np.random.default_rng([seed, index])
+  gap = int(frame_gaps[rng.choice(len(frame_gaps), p=gap_probs)])
+  span = (clip_length - 1) * gap + 1
+  start = int(rng.integers(0, int(num_frames[video]) - span + 1))
+  return video, gap, start + gap * np.arange(clip_length, dtype=np.int64)
+
+
 class VideoFolderSource:
   """Random-access clips sampled deterministically from folders of frames (see the module doc)."""
 
@@ -239,12 +260,13 @@ class VideoFolderSource:
 
   def sample(self, index: int) -> tuple[int, int, np.ndarray]:
     """(video number, gap, frame indices int64 [T]) of item `index`, without reading files."""
-    video = index % len(self.videos)
-    rng = np.random.default_rng([self.seed, index])
-    gap = int(self.frame_gaps[rng.choice(len(self.frame_gaps), p=self.gap_probs)])
-    span = (self.clip_length - 1) * gap + 1
-    start = int(rng.integers(0, int(self.num_frames[video]) - span + 1))
-    return video, gap, start + gap * np.arange(self.clip_length, dtype=np.int64)
+    return draw_clip(
+        index, self.num_frames, self.clip_length, self.frame_gaps, self.gap_probs, self.seed
+    )
+
+  def frame_paths(self, video: int, indices: np.ndarray) -> list[str]:
+    """The files of frames `indices` (positions in the video's frame list) of video number `video`."""
+    return self._frame_paths(video, indices)
 
   def _frame_paths(self, video: int, indices: np.ndarray) -> list[str]:
     folder = os.path.join(self.root, self.videos[video])

@@ -27,9 +27,24 @@ def _indoor(s, count: int, seed: int):
   return SyntheticIndoorScenes(count, image_size=tuple(s.image_size), seed=seed)
 
 
-def _nyu(d, split: str):
+def _nyu(d, split: str, where: str, train: bool = False):
+  from jaxseg.data.readers import prepared
   from jaxseg.data.readers.nyu import NyuDepthV2Source
 
+  if prepared.reads_prepared(d, where):
+    if split not in ("train", "test"):
+      raise ConfigError(
+          f"{where}: the prepared nyu_depth_v2 has splits train and test, not {split!r}"
+      )
+    return prepared.section_source(
+        d,
+        split,
+        where=where,
+        default_name="nyu_depth_v2",
+        # pretrain_data: HN labels stored by `prepare nyu_depth_v2/hn` come along.
+        options={"classes": int(d.classes), "hn_labels": where == "pretrain_data"},
+        train=train,
+    )
   if not d.mat_path:
     raise ConfigError(
         f"{d.name}: mat_path is empty\nhint: --config.<section>.mat_path=/data/nyu_depth_v2_labeled.mat"
@@ -51,8 +66,12 @@ def depth_source(config):
   if d.name == "synthetic_indoor":
     return _indoor(d.synthetic, int(d.synthetic.num_train), int(d.synthetic.seed))
   if d.name == "nyu":
-    return _nyu(d, str(d.split))
+    return _nyu(d, str(d.split), "pretrain_data")
   if d.name == "rgbd":
+    if d.get("source", "raw") != "raw":
+      raise ConfigError(
+          "pretrain_data.source='tfds' reads a prepared nyu_depth_v2; rgbd is raw only"
+      )
     from jaxseg.data.readers.rgbd import RgbdFolderSource
 
     if not d.root:
@@ -72,7 +91,8 @@ def semantic_source(config, split: str):
       return _indoor(s, int(s.num_train), int(s.seed))
     return _indoor(s, int(s.num_eval), int(s.seed) + EVAL_SEED_OFFSET)
   if d.name == "nyu":
-    return _nyu(d, str(d.train_split if split == "train" else d.eval_split))
+    name = str(d.train_split if split == "train" else d.eval_split)
+    return _nyu(d, name, "data", train=split == "train")
   raise ConfigError(f"data.name={d.name!r}: expected synthetic_indoor or nyu")
 
 

@@ -35,7 +35,13 @@ NYU_FILE_KEYS = ("mat_path", "splits_path", "mapping40", "mapping13")  # where t
 
 
 def _nyu_fields(**overrides) -> dict:
+  from jaxseg.data.readers.prepared import tfds_fields
+
   fields = dict(
+      # raw: read the .mat files below; tfds: the same examples from `python -m jaxseg.data.prepare
+      # nyu_depth_v2` (tfds.data_dir; splits train / test).
+      source="raw",
+      tfds=tfds_fields("nyu_depth_v2"),
       mat_path="",
       splits_path="",
       mapping40="",
@@ -57,7 +63,7 @@ def _synthetic_section(**overrides) -> ml_collections.ConfigDict:
 # (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
 RESUME_SAFE_KEYS = (
     "pretrain_data.root",
-    *(f"{s}.{k}" for s in ("pretrain_data", "data") for k in NYU_FILE_KEYS),
+    *(f"{s}.{k}" for s in ("pretrain_data", "data") for k in (*NYU_FILE_KEYS, "tfds.data_dir")),
     "evaluate.",
 )
 

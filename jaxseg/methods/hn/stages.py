@@ -13,6 +13,7 @@ Workdir layout:
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -43,10 +44,22 @@ def _labeller(config):
   return jax.jit(lambda d, k: compute_hn_labels(d, k, params))
 
 
+def precomputed_hn_labels(config, source) -> bool:
+  """True if `source` (a prepared `nyu_depth_v2/hn`) stores HN labels made with `config.hn`."""
+  if not hasattr(source, "metadata"):
+    return False
+  stored = source.metadata().get("hn_params")
+  return stored is not None and stored == json.loads(json.dumps(config.hn.to_dict()))
+
+
 def hn_labels(config, workdir: str) -> dict:
-  """HN labels of every pre-training image from its depth and intrinsics (no semantic labels read)."""
+  """HN labels of every pre-training image from its depth and intrinsics (no semantic labels read);
+  taken from the prepared dataset when it stores them with the same settings (`nyu_depth_v2/hn`)."""
   source = data.depth_source(config)
   labeller = _labeller(config)
+  precomputed = precomputed_hn_labels(config, source)
+  if precomputed:
+    print("HN labels: read from the prepared dataset (same config.hn)", flush=True)
   num_classes = method.num_hn_classes(config)
   counts = np.zeros(num_classes + 1, np.int64)  # last bin: ignored pixels
   gravities = []
@@ -56,6 +69,10 @@ def hn_labels(config, workdir: str) -> dict:
     path = os.path.join(_label_dir(workdir), f"{data.example_name(example, i)}.png")
     if os.path.exists(path):
       labels = np.asarray(Image.open(path))
+    elif precomputed:
+      labels = np.asarray(example["hn_labels"], np.uint8)
+      write_palette_png(path, labels)
+      written += 1
     else:
       depth = np.asarray(example["depth"], np.float32)[None]
       intrinsics = np.asarray(example["intrinsics"], np.float32)[None]

@@ -54,6 +54,26 @@ def train_source(config):
         frame_interval=float(s.frame_interval),
         **_video_kwargs(s),
     )
+  from jaxseg.data.readers import prepared
+
+  if prepared.reads_prepared(d, "train_data"):
+    if d.name not in ("videos", "davis"):
+      raise ConfigError(f"train_data.source='tfds' reads prepared video_frames, not {d.name!r}")
+    if not d.tfds.data_dir:
+      raise ConfigError(
+          "train_data.tfds.data_dir is empty with train_data.source='tfds'\nhint: "
+          "--config.train_data.tfds.data_dir=<the --data_dir of python -m jaxseg.data.prepare "
+          "video_frames>"
+      )
+    return prepared.PreparedClips(
+        str(d.tfds.name) or "video_frames",
+        "train",
+        str(d.tfds.data_dir),
+        clip_length=length,
+        frame_gaps=tuple(d.frame_gaps),
+        gap_probs=tuple(d.gap_probs) if d.gap_probs else None,
+        seed=int(config.seed),
+    )
   if d.name in ("videos", "davis"):
     from jaxseg.data.readers.videos import VideoFolderSource
 

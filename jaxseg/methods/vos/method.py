@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from jaxseg.data import lab, transforms
+from jaxseg.data.readers.prepared import tfds_fields
 from jaxseg.errors import ConfigError
 from jaxseg.losses import reconstruction, walk
 from jaxseg.models.correspondence_encoders import CrwEncoder, MastEncoder
@@ -51,7 +52,13 @@ def mast_step_boundaries(batch_size: int) -> tuple[float, ...]:
 # Keys of this config that may change between launches of one workdir without changing what is
 # trained (data roots, post-training stages' settings); with the trainer's own
 # (`jaxseg.train.config.resume_safe_keys`). A key ending in '.' covers its whole section.
-RESUME_SAFE_KEYS = ("train_data.root", "eval_data.", "propagate.", "evaluate.")
+RESUME_SAFE_KEYS = (
+    "train_data.root",
+    "train_data.tfds.data_dir",
+    "eval_data.",
+    "propagate.",
+    "evaluate.",
+)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -71,6 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
           gap_probs=(0.4, 0.4, 0.2),
           num_clips=0,  # synthetic: clips per epoch (0 = 50 per video)
           synthetic=_synthetic_section(),
+          # raw: read the frame folders; tfds: the same clips from `python -m jaxseg.data.prepare
+          # video_frames --root=<the folder of video folders>` (tfds.data_dir).
+          source="raw",
+          tfds=tfds_fields("video_frames"),
       )
   )
   # Sequences whose first-frame masks are propagated and scored: davis | synthetic (written to a
@@ -83,6 +94,10 @@ def default_config() -> ml_collections.ConfigDict:
           resolution="480p",
           max_sequences=0,  # 0 = all
           synthetic=_synthetic_section(seed=90_000, num_videos=8),
+          # raw: read `root`; tfds: sequences and annotations from `python -m jaxseg.data.prepare
+          # davis2017` (480p) in tfds.data_dir.
+          source="raw",
+          tfds=tfds_fields("davis2017"),
       )
   )
   c.input = ml_collections.ConfigDict(

@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jaxseg.data.errors import DataError
 from jaxseg.data.palette import colorize
 from jaxseg.data.readers import davis as davis_data
+from jaxseg.errors import ConfigError
 from jaxseg.evaluation import davis as davis_eval
 from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.methods.vos import data, method, propagation
@@ -59,11 +61,32 @@ def load_encoder(config, workdir: str, which: str = "latest") -> InferenceModel:
 
 
 def _sequences(config, workdir: str):
+  """(DAVIS root or None when read from a prepared davis2017, sequence source, count)."""
+  from jaxseg.data.readers import prepared
+
   d = config.eval_data
-  root = data.davis_root(config, workdir)
-  source = davis_data.DavisSequenceSource(root, str(d.split), str(d.resolution))
+  if prepared.reads_prepared(d, "eval_data"):
+    if str(d.resolution) != "480p":
+      raise ConfigError(f"eval_data: the prepared davis2017 holds 480p, not {d.resolution!r}")
+    source = prepared.section_source(d, str(d.split), where="eval_data", default_name="davis2017")
+    root = None
+  else:
+    root = data.davis_root(config, workdir)
+    source = davis_data.DavisSequenceSource(root, str(d.split), str(d.resolution))
   count = len(source) if not int(d.max_sequences) else min(len(source), int(d.max_sequences))
   return root, source, count
+
+
+def _prepared_annotations(source, names: list[str]):
+  """sequence -> (annotation file names, ids [T, H, W]) of a prepared davis2017 source."""
+
+  def annotations(seq: str):
+    example = source[names.index(seq)]
+    if "masks" not in example:
+      raise DataError(f"{source!r}: sequence {seq!r} is not annotated on every frame")
+    return [f"{n}.png" for n in example["frame_names"]], example["masks"]
+
+  return annotations
 
 
 def _result_paths(workdir: str, name: str, example) -> list[str]:
@@ -141,7 +164,12 @@ def evaluate(config, workdir: str) -> dict:
       print(f"evaluate: no results for {name!r} (run the 'propagate' stage)", flush=True)
       continue
     result = davis_eval.evaluate_davis(
-        root, results, subset=str(d.split), sequences=names, resolution=str(d.resolution)
+        root,
+        results,
+        subset=str(d.split),
+        sequences=names,
+        resolution=str(d.resolution),
+        annotations=None if root is not None else _prepared_annotations(source, names),
     )
     if multihost.is_main_process():
       davis_eval.write_csvs(result, results, str(d.split))
