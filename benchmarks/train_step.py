@@ -9,6 +9,7 @@ machine, and prints jaxseg / official.
   python benchmarks/train_step.py --method=uda --size=320 --steps=2 --repeats=2 --reference=/path/to/ADVENT
   python benchmarks/train_step.py --method=seam --reference=/path/to/SEAM    # + official step, same device
   python benchmarks/train_step.py --method=vos --reference=/path/to/MAST     # MAST pairs, 256^2, batch 12
+  python benchmarks/train_step.py --method=vos --reference=/path/to/MAST --interleave   # shared machine
   python benchmarks/train_step.py --method=seam --size=112 --batch=2 --steps=3   # quick CPU check
 
 Methods (shapes from the papers / official configs):
@@ -33,8 +34,10 @@ Methods (shapes from the papers / official configs):
   vos   MAST step (the `vos` method's `mast_loss`): pairs of 256^2 Lab frames, one of a/b dropped, ResNet-18
         features, colorizer with R = 6, smooth-L1 (x20); Adam 1e-3; batch 12 per device. Reference:
         zlai0/MAST (`models/mast.py: MAST` with training=True, its `dropout2d_lab`, `main.py: compute_lphoto`'s
-        ops restated as main.py parses argv at import). Without the compiled `spatial_correlation_sampler`
-        a pure-PyTorch stand-in (same values, other speed) is installed and the script says so.
+        ops restated as main.py parses argv at import), timed (with --interleave) twice: with the compiled
+        `spatial_correlation_sampler` the official colorizer imports (built from the PyPI sdist for this
+        torch when it does not import: references/correlation_sampler.py, --correlation-sampler) and with
+        a pure-PyTorch stand-in (same values, other speed); without the compiled op the stand-in row alone.
   hn    No train-step case here yet (not among --method's choices).
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
