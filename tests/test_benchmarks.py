@@ -125,7 +125,7 @@ def test_interleaved_medians_alternate_the_contenders():
 
 @pytest.mark.slow
 def test_compiled_correlation_sampler_builds_and_matches_the_standin(tmp_path):
-  # Builds the PyPI sdist for this torch (~1-2 min on 2 cores, needs a C++ compiler and PyPI), then checks
+  # Builds the PyPI sdist for this torch (1-2 min on 2 idle cores, needs a C++ compiler and PyPI), then checks
   # that the pure-PyTorch stand-in MAST's rows fall back to gives the compiled op's values and gradients.
   torch = pytest.importorskip("torch")
   from references import correlation_sampler, mast
