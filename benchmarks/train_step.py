@@ -9,6 +9,7 @@ machine, and prints jaxseg / official.
   python benchmarks/train_step.py --method=uda --size=320 --steps=2 --repeats=2 --reference=/path/to/ADVENT
   python benchmarks/train_step.py --method=seam --reference=/path/to/SEAM    # + official step, same device
   python benchmarks/train_step.py --method=vos --reference=/path/to/MAST     # MAST pairs, 256^2, batch 12
+  python benchmarks/train_step.py --method=vos --reference=/path/to/MAST --interleave   # shared machine
   python benchmarks/train_step.py --method=seam --size=112 --batch=2 --steps=3   # quick CPU check
 
 Methods (shapes from the papers / official configs):
@@ -33,8 +34,10 @@ Methods (shapes from the papers / official configs):
   vos   MAST step (the `vos` method's `mast_loss`): pairs of 256^2 Lab frames, one of a/b dropped, ResNet-18
         features, colorizer with R = 6, smooth-L1 (x20); Adam 1e-3; batch 12 per device. Reference:
         zlai0/MAST (`models/mast.py: MAST` with training=True, its `dropout2d_lab`, `main.py: compute_lphoto`'s
-        ops restated as main.py parses argv at import). Without the compiled `spatial_correlation_sampler`
-        a pure-PyTorch stand-in (same values, other speed) is installed and the script says so.
+        ops restated as main.py parses argv at import), timed (with --interleave) twice: with the compiled
+        `spatial_correlation_sampler` the official colorizer imports (built from the PyPI sdist for this
+        torch when it does not import: references/correlation_sampler.py, --correlation-sampler) and with
+        a pure-PyTorch stand-in (same values, other speed); without the compiled op the stand-in row alone.
   hn    No train-step case here yet (not among --method's choices).
 
 MFU = FLOPs of the compiled step (XLA cost analysis of the step with XLA's convolution ops, whatever
@@ -64,7 +67,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from references import advent, mast, seam  # noqa: E402
-from references.common import median_step_seconds, uda_shapes  # noqa: E402
+from references.common import Contender, interleaved_medians, median_step_seconds, uda_shapes  # noqa: E402
 
 from jaxseg.models import conv_lowering  # noqa: E402
 from jaxseg.tools import chips  # noqa: E402
@@ -215,7 +218,9 @@ def flops_of(compiled) -> float:
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
-def time_jaxseg(args, dtype: str) -> dict:
+def jaxseg_contender(args, dtype: str) -> Contender:
+  """jaxseg's compiled train step, warmed up (under the caller's convolution lowering: the step is traced
+  then, and later calls reuse that trace)."""
   config, task, data = CASES[args.method](args, dtype)
   mesh = shd.make_mesh(config.mesh, jax.devices()[: num_devices(args)])
   ts = loop.setup(config, task, data, mesh=mesh)
@@ -234,32 +239,40 @@ def time_jaxseg(args, dtype: str) -> dict:
   def one_step():  # the state is donated: feed each step's output to the next
     carry["state"], carry["metrics"], _ = step(carry["state"], batch)
 
-  step_s = median_step_seconds(
-      one_step,
-      lambda: jax.block_until_ready(carry),
-      warmup=args.warmup,
-      steps=args.steps,
-      repeats=args.repeats,
-  )
-  metrics = carry["metrics"]
-  if step._cache_size() != 1:
-    raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")
-  images = int(config.train.batch_size)
-  kind = jax.devices()[0].device_kind
-  peak = peak_tflops(kind, dtype)
-  tflops = (
-      flops / step_s / 1e12
-  )  # cost analysis is of the whole (SPMD-partitioned) program per device
-  return dict(
-      images_per_s=images / step_s,
-      step_s=step_s,
-      compile_s=compile_s,
-      flops_per_step=flops,
-      tflops_per_s=tflops,
-      mfu=(tflops / peak) if peak else None,
-      loss=float(metrics["loss"]),
-      global_batch=images,
-      devices=num_devices(args),
+  def sync():
+    jax.block_until_ready(carry)
+
+  for _ in range(args.warmup):
+    one_step()
+  sync()
+
+  def report(step_s: float) -> dict:
+    if step._cache_size() != 1:
+      raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")
+    images = int(config.train.batch_size)
+    peak = peak_tflops(jax.devices()[0].device_kind, dtype)
+    tflops = (
+        flops / step_s / 1e12
+    )  # cost analysis is of the whole (SPMD-partitioned) program per device
+    return dict(
+        images_per_s=images / step_s,
+        step_s=step_s,
+        compile_s=compile_s,
+        flops_per_step=flops,
+        tflops_per_s=tflops,
+        mfu=(tflops / peak) if peak else None,
+        loss=float(carry["metrics"]["loss"]),
+        global_batch=images,
+        devices=num_devices(args),
+    )
+
+  return Contender(one_step, sync, report)
+
+
+def time_jaxseg(args, dtype: str) -> dict:
+  c = jaxseg_contender(args, dtype)
+  return c.report(
+      median_step_seconds(c.step, c.sync, warmup=0, steps=args.steps, repeats=args.repeats)
   )
 
 
@@ -314,8 +327,70 @@ def parse_args(argv=None) -> argparse.Namespace:
       help="--method=uda: the step timed (jaxseg and --reference): advent (segmenter + two "
       "discriminators) or minent",
   )
+  parser.add_argument(
+      "--interleave",
+      action="store_true",
+      help="time the official step(s) and every jaxseg row in alternating windows (all built first and "
+      "kept in memory): on a shared machine, load falls on all of them alike; --repeats windows each",
+  )
+  parser.add_argument(
+      "--correlation-sampler",
+      default="",
+      help="--method=vos: where MAST's compiled spatial_correlation_sampler comes from when it does not "
+      "import: '' = build the PyPI sdist (references/correlation_sampler.py), a tarball or checkout "
+      "to build, 'none' = the pure-PyTorch stand-in only",
+  )
   parser.add_argument("--json", default="", help="also write the results here")
   return parser.parse_args(argv)
+
+
+def interleaved(args, results: dict) -> dict:
+  """The official step(s) and jaxseg's rows timed in alternating windows in this process; every row's
+  ratio against every official row."""
+  contenders, official = {}, []
+  if args.reference:
+    import torch
+
+    ref_run = REFERENCES[args.method](args, os.path.abspath(args.reference))
+    variants = getattr(ref_run, "contenders", None) or {"official": ref_run.contender}
+    for name, c in variants.items():
+      for _ in range(max(args.warmup, 3)):
+        c.step()
+      c.sync()
+      contenders[("official", name)] = c
+      official.append(name)
+  for dtype in args.precision.split(","):
+    for lowering in args.conv_lowering.split(","):
+      with conv_lowering.conv_lowering(lowering):  # traced and warmed up under its lowering
+        contenders[(dtype, lowering)] = jaxseg_contender(args, dtype)
+  times = interleaved_medians(contenders, steps=args.steps, repeats=args.repeats)
+  refs = {
+      name: contenders[("official", name)].report(times[("official", name)]) for name in official
+  }
+  for name, r in refs.items():
+    r["torch"] = torch.__version__
+    print(
+        f"official PyTorch {torch.__version__} fp32 ({name}): {r['images_per_s']:.3f} img/s "
+        f"({1e3 * r['step_s']:.1f} ms/step)",
+        flush=True,
+    )
+  results["references"] = refs
+  header = f"{'precision':>9} {'lowering':>8} {'img/s':>9} {'ms/step':>9} {'compile s':>9}"
+  print(header + "".join(f"  vs {name}" for name in refs), flush=True)
+  for (dtype, lowering), c in contenders.items():
+    if dtype == "official":
+      continue
+    r = c.report(times[(dtype, lowering)])
+    r["precision"], r["conv_lowering"] = dtype, lowering
+    r["ratio_vs"] = {
+        name: r["images_per_s"] / num_devices(args) / ref["images_per_s"]
+        for name, ref in refs.items()
+    }
+    results["rows"].append(r)
+    line = f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f}"
+    print(line + "".join(f"  {x:{len(n) + 3}.2f}x" for n, x in r["ratio_vs"].items()), flush=True)
+  results["interleaved"] = dict(steps=args.steps, repeats=args.repeats)
+  return results
 
 
 def main(argv=None) -> dict:
@@ -334,6 +409,15 @@ def main(argv=None) -> dict:
       "date": time.strftime("%Y-%m-%d"),
       "rows": [],
   }
+  if args.reference and args.width != 1.0:
+    raise SystemExit("--reference needs --width=1 (the official networks have full width only)")
+  if args.interleave:
+    results = interleaved(args, results)
+    print(f"targets: {TARGETS.get(args.method, '-')}")
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    return results
   reference = None
   if args.reference:
     if args.width != 1.0:

@@ -12,6 +12,13 @@ bytes in use.
 
   python benchmarks/vos.py                                  # 120x214, 240x427, 480x854 (DAVIS 480p), 24 frames
   python benchmarks/vos.py --sizes=64x112,128x224 --frames=8 --width=0.25   # quick CPU check
+  python benchmarks/vos.py --sizes=240x427 --reference=/path/to/MAST --repeats=5   # against MAST
+
+With --reference=<zlai0/MAST checkout>, the official test-time propagation of the same video
+(references/mast.py: `propagation_reference`, benchmark.py's loop with the features computed once) runs
+beside jaxseg's, in alternating timed passes over the whole video (--repeats of them, medians): the
+encoders, and the propagation with MAST's compiled `spatial_correlation_sampler` (built by
+references/correlation_sampler.py when it does not import) and with the pure-PyTorch stand-in.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from references.common import Contender, interleaved_medians  # noqa: E402
 
 from configs import vos as vos_config  # noqa: E402
 from jaxseg.methods.vos import method, propagation  # noqa: E402
@@ -118,6 +128,55 @@ def run_size(encoder, variables, cfg, height: int, width: int, num_frames: int) 
   return row
 
 
+def compare_size(args, encoder, variables, cfg, height: int, width: int) -> dict:
+  """jaxseg's encoder and propagation beside MAST's on one video, in alternating timed passes."""
+  from references import mast as mast_reference
+
+  num_frames = args.frames
+  x, ids = synthetic_video(num_frames, height, width)
+  encode = jax.jit(lambda v, f: encoder.apply(v, f, train=False))
+  cache = {}
+
+  def jax_encode():
+    cache["feats"] = jnp.concatenate([encode(variables, x[t : t + 1]) for t in range(num_frames)])
+
+  def jax_propagate():
+    cache["ids"] = propagation.propagate_mast(cache["feats"], ids, 2, cfg)  # host ids: synchronised
+
+  contenders = {
+      ("jaxseg", "encoder"): Contender(
+          jax_encode, lambda: jax.block_until_ready(cache), lambda s: dict(fps=num_frames / s)
+      ),
+      ("jaxseg", "propagation"): Contender(
+          jax_propagate, lambda: None, lambda s: dict(fps=(num_frames - 1) / s)
+      ),
+  }
+  official = mast_reference.propagation_reference(
+      os.path.abspath(args.reference),
+      x,
+      ids,
+      long_term=tuple(cfg.long_term),
+      short_term=int(cfg.short_term),
+      gap=int(cfg.short_gap),
+      sampler_source=args.correlation_sampler,
+  )
+  for name, c in official.items():
+    contenders[("MAST", name)] = c
+  for c in contenders.values():  # compiles every memory pattern; the official's allocator warms up
+    c.step()
+    c.sync()
+  times = interleaved_medians(contenders, steps=1, repeats=args.repeats)
+  row = dict(size=f"{height}x{width}", frames=num_frames, repeats=args.repeats)
+  for (who, name), c in contenders.items():
+    row[f"{who} {name} fps"] = c.report(times[(who, name)])["fps"]
+  jax_prop = row["jaxseg propagation fps"]
+  for name in official:
+    if name != "encoder":
+      row[f"propagation vs MAST ({name})"] = jax_prop / row[f"MAST {name} fps"]
+  row["encoder vs MAST"] = row["jaxseg encoder fps"] / row["MAST encoder fps"]
+  return row
+
+
 def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,7 +190,19 @@ def main(argv=None) -> list[dict]:
   )
   parser.add_argument("--dtype", default="float32", help="encoder compute dtype")
   parser.add_argument("--json", default="", help="also write the rows to this file")
+  parser.add_argument(
+      "--reference", default="", help="zlai0/MAST checkout: time its propagation beside jaxseg's"
+  )
+  parser.add_argument(
+      "--correlation-sampler",
+      default="",
+      help="with --reference: '' = build the PyPI sdist if the compiled op does not import, a tarball "
+      "or checkout to build, 'none' = the pure-PyTorch stand-in only",
+  )
+  parser.add_argument("--repeats", type=int, default=3, help="with --reference: timed passes each")
   args = parser.parse_args(argv)
+  if args.reference and args.width not in (None, 1.0):
+    raise SystemExit("--reference needs the full-width encoder (MAST has no other)")
 
   config = vos_config.get_config("mast")
   if args.width is not None:
@@ -146,6 +217,20 @@ def main(argv=None) -> list[dict]:
       f"{cfg.short_term} recent every {cfg.short_gap}, radius {cfg.radius}, ROI beyond {cfg.roi_gap}",
       flush=True,
   )
+  if args.reference:
+    rows = []
+    for height, width in _parse_sizes(args.sizes):
+      rows.append(compare_size(args, encoder, variables, cfg, height, width))
+      print(
+          "  ".join(
+              f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in rows[-1].items()
+          ),
+          flush=True,
+      )
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
   rows = []
   header = (
       f"{'size':>10} {'grid':>8} {'enc fps':>8} {'prop fps':>9} {'total fps':>9} "

@@ -9,7 +9,8 @@
 Images (supervised, uda, hn, seam): `DIR/masks/<name>.png` (palette PNG, pixel value = class id) and
 `DIR/overlays/<name>.png` (the image with the mask blended in and a legend of the classes present).
 Video (vos): `DIR/<sequence>/<frame>.png` (DAVIS results layout), `DIR/overlays/<sequence>/<frame>.png`
-and `DIR/<sequence>.gif`. `<name>` is the file's path under the input folder, without its extension.
+and `DIR/<sequence>.gif` (frame | propagated mask outlines, titled and enlarged as the evaluate stage's
+GIFs). `<name>` is the file's path under the input folder, without its extension.
 
 Images go in at their own size, padded bottom / right (with the mean colour: 0 after normalisation)
 to a multiple of `--pad_to`, and the masks are cropped back: nothing is resized, except where the
@@ -195,14 +196,6 @@ def _write_png(path: str, array: np.ndarray) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}.png"
   Image.fromarray(array).save(tmp)
-  os.replace(tmp, path)
-
-
-def _write_gif(path: str, frames: Sequence[np.ndarray], duration_ms: int = 120) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}.gif"
-  images = [Image.fromarray(f) for f in frames]
-  images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
   os.replace(tmp, path)
 
 
@@ -499,6 +492,7 @@ def predict_videos(model, inputs: str, first_mask: str, out_dir: str, options: O
   import jax
 
   from jaxseg.evaluation.outputs import write_palette_png
+  from jaxseg.evaluation.pictures import write_video_gif
   from jaxseg.methods.vos.stages import propagate_sequence
   from jaxseg.train.metrics import Progress
 
@@ -533,12 +527,13 @@ def predict_videos(model, inputs: str, first_mask: str, out_dir: str, options: O
         ids = propagate_sequence(model.config, model, video, first_padded, num_objects)
       ids = original_ids[np.asarray(ids)[:, : size[0], : size[1]]]
       ids[0] = original_ids[first]  # the given first mask, as DAVIS results hold it
-      pictures = []
       for frame, frame_ids, out, name in zip(frames, ids, outputs, names):
-        pictures.append(overlay(frame, frame_ids, None, background=0)[: size[0]])
-        _write_png(os.path.join(out_dir, "overlays", seq, name + ".png"), pictures[-1])
+        picture = overlay(frame, frame_ids, None, background=0)[: size[0]]
+        _write_png(os.path.join(out_dir, "overlays", seq, name + ".png"), picture)
         write_palette_png(out, frame_ids)
-      _write_gif(gif, pictures)
+      # The evaluate stage's GIF layout (titled columns, enlarged, outlines): one reading of both.
+      columns = [("frame", None), (f"{model.config.recipe} propagated", ids)]
+      write_video_gif(gif, np.stack(frames), columns, header=seq)
       written += 1
       progress.update(i + 1, {})
       if stop.requested:

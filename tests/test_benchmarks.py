@@ -114,3 +114,48 @@ def test_vos_propagation_benchmark_memory_is_linear_in_pixels():
   slope_small, slope_large = (b2 - b1) / (p2 - p1), (b3 - b2) / (p3 - p2)
   assert abs(slope_large / slope_small - 1) < 0.25, rows  # measured 1.10 (buffer granularity)
   assert rows[2]["dense_affinity_bytes"] == 16 * rows[1]["dense_affinity_bytes"]
+
+
+def test_correlation_sampler_build_guards_only_the_unguarded_cuda_includes(tmp_path):
+  from references import correlation_sampler
+
+  folder = tmp_path / "Correlation_Module"
+  folder.mkdir()
+  include = correlation_sampler.CUDA_INCLUDE
+  (folder / "a.cpp").write_text(f"#include <torch/extension.h>\n{include}\n#include <vector>\n")
+  (folder / "b.cpp").write_text(f"#include <vector>\n#ifdef USE_CUDA\n{include}\n#endif\n")
+  assert correlation_sampler.guard_cuda_includes(str(tmp_path)) == ["a.cpp"]
+  assert (folder / "a.cpp").read_text().split("\n")[1:4] == ["#ifdef USE_CUDA", include, "#endif"]
+  assert correlation_sampler.guard_cuda_includes(str(tmp_path)) == []  # idempotent
+
+
+def test_interleaved_medians_alternate_the_contenders():
+  from references.common import Contender, interleaved_medians
+
+  calls = []
+  contenders = {
+      name: Contender(lambda name=name: calls.append(name), lambda: None, None) for name in "ab"
+  }
+  times = interleaved_medians(contenders, steps=2, repeats=3)
+  assert calls == ["a", "a", "b", "b"] * 3 and set(times) == {"a", "b"}
+
+
+@pytest.mark.slow
+def test_compiled_correlation_sampler_builds_and_matches_the_standin(tmp_path):
+  # Builds the PyPI sdist for this torch (1-2 min on 2 idle cores, needs a C++ compiler and PyPI), then checks
+  # that the pure-PyTorch stand-in MAST's rows fall back to gives the compiled op's values and gradients.
+  torch = pytest.importorskip("torch")
+  from references import correlation_sampler, mast
+
+  compiled = correlation_sampler.load(correlation_sampler.build(cache=str(tmp_path / "build")))
+  standin = mast._correlation_sampler_standin(torch)
+  gen = torch.Generator().manual_seed(0)
+  a, b = (torch.randn(2, 8, 12, 14, generator=gen, requires_grad=True) for _ in range(2))
+  for patch, dilation in ((13, 1), (25, 3)):
+    outs = [
+        m.SpatialCorrelationSampler(1, patch, 1, 0, 1, dilation)(a, b) for m in (compiled, standin)
+    ]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(o.square().sum(), (a, b)) for o in outs]
+    for g0, g1 in zip(*grads):
+      torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-4)

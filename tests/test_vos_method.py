@@ -294,3 +294,39 @@ def test_canonical_schedule_gives_the_same_colorization():
       feats, tar, labels, ref_index=list(canon), current_ind=ccur, **kw
   )
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_gif_has_titled_enlarged_columns_with_outlines_and_each_methods_score(tmp_path):
+  from PIL import Image
+
+  from jaxseg.evaluation import pictures
+  from jaxseg.evaluation.outputs import write_palette_png
+  from jaxseg.methods.vos import stages
+
+  frames = np.full((3, 20, 24, 3), 90, np.uint8)
+  masks = np.zeros((3, 20, 24), np.uint8)
+  masks[:, 4:14, 6:16] = 1
+  example = dict(
+      sequence="walk", frames=frames, masks=masks, frame_names=["00000", "00001", "00002"]
+  )
+  for path, ids in zip(stages._result_paths(str(tmp_path), "copy_first", example), masks):
+    write_palette_png(path, ids)
+  scores = stages.sequence_scores([{"sequence": "walk_1", "J&F-Mean": 0.5}])
+  assert scores == {"walk": 0.5}
+  path = stages.write_gif(str(tmp_path), example, ["copy_first"], {"copy_first": scores})
+  assert path.endswith(os.path.join("pictures", "walk.gif"))
+  gif = Image.open(path)
+  assert gif.n_frames == 3
+  first = np.asarray(gif.convert("RGB"))
+  # frame | ground truth | copy first, each enlarged >= 3x (160 px wide tiles), under a title row.
+  assert first.shape[1] >= 3 * 160 and first.shape[0] >= 3 * 20 + 2 * 14
+  assert (first[:28] < 96).all(-1).sum() > 100  # header and titles: dark text on white
+  # The same pictures as the shared renderer's: titles name each method with its J&F on this video.
+  columns = [("frame", None), ("ground truth", masks), ("copy first J&F 50.0", masks)]
+  expected = pictures.video_columns(frames, columns, header="walk")[0]
+  np.testing.assert_array_equal(first, expected)
+  # Outlines: the object's edge in its colour on a black rim, its inside and the background unchanged.
+  tile = pictures.outline_overlay(pictures.enlarge(frames[0], 8), pictures.enlarge(masks[0], 8))
+  np.testing.assert_array_equal(tile[4 * 8, 10 * 8], pictures.OUTLINE_COLOURS[0])
+  np.testing.assert_array_equal(tile[4 * 8 - 1, 10 * 8], [0, 0, 0])
+  assert (tile[9 * 8, 10 * 8] == 90).all() and (tile[0, 0] == 90).all()

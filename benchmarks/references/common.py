@@ -42,6 +42,30 @@ def median_step_seconds(
   return statistics.median(times)
 
 
+class Contender:
+  """A step to time: `step()` queues one step, `sync()` waits for queued work, `report(step_s)` is its
+  result row."""
+
+  def __init__(self, step, sync, report):
+    self.step, self.sync, self.report = step, sync, report
+
+
+def interleaved_medians(contenders: dict, *, steps: int, repeats: int) -> dict[str, float]:
+  """{name: median seconds per step} of warmed-up `Contender`s, timed in alternating windows (A B C A B C
+  ...: `repeats` windows of `steps` steps each), so that load from other processes on a shared machine
+  falls on every contender alike rather than on whichever ran while it lasted."""
+  times = {name: [] for name in contenders}
+  for _ in range(repeats):
+    for name, c in contenders.items():
+      c.sync()
+      start = time.perf_counter()
+      for _ in range(steps):
+        c.step()
+      c.sync()
+      times[name].append((time.perf_counter() - start) / steps)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def stub_missing(names):
   """Inert modules for imports the official code makes but never uses in the timed step."""
 
@@ -69,10 +93,15 @@ def torch_device(torch):
   return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def timer(torch, step, batch):
-  def run(warmup: int, steps: int, repeats: int) -> dict:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    step_s = median_step_seconds(step, sync, warmup=warmup, steps=steps, repeats=repeats)
-    return dict(images_per_s=batch / step_s, step_s=step_s)
+def timer(torch, step, batch, **info):
+  """run(warmup, steps, repeats) -> {images_per_s, step_s, **info}: the median of the official `step`."""
+  sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
+  def report(step_s: float) -> dict:
+    return dict(images_per_s=batch / step_s, step_s=step_s, **info)
+
+  def run(warmup: int, steps: int, repeats: int) -> dict:
+    return report(median_step_seconds(step, sync, warmup=warmup, steps=steps, repeats=repeats))
+
+  run.contender = Contender(step, sync, report)
   return run

@@ -1,6 +1,6 @@
 """Pictures a person can look at: labelled image grids, masks in palette colours,
 de-normalised images. The one grid renderer of the project (training pictures,
-SEAM grids and CAM overlays all use it). Pictures of class masks carry a legend:
+SEAM grids, CAM overlays and the vos GIFs all use it). Pictures of class masks carry a legend:
 a colour swatch and the name of every class present."""
 
 from __future__ import annotations
@@ -225,3 +225,100 @@ def write_segmentation_grid(
   ]
   legend = legend_entries([m for e in examples for m in (e["mask"], e["pred"])], class_names)
   return write_image_grid(path, rows, titles=["image", "ground truth", "prediction"], legend=legend)
+
+
+# Outline colours of object ids 1, 2, ...: saturated hues that synthetic and natural frames rarely fill
+# large areas with, each drawn on a black rim so it reads on light and dark frames alike.
+OUTLINE_COLOURS = np.array(
+    [(255, 255, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 128, 0), (255, 255, 255)],
+    np.uint8,
+)
+
+
+def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
+  """Nearest-neighbour enlargement by an integer factor (pixels stay sharp squares)."""
+  return np.repeat(np.repeat(np.asarray(image), factor, 0), factor, 1)
+
+
+def _edges(ids: np.ndarray) -> np.ndarray:
+  """bool [H, W]: pixels with a 4-neighbour of another id (both sides of every boundary)."""
+  edge = np.zeros(ids.shape, bool)
+  vertical, horizontal = ids[1:] != ids[:-1], ids[:, 1:] != ids[:, :-1]
+  edge[1:] |= vertical
+  edge[:-1] |= vertical
+  edge[:, 1:] |= horizontal
+  edge[:, :-1] |= horizontal
+  return edge
+
+
+def outline_overlay(
+    frame: np.ndarray, ids: np.ndarray, *, ignore: int = IGNORE_LABEL
+) -> np.ndarray:
+  """uint8 [H, W, 3]: `frame` with the outline of each object id (> 0) of `ids` [H, W] drawn on it,
+  in the object's `OUTLINE_COLOURS` on a black rim; the frame inside and outside stays as it is, so the
+  picture shows what the mask covers without hiding it. `ignore` pixels count as background."""
+  ids = np.where(np.asarray(ids) == ignore, 0, np.asarray(ids))
+  out = np.array(frame, np.uint8)
+  objects = [k for k in np.unique(ids) if k > 0]
+  rims = np.zeros(ids.shape, bool)
+  lines = []
+  for k in objects:
+    inside = ids == k
+    line = inside & _edges(inside)
+    lines.append((k, line))
+    rims |= _edges(line) & ~line
+  out[rims] = 0
+  for k, line in lines:
+    out[line] = OUTLINE_COLOURS[(int(k) - 1) % len(OUTLINE_COLOURS)]
+  return out
+
+
+def video_columns(
+    frames: np.ndarray,
+    columns: Sequence[tuple[str, np.ndarray | None]],
+    *,
+    header: str = "",
+    scale: int = 3,
+    min_width: int = 160,
+) -> list[np.ndarray]:
+  """One uint8 picture per frame of a video: the columns side by side with their titles above and a
+  header line ("<header>  frame t/T"). `frames` uint8 [T, H, W, 3]; `columns` [(title, ids [T, H, W]
+  or None)]: None shows the frame alone, ids are drawn as outlines (`outline_overlay`). Frames are
+  enlarged (nearest) by `scale`, or more so that a tile is `min_width` wide, so titles fit and the
+  outlines stay thin against the objects."""
+  frames = np.asarray(frames)
+  num_frames, _, width = frames.shape[:3]
+  factor = max(int(scale), -(-int(min_width) // width))
+  big_ids = [None if ids is None else np.asarray(ids) for _, ids in columns]
+  titles = [title for title, _ in columns]
+  pictures = []
+  for t in range(num_frames):
+    frame = enlarge(frames[t], factor)
+    tiles = [
+        frame if ids is None else outline_overlay(frame, enlarge(ids[t], factor)) for ids in big_ids
+    ]
+    line = f"{header}  frame {t + 1}/{num_frames}".strip()
+    pictures.append(image_grid(tiles, titles, header=line, min_width=0))
+  return pictures
+
+
+def write_gif(path: str, pictures: Sequence[np.ndarray], duration_ms: int = 200) -> str:
+  """Writes uint8 [H, W, 3] pictures as a looping GIF (atomically: a reader never sees half a file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  images = [Image.fromarray(np.asarray(p)) for p in pictures]
+  tmp = f"{path}.tmp{os.getpid()}.gif"
+  images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+  os.replace(tmp, path)
+  return path
+
+
+def write_video_gif(
+    path: str,
+    frames: np.ndarray,
+    columns: Sequence[tuple[str, np.ndarray | None]],
+    *,
+    header: str = "",
+    duration_ms: int = 200,
+) -> str:
+  """`video_columns` of one video as a GIF at `path`; returns the path."""
+  return write_gif(path, video_columns(frames, columns, header=header), duration_ms)

@@ -8,7 +8,8 @@ Workdir layout:
                                  a relaunch skips sequences whose PNGs are all there
   results/<method>/global_results-<split>.csv, per-sequence_results-<split>.csv  (the official files)
   metrics.json, results.md       J&F, J and F means of every method
-  pictures/<seq>.gif             frames with the ground truth | each method's masks, animated
+  pictures/<seq>.gif             one per video: frame | ground truth | each method's masks (outlines),
+                                 titled with each method's J&F on that video, animated
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 from PIL import Image
 
 from jaxseg.data.errors import DataError
-from jaxseg.data.palette import colorize
 from jaxseg.data.readers import davis as davis_data
 from jaxseg.errors import ConfigError
 from jaxseg.evaluation import davis as davis_eval
+from jaxseg.evaluation import pictures
 from jaxseg.evaluation.outputs import write_json, write_palette_png
 from jaxseg.methods.vos import data, method, propagation
 from jaxseg.train import multihost
@@ -31,6 +32,8 @@ from jaxseg.train.inference import InferenceModel, load_variables
 from jaxseg.train.stages import train_stage
 
 BASELINES = ("copy_first", "lab_pixels")
+# Column titles of the GIFs: short, so that they fit above a tile.
+PICTURE_TITLES = {"model": "trained", "copy_first": "copy first", "lab_pixels": "raw Lab"}
 
 
 def train(config, workdir: str) -> None:
@@ -157,7 +160,7 @@ def evaluate(config, workdir: str) -> dict:
   root, source, count = _sequences(config, workdir)
   d = config.eval_data
   names = [source[i]["sequence"] for i in range(count)]
-  summary = {}
+  summary, per_sequence = {}, {}
   for name in config.evaluate.methods:
     results = os.path.join(workdir, "results", name)
     if not os.path.isdir(results):
@@ -174,6 +177,7 @@ def evaluate(config, workdir: str) -> dict:
     if multihost.is_main_process():
       davis_eval.write_csvs(result, results, str(d.split))
     summary[name] = {k: float(v) for k, v in result["global"].items()}
+    per_sequence[name] = sequence_scores(result["per_object"])
   label = {"model": f"{config.recipe} (trained)", "copy_first": "copy first mask"}
   label["lab_pixels"] = "raw Lab pixels (untrained)"
   rows = [f"| propagation ({count} sequences) | J&F | J | F |", "|---|---|---|---|"]
@@ -189,40 +193,45 @@ def evaluate(config, workdir: str) -> dict:
     with open(os.path.join(workdir, "results.md"), "w") as f:
       f.write(table + "\n")
     for i in range(min(int(config.propagate.num_pictures), count)):
-      path = write_gif(workdir, source[i], [m for m in ("model", *BASELINES) if m in summary])
+      methods = [m for m in ("model", *BASELINES) if m in summary]
+      path = write_gif(workdir, source[i], methods, per_sequence)
       print(f"pictures: {path}", flush=True)
   return {name: g["J&F-Mean"] for name, g in summary.items()}
 
 
-def _overlay(frame: np.ndarray, ids: np.ndarray) -> np.ndarray:
-  colour = colorize(ids)
-  alpha = np.where(ids[..., None] > 0, 0.55, 0.0)
-  return (frame * (1 - alpha) + colour * alpha).astype(np.uint8)
+def sequence_scores(per_object) -> dict[str, float]:
+  """{sequence: J&F mean over its objects} from `evaluate_davis`'s per-object rows ('<seq>_<k>')."""
+  scores = {}
+  for row in per_object:
+    scores.setdefault(row["sequence"].rsplit("_", 1)[0], []).append(row["J&F-Mean"])
+  return {seq: float(np.mean(v)) for seq, v in scores.items()}
 
 
-def write_gif(workdir: str, example, methods) -> str:
-  """pictures/<seq>.gif: frames with the ground truth (or the first mask) | each method's masks."""
+def write_gif(workdir: str, example, methods, scores=None) -> str:
+  """pictures/<seq>.gif, one per video: frame | ground truth (or the first mask) | each method's masks,
+  as outlines, each column titled with the method and its J&F on this video (`scores`: {method: {seq:
+  J&F}})."""
   frames = example["frames"]
+  seq = example["sequence"]
   gt = example.get("masks")
-  columns = [gt if gt is not None else np.repeat(example["first_mask"][None], len(frames), 0)]
+  columns = [("frame", None)]
+  columns.append(
+      ("ground truth", gt)
+      if gt is not None
+      else ("first mask", np.repeat(example["first_mask"][None], len(frames), 0))
+  )
   for name in methods:
-    paths = _result_paths(workdir, name, example)
-    columns.append(np.stack([np.asarray(Image.open(p)) for p in paths]))
-  pad = np.full((frames.shape[1], 2, 3), 255, np.uint8)
-  images = []
-  for t, frame in enumerate(frames):
-    tiles = []
-    for ids in columns:
-      tiles += [_overlay(frame, np.where(ids[t] == 255, 0, ids[t])), pad]
-    images.append(Image.fromarray(np.concatenate(tiles[:-1], axis=1)))
-  path = os.path.join(workdir, "pictures", f"{example['sequence']}.gif")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.gif"
-  images[0].save(tmp, save_all=True, append_images=images[1:], duration=200, loop=0)
-  os.replace(tmp, path)
-  with open(os.path.join(os.path.dirname(path), "columns.txt"), "w") as f:
-    f.write("ground truth | " + " | ".join(methods) + "\n")
-  return path
+    ids = np.stack([np.asarray(Image.open(p)) for p in _result_paths(workdir, name, example)])
+    score = (scores or {}).get(name, {}).get(seq)
+    columns.append(
+        (
+            PICTURE_TITLES.get(name, name)
+            + (f" J&F {100 * score:.1f}" if score is not None else ""),
+            ids,
+        )
+    )
+  path = os.path.join(workdir, "pictures", f"{seq}.gif")
+  return pictures.write_video_gif(path, frames, columns, header=seq)
 
 
 STAGE_FNS = {"train": train, "propagate": propagate, "evaluate": evaluate}
