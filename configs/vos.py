@@ -111,7 +111,8 @@ def _synthetic(config):
   # 16 videos (~33 objects): with 8, J&F moved by up to 9 points between the two halves of this set.
   config.eval_data.synthetic.update(num_videos=16, num_frames=24, image_size=(64, 64), **dynamics)
   config.input.update(image_size=(64, 64), scale_range=(1.0, 1.25), flip=True)
-  config.propagate.update(radius=4, crw_radius=3.0)
+  # A GIF of every held-out video (a second or so each).
+  config.propagate.update(radius=4, crw_radius=3.0, num_pictures=16)
   # A quarter-width encoder and 32-d features: trains on a 2-core CPU in minutes.
   config.model.update(width_multiplier=0.25, feature_dim=32, embed_dim=64)
   config.train.update(batch_size=8, total_steps=300, log_every=50, checkpoint_every=150)
