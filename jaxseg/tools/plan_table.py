@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     )
   recipes = [r for r in RECIPES if not args.only or _config_name(r) in args.only.split(",")]
   results, details = {}, []
-  start = time.perf_counter()
+  start, made_by = time.perf_counter(), provenance()  # the commit the plans are made at
   for recipe in recipes:
     t0 = time.perf_counter()
     results[recipe] = plan_recipe(recipe, devices)
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     with open(args.out, "w") as f:
       f.write(
           "# `python -m jaxseg.tools.plan_table`: the paper recipes planned\n\n"
-          f"Printed by `python -m jaxseg.tools.plan_table --out={args.out}` ({provenance()}; "
+          f"Printed by `python -m jaxseg.tools.plan_table --out={args.out}` ({made_by}; "
           f"{time.perf_counter() - start:.0f} s). Fake CPU devices; MFU {args.mfu:g}. 1x H100: mesh "
           "1x1; 8x v5e: each recipe's mesh (`RECIPES` in jaxseg/tools/plan_table.py).\n\n"
           + text
