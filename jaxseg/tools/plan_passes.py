@@ -294,4 +294,4 @@ PASSES: dict[str, Callable[[Any], list[PassSpec]]] = {
 
 def pass_specs(config) -> list[PassSpec]:
   """The inference / propagation passes of `config`'s stages that the planner can build."""
-  return PASSES.get(config.method, lambda c: [])(config)
+  return PASSES.get(config.get("method"), lambda c: [])(config)
