@@ -192,7 +192,7 @@ def test_plan_flops_equal_the_train_step_benchmark():
 
 
 @pytest.mark.slow
-def test_plan_command_on_seam_runlocal_plans_both_training_stages():
+def test_plan_command_on_seam_runlocal_plans_every_stage_and_pass():
   import subprocess
 
   root = os.path.dirname(CONFIGS)
@@ -211,8 +211,10 @@ def test_plan_command_on_seam_runlocal_plans_both_training_stages():
       timeout=900,
       check=True,
   ).stdout
-  assert "on 2 x v5e" in out and out.count("fits (") == 2
+  assert "on 2 x v5e" in out and out.count("fits (") == 5  # 3 stages, 2 passes
   assert "stage train (top-level" in out and "stage affinity (affinity" in out
+  assert "stage segment (segment" in out
+  assert "pass infer: multi-scale CAMs" in out and "pass segment_eval:" in out
   assert "predicted stage time at 40% MFU" in out
 
 

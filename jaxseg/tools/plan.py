@@ -1,9 +1,10 @@
-"""Plans a run before renting the hardware: per-device memory, FLOPs and time of every training stage.
+"""Plans a run before renting the hardware: per-device memory, FLOPs and time of every training stage
+and of every inference / propagation pass.
 
   python -m jaxseg.tools.plan --config=configs/<method>.py[:variant] --devices=N --chip=h100 \
-      [--mesh_data=N --mesh_model=1] [--mfu=0.4] [--fsdp] [--config.train.batch_size=...]
+      [--mesh_data=N --mesh_model=1] [--mfu=0.4] [--fsdp] [--nopasses] [--config.train.batch_size=...]
 
-For each training stage of the config (SEAM: train, affinity; uda: source_only / adapt / self_train as
+For each training stage of the config (SEAM: train, affinity, segment; uda: source_only / adapt / self_train as
 `config.stages` lists them; vos: train; hn: pretrain, finetune) this builds the method's real `TrainTask`
 without opening a data file or reading a weight (`datasets.build_source` is stubbed out while the task is
 built): the train state is `jax.eval_shape` of the trainer's init, sharded by the config's
@@ -15,6 +16,11 @@ accessed per device) are read. Printed per stage: parameter and optimiser bytes 
 state's shardings), temporaries, the peak total vs the chip's HBM, FLOPs per step, the roofline step time
 on the chip (max(FLOPs / peak, bytes / bandwidth)), and the stage's hours at `--mfu` (total steps x FLOPs
 per device / (peak x MFU)). A stage that does not fit is flagged with what would make it fit.
+
+Then each inference / propagation pass of the config's stages (`jaxseg.tools.plan_passes`: SEAM's CAM
+inference and segmenter scoring, the evaluation forwards, vos propagation): each of its jitted functions
+compiled on one device for abstract weights and inputs; the pass's images are split over the N devices.
+`python -m jaxseg.tools.plan_table` plans every paper recipe on 1x H100 and 8x v5e in one command.
 
 Fake devices: `main` sets XLA_FLAGS=--xla_force_host_platform_device_count=N and JAX_PLATFORMS=cpu
 in its own environment before jax is first imported (the config file's import is the first), so the
