@@ -83,19 +83,20 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its status 
   [ "$rc" = 0 ] || tail -5 "$OUT/$name.log"
 }
 
-# The planner's predictions, on the CPU, beside the GPU work (they only compile).
-(
-  export JAX_PLATFORMS=cpu
-  for m in ${METHODS//,/ }; do
-    step "predict_train_$m" "$LIMIT" nice $PY benchmarks/gpu_table.py predict --chip=$CHIP \
-      --json="$OUT/predict_train_$m.json" --method=$m --precision=float32,bfloat16 ${SHAPES[$m]}
-  done
-  case ,$METHODS, in *,vos,*)
-    step predict_propagation "$LIMIT" nice $PY benchmarks/gpu_table.py predict-propagation --chip=$CHIP \
-      --json="$OUT/predict_propagation.json" $PROP ;;
-  esac
-) &
-PREDICTIONS=$!
+# The planner's predictions, on the CPU, beside the GPU work: one process per method, in parallel (they
+# only compile, each within the whole budget).
+PREDICTIONS=()
+for m in ${METHODS//,/ }; do
+  JAX_PLATFORMS=cpu step "predict_train_$m" "$BUDGET" nice $PY benchmarks/gpu_table.py predict \
+    --chip=$CHIP --json="$OUT/predict_train_$m.json" --method=$m --precision=float32,bfloat16 \
+    ${SHAPES[$m]} &
+  PREDICTIONS+=($!)
+done
+case ,$METHODS, in *,vos,*)
+  JAX_PLATFORMS=cpu step predict_propagation "$BUDGET" nice $PY benchmarks/gpu_table.py \
+    predict-propagation --chip=$CHIP --json="$OUT/predict_propagation.json" $PROP &
+  PREDICTIONS+=($!) ;;
+esac
 
 # On a GPU each precision in its own process (its own allocator peak); dry: both in one.
 PRECISIONS="float32 bfloat16"
@@ -113,7 +114,7 @@ done
 case ,$METHODS, in *,vos,*)
   step vos_propagation "$LIMIT" $PY benchmarks/vos.py $PROP --json="$OUT/vos_propagation.json" ;;
 esac
-wait $PREDICTIONS
+wait "${PREDICTIONS[@]}"
 $PY benchmarks/gpu_table.py table --dir="$OUT" --title="# GPU run-book results (chip $CHIP, dry=$DRY)" \
   >/dev/null || { echo "error: the results table was not written"; exit 1; }
 echo "results: $OUT/results.md ($((SECONDS - START)) s)"
