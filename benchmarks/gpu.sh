@@ -84,16 +84,16 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its status 
 }
 
 # The planner's predictions, on the CPU, beside the GPU work: one process per method, in parallel (they
-# only compile, each within the whole budget).
+# only compile, each within the whole budget; not niced: on a loaded CPU a niced compile starves).
 PREDICTIONS=()
 for m in ${METHODS//,/ }; do
-  JAX_PLATFORMS=cpu step "predict_train_$m" "$BUDGET" nice $PY benchmarks/gpu_table.py predict \
+  JAX_PLATFORMS=cpu step "predict_train_$m" "$BUDGET" $PY benchmarks/gpu_table.py predict \
     --chip=$CHIP --json="$OUT/predict_train_$m.json" --method=$m --precision=float32,bfloat16 \
     ${SHAPES[$m]} &
   PREDICTIONS+=($!)
 done
 case ,$METHODS, in *,vos,*)
-  JAX_PLATFORMS=cpu step predict_propagation "$BUDGET" nice $PY benchmarks/gpu_table.py \
+  JAX_PLATFORMS=cpu step predict_propagation "$BUDGET" $PY benchmarks/gpu_table.py \
     predict-propagation --chip=$CHIP --json="$OUT/predict_propagation.json" $PROP &
   PREDICTIONS+=($!) ;;
 esac
