@@ -181,8 +181,8 @@ def table(argv: list[str]) -> str:
           f"{_fmt(row['step_s'], '.1f', 1e3)} | {_fmt(row['mfu'], '.1%')} | "
           f"{_mib(row['device_peak_bytes'])} | {_mib(row['compiled_bytes'])} | "
           f"{_fmt(row['official_images_per_s'], missing='not carried')} | "
-          f"{_fmt(row['ratio_vs_official'], '.2f')} | {_fmt(row['predicted_step_s'], '.1f', 1e3)} | "
-          f"{_fmt(row['predicted_roofline_step_s'], '.1f', 1e3)} | {_mib(row['planned_bytes'])} |"
+          f"{_fmt(row['ratio_vs_official'], '.2f')} | {_fmt(row['predicted_step_s'], '.3g', 1e3)} | "
+          f"{_fmt(row['predicted_roofline_step_s'], '.3g', 1e3)} | {_mib(row['planned_bytes'])} |"
       )
   propagation = sum(_load(os.path.join(d, "vos_propagation.json")), [])
   planned = {p["size"]: p for p in sum(_load(os.path.join(d, "predict_propagation.json")), [])}

@@ -65,8 +65,8 @@ def test_table_puts_each_measured_row_beside_its_prediction(tmp_path):
   lines = text.splitlines()
   fp32 = next(line for line in lines if line.startswith("| seam | float32"))
   bf16 = next(line for line in lines if line.startswith("| seam | bfloat16"))
-  assert "| 500.0 | 30.0% | 1024 |" in fp32 and "| 10 | 1.60 | 100.0 | 50.0 | 3072 |" in fp32
-  assert "not carried" in bf16 and "| 50.0 | 25.0 | 3072 |" in bf16
+  assert "| 500.0 | 30.0% | 1024 |" in fp32 and "| 10 | 1.60 | 100 | 50 | 3072 |" in fp32
+  assert "not carried" in bf16 and "| 50 | 25 | 3072 |" in bf16
   assert "| 480x854 | 100 | 40 | 30 | 256 | - | 90 | 50 |" in text
   assert "train_seam_float32: exit 0" in text and "NVIDIA H100" in text
   saved = json.loads((tmp_path / "results.json").read_text())
