@@ -54,7 +54,7 @@ else
   if ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "error: the carried wheels in .whl/ did not install"; exit 1; }
-    export PYTHONPATH=$PYTHONPATH:/tmp/site  # after the repo: the image's own packages stay first
+    export PYTHONPATH=$PYTHONPATH:/tmp/site  # names the image lacks only: nothing of its own is shadowed
   fi
   name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
   case $name in *H200*) CHIP=h200 ;; *) CHIP=h100 ;; esac

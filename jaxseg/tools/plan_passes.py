@@ -215,7 +215,7 @@ def _supervised_passes(config) -> list[PassSpec]:
   from jaxseg.methods.supervised import method
   from jaxseg.train.config import compute_dtype
 
-  if "evaluate" not in config.stages and "train" not in config.stages:
+  if "evaluate" not in config.stages:
     return []
   count, _ = eval_set(config.data, config.data.eval_split)
   size = tuple(int(s) for s in config.evaluate.eval_size)
