@@ -102,3 +102,18 @@ def test_dry_run_writes_fp32_and_bf16_rows_with_predictions(tmp_path, methods):
     (prop,) = saved["propagation"]
     assert prop["propagation_fps"] > 0 and prop["predicted_fps"] > 0
   assert "exit 124" not in (tmp_path / "status.txt").read_text()
+
+
+def test_compiled_count_reads_a_jitted_cache_or_says_none():
+  """The recompilation check's count: executables of a jitted function; None where a JAX has no such
+  attribute (a newer JAX than the pinned one), so the check is skipped rather than crashing."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxseg.train import loop
+
+  f = jax.jit(lambda x: x + 1)
+  f(jnp.zeros(2))
+  f(jnp.zeros(3))
+  assert loop.compiled_count(f) == 2
+  assert loop.compiled_count(lambda x: x) is None
