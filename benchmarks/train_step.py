@@ -247,8 +247,11 @@ def jaxseg_contender(args, dtype: str) -> Contender:
   sync()
 
   def report(step_s: float) -> dict:
-    if step._cache_size() != 1:
-      raise RuntimeError(f"the {args.method} step recompiled: {step._cache_size()} executables")
+    executables = loop.compiled_count(step)
+    if executables not in (1, None):
+      raise RuntimeError(f"the {args.method} step recompiled: {executables} executables")
+    memory = compiled.memory_analysis()
+    stats = jax.devices()[0].memory_stats() or {}
     images = int(config.train.batch_size)
     peak = peak_tflops(jax.devices()[0].device_kind, dtype)
     tflops = (
@@ -264,6 +267,17 @@ def jaxseg_contender(args, dtype: str) -> Contender:
         loss=float(carry["metrics"]["loss"]),
         global_batch=images,
         devices=num_devices(args),
+        # XLA's memory analysis of the compiled step on this backend (per device; outputs written into
+        # the donated state not counted twice), and on accelerators the allocator's peak for this process.
+        compiled_bytes=int(
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes
+        )
+        if memory is not None
+        else None,
+        device_peak_bytes=int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None,
     )
 
   return Contender(one_step, sync, report)

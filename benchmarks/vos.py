@@ -66,31 +66,12 @@ def step_memory(features, ids, num_objects: int, cfg, target: int = 23) -> tuple
   default a late frame: long-term frames 0 and 5 through the ROI path plus three recent frames, the most
   references), for the shapes of `features` [T, h, w, C] and `ids` [H, W] (shapes only: lowered on
   abstract arrays, so the video may be shorter)."""
-  i = target - 1
-  refs = propagation.mast_reference_frames(
-      i, tuple(cfg.long_term), int(cfg.short_term), int(cfg.short_gap)
-  )
-  ref_index, current = propagation.canonical_schedule(
-      refs, target, int(cfg.roi_gap), int(cfg.max_dilation)
-  )
-  num_classes = propagation.padded_num_classes(num_objects)
   _, h, w, c = features.shape
-  f32 = jnp.float32
-  compiled = propagation._mast_step.lower(
-      jax.ShapeDtypeStruct((len(refs), 1, h, w, c), f32),
-      jax.ShapeDtypeStruct((1, h, w, c), f32),
-      jax.ShapeDtypeStruct((len(refs), 1, *ids.shape, num_classes), f32),
-      radius=int(cfg.radius),
-      ref_index=ref_index,
-      current=current,
-      roi_gap=int(cfg.roi_gap),
-      max_dil=int(cfg.max_dilation),
-      out_size=tuple(ids.shape),
-      upsampling=str(cfg.upsampling),
-  ).compile()
+  step, inputs = propagation.mast_step_for_frame((h, w, c), ids.shape, num_objects, cfg, target)
+  compiled = jax.jit(step).lower(*inputs).compile()
   m = compiled.memory_analysis()
   total = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-  return total, len(refs)
+  return total, int(inputs[0].shape[0])
 
 
 def run_size(encoder, variables, cfg, height: int, width: int, num_frames: int) -> dict:

@@ -153,6 +153,21 @@ def config_file_error(argv: list[str], error: BaseException) -> str:
   return f"--config={spec}: {type(error).__name__}: {message}{where}"
 
 
+def define_config_flags():
+  """(`--config` flag, `--verbose` flag): what every config-driven absl command defines (the config file
+  is required and locked, so `--config.x=...` overrides must name existing keys). Call in `main`, so that
+  importing the command's module defines no flags."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file[:arg].", lock_config=True
+  )
+  verbose = flags.DEFINE_bool("verbose", False, "Show full tracebacks for known errors.")
+  flags.mark_flags_as_required(["config"])
+  return config, verbose
+
+
 def run_absl(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, with config-override parse errors (an unknown `--config.x` key, a
   bad value) reported in one or two lines (exit status 2) instead of a traceback."""

@@ -138,17 +138,12 @@ def format_table(rows: Iterable[tuple[str, str, str]]) -> str:
 def main() -> None:
   """The command line (absl flags are defined here, so importing this module defines none)."""
   from absl import app, flags
-  from ml_collections import config_flags
 
   from jaxseg import cli, methods
 
-  config_flag = config_flags.DEFINE_config_file(
-      "config", None, "Experiment config file[:arg].", lock_config=True
-  )
+  config_flag, verbose = cli.define_config_flags()
   workers = flags.DEFINE_integer("workers", min(32, 4 * (os.cpu_count() or 1)), "Reader threads.")
   progress = flags.DEFINE_bool("progress", True, "Show a progress bar (stderr).")
-  verbose = flags.DEFINE_bool("verbose", False, "Show full tracebacks for known errors.")
-  flags.mark_flags_as_required(["config"])
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:

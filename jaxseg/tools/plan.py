@@ -1,9 +1,10 @@
-"""Plans a run before renting the hardware: per-device memory, FLOPs and time of every training stage.
+"""Plans a run before renting the hardware: per-device memory, FLOPs and time of every training stage
+and of every inference / propagation pass.
 
   python -m jaxseg.tools.plan --config=configs/<method>.py[:variant] --devices=N --chip=h100 \
-      [--mesh_data=N --mesh_model=1] [--mfu=0.4] [--fsdp] [--config.train.batch_size=...]
+      [--mesh_data=N --mesh_model=1] [--mfu=0.4] [--fsdp] [--nopasses] [--config.train.batch_size=...]
 
-For each training stage of the config (SEAM: train, affinity; uda: source_only / adapt / self_train as
+For each training stage of the config (SEAM: train, affinity, segment; uda: source_only / adapt / self_train as
 `config.stages` lists them; vos: train; hn: pretrain, finetune) this builds the method's real `TrainTask`
 without opening a data file or reading a weight (`datasets.build_source` is stubbed out while the task is
 built): the train state is `jax.eval_shape` of the trainer's init, sharded by the config's
@@ -15,6 +16,11 @@ accessed per device) are read. Printed per stage: parameter and optimiser bytes 
 state's shardings), temporaries, the peak total vs the chip's HBM, FLOPs per step, the roofline step time
 on the chip (max(FLOPs / peak, bytes / bandwidth)), and the stage's hours at `--mfu` (total steps x FLOPs
 per device / (peak x MFU)). A stage that does not fit is flagged with what would make it fit.
+
+Then each inference / propagation pass of the config's stages (`jaxseg.tools.plan_passes`: SEAM's CAM
+inference and segmenter scoring, the evaluation forwards, vos propagation): each of its jitted functions
+compiled on one device for abstract weights and inputs; the pass's images are split over the N devices.
+`python -m jaxseg.tools.plan_table` plans every paper recipe on 1x H100 and 8x v5e in one command.
 
 Fake devices: `main` sets XLA_FLAGS=--xla_force_host_platform_device_count=N and JAX_PLATFORMS=cpu
 in its own environment before jax is first imported (the config file's import is the first), so the
@@ -108,6 +114,64 @@ class StageError:
   message: str
 
 
+@dataclasses.dataclass
+class CallPlan:
+  label: str
+  count: int
+  flops: float  # per call
+  bytes_accessed: float  # per call
+  argument_bytes: int
+  output_bytes: int
+  temp_bytes: int
+
+  @property
+  def total_bytes(self) -> int:
+    return self.argument_bytes + self.output_bytes + self.temp_bytes
+
+
+@dataclasses.dataclass
+class PassPlan:
+  """An inference / propagation pass: its calls compiled on one device; the images (frames) of the pass
+  are split over `devices` (data parallel: every device holds the weights and runs its share)."""
+
+  name: str
+  what: str
+  devices: int
+  compute_dtype: str
+  weight_bytes: int  # per device (replicated)
+  calls: list[CallPlan]
+
+  @property
+  def flops(self) -> float:
+    """Of the whole pass, all devices together."""
+    return sum(c.count * c.flops for c in self.calls)
+
+  @property
+  def bytes_accessed(self) -> float:
+    return sum(c.count * c.bytes_accessed for c in self.calls)
+
+  @property
+  def largest(self) -> CallPlan:
+    return max(self.calls, key=lambda c: c.total_bytes)
+
+  @property
+  def total_bytes(self) -> int:
+    """Peak per device: the largest call (its arguments hold the weights)."""
+    return self.largest.total_bytes
+
+  def fits(self, chip: Chip) -> bool:
+    return self.total_bytes <= chip.hbm_bytes
+
+  def hours(self, chip: Chip, mfu: float) -> float:
+    return self.flops / (self.devices * chip.peak_flops(self.compute_dtype) * mfu) / 3600.0
+
+  def roofline_hours(self, chip: Chip) -> float:
+    seconds = max(
+        self.flops / chip.peak_flops(self.compute_dtype), self.bytes_accessed / chip.hbm_bytes_per_s
+    )
+    return seconds / self.devices / 3600.0
+
+
 # ------------------------------------------------------------------------------------------------------
 # The stages of each method.
 
@@ -138,17 +202,25 @@ def no_data():
     datasets.build_source = original
 
 
+def augmented_batch(task, blank: dict, batch_size: int) -> dict:
+  """A batch of zeros shaped as the task's augmentation makes one example of `blank` (uint8 image and
+  targets at any size): for stages without an `example_batch`."""
+  import numpy as np
+
+  one = task.augment.random_map(blank, np.random.default_rng(0))
+  return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype) for k, v in one.items()}
+
+
 def _seam_stages(config) -> list[StageSpec]:
-  from jaxseg.methods.seam import affinity_stage, method
+  import numpy as np
+
+  from jaxseg.methods.seam import affinity_stage, method, segment_stage
 
   def train():
     return method.make_task(config), method.example_batch(config)
 
   def affinity():
-    import numpy as np
-
     task = affinity_stage.make_task(config, [])
-    # No example_batch: the batch is the stage's augmentation applied to one blank example.
     h, w = config.affinity.crop_size
     k = int(config.data.num_classes)
     blank = {
@@ -156,16 +228,24 @@ def _seam_stages(config) -> list[StageSpec]:
         "la": np.zeros((h, w, k), np.float32),
         "ha": np.zeros((h, w, k), np.float32),
     }
-    one = task.augment.random_map(blank, np.random.default_rng(0))
-    b = int(config.affinity.train.batch_size)
-    return task, {key: np.zeros((b,) + np.shape(v), np.asarray(v).dtype) for key, v in one.items()}
+    return task, augmented_batch(task, blank, int(config.affinity.train.batch_size))
 
-  out = []
-  if "train" in config.stages:
-    out.append(StageSpec("train", None, train))
-  if "affinity" in config.stages:
-    out.append(StageSpec("affinity", "affinity", affinity))
-  return out
+  def segment():
+    task = segment_stage.make_task(config, [])
+    h, w = config.segment.crop_size
+    blank = {"image": np.zeros((h, w, 3), np.uint8), "mask": np.zeros((h, w), np.uint8)}
+    return task, augmented_batch(task, blank, int(config.segment.train.batch_size))
+
+  builders = {
+      "train": (None, train),
+      "affinity": ("affinity", affinity),
+      "segment": ("segment", segment),
+  }
+  return [
+      StageSpec(name, section, build)
+      for name, (section, build) in builders.items()
+      if name in config.stages
+  ]
 
 
 def _uda_stages(config) -> list[StageSpec]:
@@ -332,8 +412,7 @@ def plan_stage(config, spec: StageSpec, devices) -> StagePlan:
   batch = abstract_batch(task, example)
   ts, sharded, compiled = compile_stage(stage_config, task, batch, devices)
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+  cost = _cost(compiled)
   state = ts.abstract_state
   params, opt = _shard_bytes(state["params"]), _shard_bytes(state["opt_state"])
   global_batch = int(jax.tree.leaves(batch)[0].shape[0])
@@ -362,25 +441,72 @@ def plan_stage(config, spec: StageSpec, devices) -> StagePlan:
   )
 
 
-def plan(config, devices) -> list[StagePlan | StageError]:
-  """Every training stage of `config` planned on `devices`; a stage that cannot be built or compiled
-  becomes a `StageError` naming why (the other stages are still planned)."""
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+
+
+def plan_pass(spec, devices) -> PassPlan:
+  """Compiles each call of an inference pass (`jaxseg.tools.plan_passes.PassSpec`) on the first of
+  `devices`, XLA convolutions, weights as `jax.eval_shape` of the network's init."""
+  import jax
+
+  from jaxseg.models import conv_lowering
+
+  with no_data():
+    init, calls = spec.build()
+  variables = jax.eval_shape(init, jax.random.key(0))
+  planned = []
+  with conv_lowering.conv_lowering("xla"), jax.default_device(devices[0]):
+    for call in calls:
+      args = ((variables,) if call.uses_variables else ()) + tuple(call.inputs)
+      compiled = jax.jit(call.fn).lower(*args).compile()
+      memory, cost = compiled.memory_analysis(), _cost(compiled)
+      planned.append(
+          CallPlan(
+              label=call.label,
+              count=int(call.count),
+              flops=float(cost.get("flops", 0.0)),
+              bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+              argument_bytes=int(memory.argument_size_in_bytes),
+              output_bytes=int(memory.output_size_in_bytes),
+              temp_bytes=int(memory.temp_size_in_bytes),
+          )
+      )
+  return PassPlan(
+      name=spec.name,
+      what=spec.what,
+      devices=len(devices),
+      compute_dtype=spec.compute_dtype,
+      weight_bytes=_shard_bytes(variables),
+      calls=planned,
+  )
+
+
+def plan(config, devices, *, passes: bool = True) -> list[StagePlan | PassPlan | StageError]:
+  """Every training stage of `config` planned on `devices`, then (with `passes`) its inference /
+  propagation passes; a stage or pass that cannot be built or compiled becomes a `StageError` naming why
+  (the others are still planned)."""
   from jaxseg import methods
+  from jaxseg.tools import plan_passes
 
   methods.check_config_keys(config)
   out = []
   try:
     specs = stage_specs(config)
+    extra = plan_passes.pass_specs(config) if passes else []
   except Exception as e:  # noqa: BLE001  (reported, not raised: the command's answer for this config)
     return [StageError("*", f"{type(e).__name__}: {e}")]
-  if not specs:
-    return [StageError("*", f"no training stage in config.stages={tuple(config.stages)}")]
-  for spec in specs:
+  if not specs and not extra:
+    return [StageError("*", f"no training stage or pass in config.stages={tuple(config.stages)}")]
+  jobs = [(s.name, lambda s=s: plan_stage(config, s, devices)) for s in specs]
+  jobs += [(f"pass {p.name}", lambda p=p: plan_pass(p, devices)) for p in extra]
+  for name, job in jobs:
     try:
-      out.append(plan_stage(config, spec, devices))
+      out.append(job())
     except Exception as e:  # noqa: BLE001
       text = " ".join(str(e).split())[:400]
-      out.append(StageError(spec.name, f"{type(e).__name__}: {text}"))
+      out.append(StageError(name, f"{type(e).__name__}: {text}"))
   return out
 
 
@@ -445,7 +571,11 @@ def format_plan(
   lines = [title] if title else []
   for r in results:
     if isinstance(r, StageError):
-      lines.append(f"stage {r.stage}: cannot plan: {r.message}")
+      name = r.stage if r.stage.startswith("pass ") else f"stage {r.stage}"
+      lines.append(f"{name}: cannot plan: {r.message}")
+      continue
+    if isinstance(r, PassPlan):
+      lines += format_pass(r, chip, mfu)
       continue
     fits = r.fits(chip)
     runs = f" x {r.runs} runs" if r.runs > 1 else ""
@@ -476,6 +606,36 @@ def format_plan(
       lines.append(f"  FLAG: {r.stage} does not fit {chip.name}; would make it fit:")
       lines += [f"    - {a}" for a in fit_advice(r, chip)]
   return "\n".join(lines)
+
+
+def format_pass(p: PassPlan, chip: Chip, mfu: float) -> list[str]:
+  big = p.largest
+  fits = p.fits(chip)
+  calls = ", ".join(f"{c.label} x{c.count}" for c in p.calls)
+  lines = [
+      f"pass {p.name}: {p.what}; {p.compute_dtype}, split over {p.devices} device(s)",
+      f"  calls: {calls}",
+      f"  per device: weights {_gib(p.weight_bytes)}; largest call ({big.label}): arguments "
+      f"{_gib(big.argument_bytes)}, outputs {_gib(big.output_bytes)}, temporaries {_gib(big.temp_bytes)}",
+      f"  total {_gib(p.total_bytes)} of {_gib(chip.hbm_bytes)} HBM ({chip.name}): "
+      f"{'fits' if fits else 'DOES NOT FIT'} ({100 * p.total_bytes / chip.hbm_bytes:.0f}%)",
+      f"  FLOPs: {p.flops / 1e15:.3f} PFLOP for the pass ({p.flops / 1e12 / p.devices:.1f} TFLOP per "
+      f"device), {_gib(p.bytes_accessed / p.devices)} accessed per device",
+      f"  predicted pass time at {100 * mfu:.0f}% MFU: {p.hours(chip, mfu):.3g} h"
+      + (
+          f" (HBM roofline >= {p.roofline_hours(chip):.3g} h)"
+          if p.roofline_hours(chip) > p.hours(chip, mfu)
+          else ""
+      ),
+  ]
+  if not fits:
+    lines += [
+        f"  FLAG: pass {p.name} does not fit {chip.name}; would make it fit:",
+        f"    - smaller inputs to the largest call ({big.label}): fewer or smaller test scales, a "
+        "smaller evaluation batch or image size",
+        "    - bf16 compute (the stage's train.compute_dtype=bfloat16 builds the network in bf16)",
+    ]
+  return lines
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -512,21 +672,17 @@ def main() -> None:
   except ValueError:
     pass  # the flag parser reports the bad value
   from absl import app, flags
-  from ml_collections import config_flags
 
   from jaxseg import cli
 
-  config_flag = config_flags.DEFINE_config_file(
-      "config", None, "Experiment config file[:arg].", lock_config=True
-  )
+  config_flag, verbose = cli.define_config_flags()
   devices = flags.DEFINE_integer("devices", 1, "Devices to plan for (fake CPU devices here).")
   mesh_data = flags.DEFINE_integer("mesh_data", None, "mesh.data (default: the config's).")
   mesh_model = flags.DEFINE_integer("mesh_model", None, "mesh.model (default: the config's).")
   chip_flag = flags.DEFINE_enum("chip", "h100", list(CHIPS), "Target chip.")
   mfu = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation for the predicted hours.")
   fsdp = flags.DEFINE_bool("fsdp", False, f"Plan with sharding_rules={FSDP_RULES!r}.")
-  verbose = flags.DEFINE_bool("verbose", False, "Show full tracebacks for known errors.")
-  flags.mark_flags_as_required(["config"])
+  passes = flags.DEFINE_bool("passes", True, "Also plan the inference / propagation passes.")
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -556,7 +712,7 @@ def main() -> None:
           f"MFU {mfu.value:g}"
       )
       print(title, flush=True)
-      results = plan(config, jax.devices()[:n])
+      results = plan(config, jax.devices()[:n], passes=passes.value)
       print(format_plan(results, chip, mfu.value), flush=True)
 
   cli.run_absl(run)

@@ -37,6 +37,14 @@ from jaxseg.train.task import (
 )
 
 
+def compiled_count(step_fn) -> int | None:
+  """Executables a jitted function holds (one per input signature), or None where this JAX does not
+  say (`_cache_size` is private: a newer JAX may drop it; the recompilation check is then skipped).
+  """
+  size = getattr(step_fn, "_cache_size", None)
+  return size() if callable(size) else None
+
+
 def restore_or_init(
     ts: TrainSetup,
     checkpointer: ckpt_lib.Checkpointer | None,
@@ -157,7 +165,7 @@ def train(config, workdir: str, task: TrainTask) -> dict:
       window_len += 1
       done = step + 1
       if compiled is None:
-        compiled = step_fn._cache_size()
+        compiled = compiled_count(step_fn)
         progress.restart(done)  # The ETA leaves the compile time out.
       is_last = done == total
       saved = False
@@ -168,7 +176,7 @@ def train(config, workdir: str, task: TrainTask) -> dict:
         writer.write_scalars(done, scalars)
         progress.update(done, {k: scalars[k] for k in ("loss",) if k in scalars})
         window, window_len = None, 0
-        if tcfg.check_recompile and step_fn._cache_size() != compiled:
+        if tcfg.check_recompile and compiled_count(step_fn) != compiled:
           raise RuntimeError(
               f"train step recompiled at step {done}: batch shapes or dtypes changed"
           )

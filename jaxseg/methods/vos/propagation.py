@@ -146,6 +146,41 @@ def _mast_step(
   return ids, jax.nn.one_hot(ids, num_classes, dtype=jnp.float32)
 
 
+def mast_step_for_frame(
+    feature_shape: tuple[int, int, int],
+    out_size: tuple[int, int],
+    num_objects: int,
+    cfg,
+    target: int,
+):
+  """(step, abstract inputs) of the propagation step that predicts frame `target` of a video whose
+  features are [h, w, C] = `feature_shape` and labels `out_size` (H, W): `jax.jit(step).lower(*inputs)`
+  compiles it without a video (its memory and cost at that frame's memory pattern). A late frame (>= 17:
+  long-term frames through the ROI path plus the recent frames) has the most references."""
+  refs = mast_reference_frames(
+      target - 1, tuple(cfg.long_term), int(cfg.short_term), int(cfg.short_gap)
+  )
+  ref_index, current = canonical_schedule(refs, target, int(cfg.roi_gap), int(cfg.max_dilation))
+  h, w, c = (int(d) for d in feature_shape)
+  step = functools.partial(
+      _mast_step,
+      radius=int(cfg.radius),
+      ref_index=ref_index,
+      current=current,
+      roi_gap=int(cfg.roi_gap),
+      max_dil=int(cfg.max_dilation),
+      out_size=tuple(int(s) for s in out_size),
+      upsampling=str(cfg.get("upsampling", "official")),
+  )
+  f32 = jnp.float32
+  inputs = (
+      jax.ShapeDtypeStruct((len(refs), 1, h, w, c), f32),
+      jax.ShapeDtypeStruct((1, h, w, c), f32),
+      jax.ShapeDtypeStruct((len(refs), 1, *out_size, padded_num_classes(num_objects)), f32),
+  )
+  return step, inputs
+
+
 def propagate_mast(
     features: jax.Array,
     first_ids: np.ndarray,

@@ -56,7 +56,7 @@ def load_encoder(config, workdir: str, which: str = "latest") -> InferenceModel:
       stage="train",
       step=step,
       variables=variables,
-      apply_fn=_encode_fn(config, encoder),
+      apply_fn=encode_fn(config, encoder),
       mesh=mesh,
       kind="features",
       prepare=lambda frame: method.frames_to_input(np.asarray(frame)[None], config.recipe)[0],
@@ -97,7 +97,7 @@ def _result_paths(workdir: str, name: str, example) -> list[str]:
   return [os.path.join(folder, f"{f}.png") for f in example["frame_names"]]
 
 
-def _encode_fn(config, encoder):
+def encode_fn(config, encoder):
   """(variables, frames [B, H, W, 3]) -> features [B, h, w, D] (CRW: its map layer's)."""
   if config.recipe == "mast":
     return lambda v, x: encoder.apply(v, x, train=False)
