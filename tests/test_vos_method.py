@@ -251,19 +251,18 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
 
 
 # The demo's claim at a CI budget (`configs/vos.py:synthetic,reduced`: MAST's objective, the demo's 1000
-# steps, 8 of its 16 held-out videos, one CPU device): the trained encoder propagates better than raw Lab pixels and than
-# copying the first mask. The bounds and their seed study (vos_ci, which also draws the world per seed):
-# `jaxseg.tools.results` CLAIMS, README "CI claims".
+# steps, 8 of its 16 held-out videos, one CPU device): the trained encoder propagates better than raw Lab
+# pixels. The bound and its seed study (vos_ci, which also draws the world per seed): `jaxseg.tools.results`
+# CLAIMS, README "CI claims". Trained over copy-first is reported, not asserted: it did not hold on every
+# seed at this budget (vos_ci seed 1).
 @pytest.mark.slow
 @pytest.mark.ci
-def test_reduced_demo_trained_propagation_beats_raw_lab_and_copying(tmp_path):
+def test_reduced_demo_trained_propagation_beats_raw_lab(tmp_path):
   metrics = _launch_demo(
       tmp_path / "mast", "configs/vos.py:synthetic,reduced", "--config.train.progress_bar=False"
   )
-  trained = metrics["model"]["J&F-Mean"]
-  lab, copied = metrics["lab_pixels"]["J&F-Mean"], metrics["copy_first"]["J&F-Mean"]
+  trained, lab = metrics["model"]["J&F-Mean"], metrics["lab_pixels"]["J&F-Mean"]
   assert trained - lab > results.bound("VOS trained > raw Lab"), metrics
-  assert trained - copied > results.bound("VOS trained > copy first"), metrics
 
 
 def _behaviour(refs, current, roi_gap=15, max_dil=4):

@@ -361,15 +361,8 @@ CLAIMS: dict[str, Claim] = {
             "VOS trained > raw Lab",
             "vos_ci",
             "gain: MAST - raw Lab",
-            bound=0.0,  # TBD from vos_ci
-            test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab_and_copying",
-        ),
-        Claim(
-            "VOS trained > copy first",
-            "vos_ci",
-            "gain: MAST - copy first",
-            bound=0.0,  # TBD from vos_ci
-            test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab_and_copying",
+            bound=4.0,
+            test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab",
         ),
         Claim(
             "HN pre-training > random init (5% labels)",
