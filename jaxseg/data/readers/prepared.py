@@ -195,15 +195,7 @@ class PreparedClips:
         )
       frames.append(frame)
       stems.append(record["frame_name"].decode("utf-8"))
-    return {
-        "clip": np.stack(frames),
-        "video": self.videos[video],
-        "frame_indices": indices,
-        "frame_names": stems,
-        "gap": gap,
-        "index": index,
-        "id": f"{self.videos[video]}/{stems[0]}",
-    }
+    return videos.clip_example(self.videos[video], frames, stems, indices, gap, index)
 
 
 # ----------------------------------------------------------------------------

@@ -136,6 +136,27 @@ def draw_clip(
   return video, gap, start + gap * np.arange(clip_length, dtype=np.int64)
 
 
+def clip_example(
+    video: str,
+    frames: list[np.ndarray],
+    stems: list[str],
+    indices: np.ndarray,
+    gap: int,
+    index: int,
+) -> dict[str, Any]:
+  """The clip example both clip sources return (files: `VideoFolderSource`; records:
+  `jaxseg.data.readers.prepared.PreparedClips`)."""
+  return {
+      "clip": np.stack(frames),
+      "video": video,
+      "frame_indices": indices,
+      "frame_names": stems,
+      "gap": gap,
+      "index": index,
+      "id": f"{video}/{stems[0]}",
+  }
+
+
 class VideoFolderSource:
   """Random-access clips sampled deterministically from folders of frames (see the module doc)."""
 
@@ -308,12 +329,4 @@ class VideoFolderSource:
         )
       frames.append(frame)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return {
-        "clip": np.stack(frames),
-        "video": self.videos[video],
-        "frame_indices": indices,
-        "frame_names": stems,
-        "gap": gap,
-        "index": index,
-        "id": f"{self.videos[video]}/{stems[0]}",
-    }
+    return clip_example(self.videos[video], frames, stems, indices, gap, index)
