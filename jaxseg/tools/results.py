@@ -361,7 +361,7 @@ CLAIMS: dict[str, Claim] = {
             "VOS trained > raw Lab",
             "vos_ci",
             "gain: MAST - raw Lab",
-            bound=4.0,
+            bound=2.5,
             test="tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab",
         ),
         Claim(
