@@ -209,13 +209,10 @@ def _launch_demo(workdir, config: str, *extra: str) -> dict:
   return metrics
 
 
-@pytest.mark.slow
-@pytest.mark.ci
-def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
-  workdir = tmp_path / "crw"
-  _launch_demo(workdir, "configs/vos.py:synthetic_crw,runlocal")
-  # The trained encoder loads with the training data moved away, and propagating the first held-out
-  # sequence with it (one device, as the run) gives the propagate stage's masks bit for bit.
+def _predict_matches_propagate(workdir, tmp_path, monkeypatch) -> None:
+  """The trained encoder loads with the training data moved away, and `python -m jaxseg.predict` on the
+  first held-out sequence's frames and first annotation (DAVIS layout; one device, as the run) gives
+  the propagate stage's masks bit for bit."""
   from PIL import Image
 
   from jaxseg.data.readers import davis as davis_data
@@ -223,13 +220,9 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
 
   model = inference_check.load_without_data(workdir, monkeypatch)
   config, d = model.config, model.config.eval_data
-  source = davis_data.DavisSequenceSource(
-      data.davis_root(config, str(workdir)), str(d.split), str(d.resolution)
-  )
-  example = source[0]
-  # `python -m jaxseg.predict` on that sequence's frames and first annotation (DAVIS layout).
-  seq = example["sequence"]
   root = data.davis_root(config, str(workdir))
+  example = davis_data.DavisSequenceSource(root, str(d.split), str(d.resolution))[0]
+  seq = example["sequence"]
   frames = os.path.join(root, "JPEGImages", str(d.resolution), seq)
   first = sorted(os.listdir(os.path.join(root, "Annotations", str(d.resolution), seq)))[0]
   out = tmp_path / "predicted"
@@ -241,13 +234,20 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
       f"--out={out}",
   )
   assert result == dict(written=1, existing=0, total=1)
-  saved = [np.asarray(Image.open(p)) for p in stages._result_paths(str(workdir), "model", example)]
-  predicted = [
-      np.asarray(Image.open(out / seq / os.path.basename(p)))
-      for p in stages._result_paths(str(workdir), "model", example)
-  ]
+  paths = stages._result_paths(str(workdir), "model", example)
+  saved = [np.asarray(Image.open(p)) for p in paths]
+  predicted = [np.asarray(Image.open(out / seq / os.path.basename(p))) for p in paths]
   np.testing.assert_array_equal(np.stack(predicted), np.stack(saved))
   assert (out / f"{seq}.gif").exists()
+
+
+# CRW end to end (slow tier only: CI runs MAST's pipeline end to end in the claim test below, and CRW's
+# pieces in their own tests).
+@pytest.mark.slow
+def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
+  workdir = tmp_path / "crw"
+  _launch_demo(workdir, "configs/vos.py:synthetic_crw,runlocal")
+  _predict_matches_propagate(workdir, tmp_path, monkeypatch)
 
 
 # The demo's claim at a CI budget (`configs/vos.py:synthetic,reduced`: MAST's objective, the demo's 1000
@@ -257,12 +257,14 @@ def test_runlocal_crw_pipeline_writes_everything(tmp_path, monkeypatch):
 # seed at this budget (vos_ci seed 1).
 @pytest.mark.slow
 @pytest.mark.ci
-def test_reduced_demo_trained_propagation_beats_raw_lab(tmp_path):
+def test_reduced_demo_trained_propagation_beats_raw_lab(tmp_path, monkeypatch):
+  workdir = tmp_path / "mast"
   metrics = _launch_demo(
-      tmp_path / "mast", "configs/vos.py:synthetic,reduced", "--config.train.progress_bar=False"
+      workdir, "configs/vos.py:synthetic,reduced", "--config.train.progress_bar=False"
   )
   trained, lab = metrics["model"]["J&F-Mean"], metrics["lab_pixels"]["J&F-Mean"]
   assert trained - lab > results.bound("VOS trained > raw Lab"), metrics
+  _predict_matches_propagate(workdir, tmp_path, monkeypatch)
 
 
 def _behaviour(refs, current, roi_gap=15, max_dil=4):
