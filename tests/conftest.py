@@ -32,26 +32,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 LONGEST_FIRST = (
     "test_uda_method.py",
     "test_seam_seeds.py",
-    "test_vos_method.py",
-    "test_launch.py",
     "test_hn_method.py",
+    "test_launch.py",
+    "test_vos_method.py",
     "test_uda_trajectory.py",
-    "test_trainer_extensions.py",
-    "test_benchmarks.py",
-    "test_trainer.py",
-    "test_reliability.py",
-    "test_seam_trajectory.py",
     "test_seam_method.py",
     "test_eight_devices.py",
-    "test_prepare.py",
+    "test_trainer_extensions.py",
+    "test_reliability.py",
+    "test_seam_trajectory.py",
+    "test_trainer.py",
+    "test_benchmarks.py",
 )
-
-
-def pytest_configure(config):
-  # pytest-xdist reorders files by their number of tests unless told not to (`--loadscope-reorder` is on
-  # by default), which undid LONGEST_FIRST: the 8-test SEAM seed file started last and ran ~4 min alone.
-  if hasattr(config.option, "loadscopereorder"):
-    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
