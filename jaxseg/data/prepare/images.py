@@ -76,18 +76,11 @@ class VocAug(ReaderBuilder):
     return example
 
 
-class Gta5(ReaderBuilder):
-  """GTA5: one split 'train' (the reader's 'all'), labels mapped to the 19 Cityscapes train ids."""
-
-  name = "gta5"
-  DESCRIPTION = "GTA5 (Richter et al. 2016), labels as the 19 Cityscapes train ids (jaxseg)."
-  LAYOUT = driving._GTA5_LAYOUT
+class _TrainIdsBuilder(ReaderBuilder, skip_registration=True):
+  """What the driving datasets share: image + mask in the 19 Cityscapes train ids."""
 
   def features(self):
     return _image_mask_features("Cityscapes train ids 0..18, 255 = ignore")
-
-  def readers(self, root):
-    return {"train": driving.gta5_source(root, "all")}
 
   @classmethod
   def to_record(cls, example):
@@ -98,15 +91,23 @@ class Gta5(ReaderBuilder):
     return _image_mask_example(record, options.get("with_masks", True))
 
 
-class Cityscapes(ReaderBuilder):
+class Gta5(_TrainIdsBuilder):
+  """GTA5: one split 'train' (the reader's 'all'), labels mapped to the 19 Cityscapes train ids."""
+
+  name = "gta5"
+  DESCRIPTION = "GTA5 (Richter et al. 2016), labels as the 19 Cityscapes train ids (jaxseg)."
+  LAYOUT = driving._GTA5_LAYOUT
+
+  def readers(self, root):
+    return {"train": driving.gta5_source(root, "all")}
+
+
+class Cityscapes(_TrainIdsBuilder):
   """Cityscapes fine: splits train (2975) and val (500), labelIds mapped to the 19 train ids."""
 
   name = "cityscapes"
   DESCRIPTION = "Cityscapes leftImg8bit + gtFine, labels as the 19 train ids (jaxseg)."
   LAYOUT = driving._CITYSCAPES_LAYOUT
-
-  def features(self):
-    return _image_mask_features("Cityscapes train ids 0..18, 255 = ignore")
 
   def readers(self, root):
     return {
@@ -114,11 +115,3 @@ class Cityscapes(ReaderBuilder):
         for s in ("train", "val")
         if os.path.isdir(os.path.join(root, "leftImg8bit", s))
     }
-
-  @classmethod
-  def to_record(cls, example):
-    return _image_mask_record(example)
-
-  @classmethod
-  def from_record(cls, record, options):
-    return _image_mask_example(record, options.get("with_masks", True))
