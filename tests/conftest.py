@@ -26,30 +26,78 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _compilation_cache_dir())
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# Longest test files first (measured in CI, `--durations=30`): with `--dist loadfile` a worker takes the
-# next file when it is free, so a long file that starts last leaves the other worker idle at the end.
-# Files not listed keep their order after these; the tests inside a file keep theirs.
+# Longest test files first (seconds of work per file in a CI run, from `--junitxml`; the sum is ~2100 s),
+# handed out by `_LongestFileFirst` below: each of the two workers takes the next file when it is free,
+# so the run ends with short files on both workers instead of a long one running alone. Files not listed
+# (each under ~12 s) keep their order after these.
 LONGEST_FIRST = (
-    "test_uda_method.py",
-    "test_seam_seeds.py",
-    "test_hn_method.py",
-    "test_launch.py",
-    "test_vos_method.py",
-    "test_uda_trajectory.py",
-    "test_seam_method.py",
-    "test_eight_devices.py",
-    "test_trainer_extensions.py",
-    "test_reliability.py",
-    "test_seam_trajectory.py",
-    "test_trainer.py",
-    "test_benchmarks.py",
+    "test_seam_seeds.py",  # 313
+    "test_vos_method.py",  # 290
+    "test_uda_method.py",  # 250
+    "test_launch.py",  # 236
+    "test_hn_method.py",  # 157
+    "test_conv_lowering.py",  # 82
+    "test_uda_trajectory.py",  # 79
+    "test_trainer_extensions.py",  # 75
+    "test_reliability.py",  # 72
+    "test_benchmarks.py",  # 59
+    "test_seam_trajectory.py",  # 59
+    "test_trainer.py",  # 54
+    "test_cam.py",  # 42
+    "test_resnet.py",  # 40
+    "test_deeplab_v2.py",  # 36
+    "test_cam_parity.py",  # 24
+    "test_seam_model.py",  # 22
+    "test_resnet38.py",  # 22
+    "test_depth_geometry.py",  # 21
+    "test_correspondence.py",  # 21
+    "test_seam_losses.py",  # 19
+    "test_seam_method.py",  # 18
+    "test_uda_parts.py",  # 18
+    "test_affinity.py",  # 16
+    "test_bad_inputs.py",  # 15
+    "test_predict.py",  # 13
 )
 
 
 def pytest_collection_modifyitems(config, items):
+  """Files in LONGEST_FIRST order; inside a file, its `slow` (CI-tier, minutes) tests first, so that
+  the test a worker holds back while it waits for its next file is a short one (see below)."""
   del config
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+  items.sort(
+      key=lambda item: (
+          rank.get(item.path.name, len(rank)),
+          item.get_closest_marker("slow") is None,
+      )
+  )
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """`--dist loadfile` in the collection's order (LONGEST_FIRST), a file at a time.
+
+  xdist's own loadfile scheduler re-sorts files by their number of tests (`--loadscope-reorder`), which
+  put the 4-test SEAM seed file (~5 min) last, alone on one worker, and it hands a worker its next file
+  while two of its tests are still to run. A worker must know its next test before it runs one (for
+  teardown), so the next file goes out when only the last test of the current one is left."""
+  from xdist.scheduler import LoadFileScheduling
+
+  class _LongestFileFirst(LoadFileScheduling):
+
+    def _reschedule(self, node):
+      if node.shutting_down:
+        return
+      if not self.workqueue:
+        node.shutdown()
+        return
+      if self._pending_of(self.assigned_work[node]) > 1:
+        return
+      self._assign_work_unit(node)
+
+  if config.getvalue("dist") != "loadfile":
+    return None
+  config.option.loadscopereorder = False
+  return _LongestFileFirst(config, log)
 
 
 def _hypothesis_profile() -> None:
