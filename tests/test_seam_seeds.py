@@ -1,5 +1,5 @@
-"""SEAM demo: every stage runs and the same command twice gives identical numbers; one forward for both
-CAMs; the reduced run of the PCM claim in CI."""
+"""SEAM demo: every stage runs, and (slow tier) the same command twice gives identical numbers; one
+forward for both CAMs; the reduced run of the PCM claim in CI."""
 
 import json
 import os
@@ -55,14 +55,19 @@ RUNLOCAL = (
 )
 
 
+@pytest.fixture(scope="module")
+def runlocal(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("seam_runlocal")
+  _launch(RUNLOCAL[0], workdir, *RUNLOCAL[1:])
+  return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.ci
-def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, monkeypatch):
-  """Every stage (train, infer, affinity, segment, evaluate) writes its outputs; the same command again
-  gives identical numbers, CAMs and training logs (two views, PCM, multi-scale inference, sweep); the
-  segmenter loads from its checkpoint alone and scores the evaluation's mIoU again."""
-  a, b = tmp_path / "a", tmp_path / "b"
-  _launch(RUNLOCAL[0], a, *RUNLOCAL[1:])
+def test_runlocal_pipeline_writes_everything(runlocal, monkeypatch):
+  """Every stage (train, infer, affinity, segment, evaluate) writes its outputs; the trained networks
+  load from their checkpoints alone, and the segmenter scores the evaluation's mIoU again."""
+  a = runlocal
   metrics = json.loads((a / "metrics.json").read_text())
   keys = (
       "raw_cam_miou",
@@ -81,14 +86,6 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, m
   assert len(os.listdir(a / "infer" / "cams")) == 8
   assert len(os.listdir(a / "affinity" / "masks")) == 8  # the eval scenes, random-walked
   assert os.path.getsize(a / "pictures" / "seam.png") > 1000
-  _launch(RUNLOCAL[0], b, *RUNLOCAL[1:], '--config.stages=("train", "infer")')
-  for path in ("infer/metrics.json", "metrics.jsonl"):
-    assert _read(a / path) == _read(b / path), path
-  cams = sorted(os.listdir(a / "infer" / "cams"))
-  for name in cams:
-    cam_a = _read_npy(a / "infer" / "cams" / name)
-    cam_b = _read_npy(b / "infer" / "cams" / name)
-    assert cam_a.keys() == cam_b.keys() and all((cam_a[k] == cam_b[k]).all() for k in cam_a), name
   # The trained SEAMNet loads with the data moved away, bit for bit the checkpoint's arrays (its CAM
   # forward is what the infer stage above ran; compiling it again here would cost ~40 s of CI).
   model = inference_check.load_without_data(a, monkeypatch, stage="train")
@@ -102,6 +99,23 @@ def test_runlocal_pipeline_writes_everything_and_repeats_bit_for_bit(tmp_path, m
   written = json.loads((a / "segment" / "metrics.json").read_text())
   assert scored["miou"] == written["miou"] and scored["crf_miou"] == written["crf_miou"]
   _check_predict(a, monkeypatch, model)
+
+
+# Slow tier only (~40 CPU-s of CI): the bit-for-bit repeat of training and inference. Resuming exactly
+# (the same training again) stays in CI through tests/test_launch.py and tests/test_trainer_extensions.py.
+@pytest.mark.slow
+def test_runlocal_repeats_bit_for_bit(runlocal, tmp_path):
+  """The same command again gives identical numbers, CAMs and training logs (two views, PCM,
+  multi-scale inference, sweep)."""
+  a, b = runlocal, tmp_path / "b"
+  _launch(RUNLOCAL[0], b, *RUNLOCAL[1:], '--config.stages=("train", "infer")')
+  for path in ("infer/metrics.json", "metrics.jsonl"):
+    assert _read(a / path) == _read(b / path), path
+  cams = sorted(os.listdir(a / "infer" / "cams"))
+  for name in cams:
+    cam_a = _read_npy(a / "infer" / "cams" / name)
+    cam_b = _read_npy(b / "infer" / "cams" / name)
+    assert cam_a.keys() == cam_b.keys() and all((cam_a[k] == cam_b[k]).all() for k in cam_a), name
 
 
 def _check_predict(workdir, monkeypatch, segmenter):
