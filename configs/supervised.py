@@ -11,7 +11,8 @@ COMMAND (upper bound of the SEAM demo: its scenes, image size and eval split, pi
   python launch.py --config=configs/supervised.py:seam --workdir=runs/seam_supervised
 
 Variants (`:arg`): synthetic (default) | voc | seam; `steps=N` overrides total steps;
-`runlocal` makes a tiny smoke run.
+`runlocal` makes a tiny smoke run; `reduced` (with synthetic: the CI budget of the demo's mIoU claim,
+300 steps).
 """
 
 import importlib.util
@@ -22,7 +23,7 @@ from jaxseg.methods.supervised import default_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, variant="synthetic", steps=0, runlocal=False)
+  arg = parse_arg(arg, variant="synthetic", steps=0, runlocal=False, reduced=False)
   config = default_config()
   if arg.variant in ("synthetic", "seam"):
     config.data.name = "synthetic"
@@ -60,8 +61,20 @@ def get_config(arg=None):
     config.optimizer.lr_multipliers = ((r"^(params/)?head/", 10.0),)
   else:
     raise ValueError(f"unknown variant {arg.variant!r}: expected synthetic, voc or seam")
+  if arg.reduced:
+    _reduced(config, arg.variant)
   apply_common_args(config, arg)
   return config
+
+
+def _reduced(config, variant):
+  """The CI budget of the demo's mIoU claim (`jaxseg.tools.results` study `supervised_ci`): half the
+  demo's steps, the same cosine schedule over them."""
+  if variant != "synthetic":
+    raise ValueError(
+        "reduced is a budget of the synthetic demo: use configs/supervised.py:synthetic,reduced"
+    )
+  config.train.total_steps = 300
 
 
 def _seam_demo_data(config):

@@ -177,6 +177,19 @@ _register(
 )
 _register(
     Study(
+        name="supervised_ci",
+        description="The first demo at the CI budget (configs/supervised.py:synthetic,reduced: 300 steps)",
+        unit="%",
+        seeds=(0, 1, 2),
+        arms={"demo": ("--config=configs/supervised.py:synthetic,reduced",)},
+        rows=(
+            Row("mIoU", "demo", _get("miou")),
+            Row("pixel accuracy", "demo", _get("pixel_accuracy")),
+        ),
+    )
+)
+_register(
+    Study(
         name="seam_ci",
         description="SEAM at the CI budget (configs/seam.py:synthetic,reduced: 300 steps, train + infer)",
         unit="mIoU %",
