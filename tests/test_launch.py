@@ -145,8 +145,9 @@ def test_two_processes_match_one(tmp_path):
   assert "mIoU" in outs[0]
 
 
-# The first demo as the README shows it; the bound and its seed study: `jaxseg.tools.results` (study
-# supervised_demo, README "CI claims"). One run serves this file's demo tests.
+# The first demo at its CI budget (`:synthetic,reduced`, 300 of the demo's 600 steps); the bound and its
+# seed study: `jaxseg.tools.results` (study supervised_ci, README "CI claims"). One run serves this file's
+# demo tests (the trained model they load, export and explain need not be the 600-step one).
 @pytest.fixture(scope="module")
 def supervised_demo(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("supervised_demo")
@@ -155,7 +156,7 @@ def supervised_demo(tmp_path_factory):
           [
               sys.executable,
               "launch.py",
-              "--config=configs/supervised.py:synthetic",
+              "--config=configs/supervised.py:synthetic,reduced",
               f"--workdir={workdir}",
               "--config.train.progress_bar=False",
           ],
