@@ -129,9 +129,9 @@ def test_bf16_compute_keeps_fp32_params(tmp_path):
   # The forward really runs in bf16: the backbone's activations are bf16.
   model = method.build_model(config)
   image = jnp.zeros((1, 16, 16, 3))
-  _, inter = jax.jit(
-      lambda v, x: model.apply(v, x, train=False, capture_intermediates=True)
-  )({"params": state["params"], **state["model_state"]}, image)
+  _, inter = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=True))(
+      {"params": state["params"], **state["model_state"]}, image
+  )
   conv_out = inter["intermediates"]["backbone"]["conv1"]["__call__"][0]
   assert conv_out.dtype == jnp.bfloat16
   assert all(np.isfinite(r["loss"]) for r in read_metrics(str(tmp_path)))
