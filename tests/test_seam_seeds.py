@@ -101,8 +101,9 @@ def test_runlocal_pipeline_writes_everything(runlocal, monkeypatch):
   _check_predict(a, monkeypatch, model)
 
 
-# Slow tier only (~40 CPU-s of CI): the bit-for-bit repeat of training and inference. Resuming exactly
-# (the same training again) stays in CI through tests/test_launch.py and tests/test_trainer_extensions.py.
+# Slow tier only (13.5 s idle after the shared run, its programs from the compilation cache; ~25 s on a
+# loaded CI): the bit-for-bit repeat of training and inference. Resuming exactly (the same training
+# again) stays in CI through tests/test_launch.py and tests/test_trainer_extensions.py.
 @pytest.mark.slow
 def test_runlocal_repeats_bit_for_bit(runlocal, tmp_path):
   """The same command again gives identical numbers, CAMs and training logs (two views, PCM,
