@@ -12,7 +12,8 @@
 # the detected chip). Last, DIR/results.md and DIR/results.json: every measured row beside its prediction;
 # DIR/status.txt lists each step's exit status and seconds (124 = over its time limit).
 #
-# --dry: tiny shapes and widths on the CPU, a few steps: checks that every command still runs (CI).
+# --dry: tiny shapes and widths on the CPU, one step, XLA's convolutions as on a GPU, the predictions first
+# and one XLA cache for all: checks that every command still runs (CI: ~40 s for vos).
 # On the device machine (no package registry): carry the pure-Python wheels that its image lacks in .whl/
 # (benchmarks/gpu_wheels.sh downloads them here); they are installed into /tmp/site first. The image's own
 # JAX (0.11.x, cuda13 plugin), flax, optax, orbax and torch are used as they are.
@@ -44,12 +45,18 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 if [ "$DRY" = 1 ]; then
   export JAX_PLATFORMS=cpu
   CHIP=h100  # predictions for an H100; the measured rows are this CPU's
-  TIMING="--steps=1 --repeats=1 --warmup=1 --devices=1"
+  # XLA's convolutions, as `auto` takes on a GPU (on a CPU it takes the matmul lowering for big kernels).
+  TIMING="--steps=1 --repeats=1 --warmup=1 --devices=1 --conv-lowering=xla"
   declare -A SHAPES=([seam]="--size=48 --batch=1 --width=0.0625" [uda]="--size=80 --width=0.0625"
     [vos]="--size=32 --batch=1 --width=0.0625")
   PROP="--sizes=32x48 --frames=3 --width=0.0625"
   LIMIT=900  # a loaded 2-core CI machine; a step takes seconds when the cores are free
   BUDGET=${BUDGET:-3600}
+  # One persistent XLA cache for every process of the run (a caller's, e.g. the test session's, if set):
+  # the planner compiles the same CPU step and init that train_step.py then times, so with the
+  # predictions first the dry run compiles each program once (112 -> ~55 CPU-s for vos here).
+  export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/xla_cache}
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 else
   if ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -98,9 +105,14 @@ case ,$METHODS, in *,vos,*)
   PREDICTIONS+=($!) ;;
 esac
 
-# On a GPU each precision in its own process (its own allocator peak); dry: both in one.
+# On a GPU each precision in its own process (its own allocator peak); dry: both in one, after the
+# predictions (whose compiled programs it then reads from the cache).
 PRECISIONS="float32 bfloat16"
-[ "$DRY" = 1 ] && PRECISIONS="float32,bfloat16"
+if [ "$DRY" = 1 ]; then
+  PRECISIONS="float32,bfloat16"
+  wait "${PREDICTIONS[@]}"
+  PREDICTIONS=()
+fi
 for m in ${METHODS//,/ }; do
   for p in $PRECISIONS; do
     ref=()
@@ -114,7 +126,7 @@ done
 case ,$METHODS, in *,vos,*)
   step vos_propagation "$LIMIT" $PY benchmarks/vos.py $PROP --json="$OUT/vos_propagation.json" ;;
 esac
-wait "${PREDICTIONS[@]}"
+[ ${#PREDICTIONS[@]} -gt 0 ] && wait "${PREDICTIONS[@]}"
 $PY benchmarks/gpu_table.py table --dir="$OUT" --title="# GPU run-book results (chip $CHIP, dry=$DRY)" \
   >/dev/null || { echo "error: the results table was not written"; exit 1; }
 echo "results: $OUT/results.md ($((SECONDS - START)) s)"

@@ -45,6 +45,13 @@ def predict(argv: list[str]) -> dict:
   parser.add_argument("--mfu", type=float, default=MFU)
   own, rest = parser.parse_known_args(argv)
   args = train_step.parse_args(rest)
+  if args.devices not in (0, 1):
+    raise SystemExit(
+        f"error: predict plans one device (the run-book's GPU), got --devices={args.devices}"
+    )
+  # One device whatever the process sees (a test session's 8 fake CPU devices too): the case's global
+  # batch is then one device's, as in the run-book's timed `--devices=1` step.
+  args.devices = 1
   chip = CHIPS[own.chip]
   out = []
   for dtype in args.precision.split(","):

@@ -387,6 +387,33 @@ def test_video_dynamics_start_from_the_still_image_and_change_later_frames():
     np.testing.assert_array_equal(clips[item]["clip"], moving[item % 6]["frames"][frames])
 
 
+def test_clip_frames_are_rendered_once_within_the_cache_budget(monkeypatch):
+  kwargs = dict(num_frames=8, image_size=32, seed=2, noise_std=0.05, **_DYNAMICS)
+  clips = synthetic.SyntheticClips(2, num_clips=40, frame_gaps=(1, 3), **kwargs)
+  renders = []
+  real_render = synthetic.render_scene
+  monkeypatch.setattr(
+      synthetic, "render_scene", lambda *a, **k: renders.append(k["time"]) or real_render(*a, **k)
+  )
+  first = [clips[i]["clip"].copy() for i in range(40)]
+  assert len(renders) == 16  # 2 videos x 8 frames, each rendered once
+  for i in range(40):  # a second epoch renders nothing
+    np.testing.assert_array_equal(clips[i]["clip"], first[i])
+  assert len(renders) == 16
+  fresh = synthetic.SyntheticVideos(2, **kwargs)
+  for i in (0, 13, 39):  # kept frames are exact: the videos' own frames
+    np.testing.assert_array_equal(first[i], fresh[i % 2]["frames"][clips.frame_indices(i)])
+  # A pickled source (grain's worker processes) starts without the parent's frames.
+  assert "_frames" not in pickle.loads(pickle.dumps(clips)).__dict__
+  # Past the byte budget, frames are rendered again each time rather than kept.
+  monkeypatch.setattr(synthetic, "FRAME_CACHE_BYTES", 32 * 32 * 3 * 5)
+  small = synthetic.SyntheticClips(2, num_clips=40, frame_gaps=(1, 3), **kwargs)
+  renders.clear()
+  for i in range(40):
+    np.testing.assert_array_equal(small[i]["clip"], first[i])
+  assert len(small._frames) == 5 and len(renders) > 16
+
+
 def _render(scene, dynamics, time, noise=0.0):
   style = synthetic.Style(noise_std=noise)
   return synthetic.render_scene(scene, time=time, style=style, dynamics=dynamics)
