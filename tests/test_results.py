@@ -117,6 +117,25 @@ def test_render_replaces_only_the_blocks():
   assert results.readme_blocks(rendered) == {"x": "| x |", "y": "| y |"}
 
 
+def test_check_reports_empty_unclosed_unknown_and_stale_blocks():
+  table = results.render_block("supervised_ci")
+  good = f"<!-- results:supervised_ci -->\n{table}\n<!-- /results:supervised_ci -->\n"
+  assert results.readme_problems(good) == []
+  cases = {
+      "<!-- results:supervised_ci -->\n<!-- /results:supervised_ci -->": "differs from",  # empty
+      "<!-- results:supervised_ci -->\nold\n<!-- /results:supervised_ci -->": "differs from",
+      "<!-- results:supervised_ci -->\nold\n": "no closing",
+      "<!-- results:nope -->\nold\n<!-- /results:nope -->": "names no study",
+  }
+  for text, message in cases.items():
+    (problem,) = results.readme_problems(good + text)
+    assert message in problem and problem.startswith("README.md:"), (text, problem)
+  # An empty block is rendered in place like any other.
+  empty = "a\n<!-- results:x -->\n<!-- /results:x -->\nb"
+  rendered = results.render_readme(empty, lambda name: f"| {name} |")
+  assert rendered == "a\n<!-- results:x -->\n| x |\n<!-- /results:x -->\nb"
+
+
 def test_readme_tables_are_their_json():
   """Every README results block is what `python -m jaxseg.tools.results readme` renders."""
   with open(results.README) as f:

@@ -26,6 +26,7 @@ two state the same number.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
@@ -625,7 +626,10 @@ def render_block(name: str) -> str:
   return claims_markdown() if name == "ci_claims" else markdown(load(name))
 
 
-_BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(\n<!-- /results:\2 -->)", re.S)
+# An empty block (the closing marker on the line after the opening one) is a block too: it must be
+# rendered and checked, not skipped.
+_BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)\n?(<!-- /results:\2 -->)", re.S)
+_OPENING = re.compile(r"<!-- results:(\w+) -->")
 
 
 def readme_blocks(text: str) -> dict[str, str]:
@@ -635,7 +639,37 @@ def readme_blocks(text: str) -> dict[str, str]:
 
 def render_readme(text: str, render: Callable[[str], str] = render_block) -> str:
   """The README text with every results block rendered (from its JSON by default)."""
-  return _BLOCK.sub(lambda m: m.group(1) + render(m.group(2)) + m.group(4), text)
+  return _BLOCK.sub(lambda m: m.group(1) + render(m.group(2)) + "\n" + m.group(4), text)
+
+
+def readme_problems(text: str) -> list[str]:
+  """One line per README results block that is not what `readme` renders from docs/results/: stale,
+  empty, unclosed, naming no study, or without its record."""
+  blocks = readme_blocks(text)
+  opened = collections.Counter(_OPENING.findall(text))
+  closed = collections.Counter(m.group(2) for m in _BLOCK.finditer(text))
+  problems = [
+      f"README.md: the results block {name!r} has no closing `<!-- /results:{name} -->`"
+      for name in opened
+      if opened[name] > closed[name]
+  ]
+  for name, body in blocks.items():
+    if name != "ci_claims" and name not in STUDIES:
+      problems.append(
+          f"README.md: the results block {name!r} names no study (one of ci_claims, {', '.join(STUDIES)})"
+      )
+      continue
+    try:
+      rendered = render_block(name)
+    except FileNotFoundError as e:
+      problems.append(f"README.md: the results block {name!r}: {e}")
+      continue
+    if body != rendered:
+      problems.append(
+          f"README.md: the results block {name!r} differs from docs/results/{name}.json; run "
+          "`python -m jaxseg.tools.results readme`"
+      )
+  return problems
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -670,18 +704,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   with open(README) as f:
     text = f.read()
-  rendered = render_readme(text)
   if args.command == "readme":
     with open(README, "w") as f:
-      f.write(rendered)
+      f.write(render_readme(text))
     return 0
-  stale = [n for n, body in readme_blocks(text).items() if readme_blocks(rendered)[n] != body]
-  for n in stale:
-    print(
-        f"README.md: the results block {n!r} differs from docs/results/{n}.json; run "
-        "`python -m jaxseg.tools.results readme`"
-    )
-  return 1 if stale else 0
+  problems = readme_problems(text)
+  for line in problems:
+    print(line)
+  return 1 if problems else 0
 
 
 if __name__ == "__main__":
