@@ -15,6 +15,7 @@ import ml_collections
 
 from jaxseg.errors import ConfigError
 from jaxseg.train.config import check_config_keys as check_config_keys_against
+from jaxseg.train.config import config_diff
 from jaxseg.train.config import resume_safe_keys as trainer_resume_safe_keys
 from jaxseg.train.optimizer import optimizer_group
 
@@ -86,18 +87,6 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     f.write(text)
   os.replace(tmp, path)
   return path
-
-
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-  """[(key, old value, new value)] of the leaves that differ between two config dicts."""
-  out = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      out.extend(config_diff(a, b, f"{prefix}{key}."))
-    elif a != b:
-      out.append((f"{prefix}{key}", a, b))
-  return out
 
 
 def _has_checkpoints(workdir: str) -> bool:

@@ -153,3 +153,15 @@ def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     prefix = "" if name is None else f"{name}."
     out += [f"{prefix}train.{k}" for k in RESUME_SAFE_TRAIN_KEYS]
   return tuple(out)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """[(key, old value, new value)] of the leaves that differ between two config dicts."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out.extend(config_diff(a, b, f"{prefix}{key}."))
+    elif a != b:
+      out.append((f"{prefix}{key}", a, b))
+  return out

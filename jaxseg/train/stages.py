@@ -13,6 +13,7 @@ shared keys (seed, mesh, sharding rules) plus the stage's own `train` and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from jaxseg.evaluation.outputs import write_json
 from jaxseg.train import loop, multihost, preemption
-from jaxseg.train.config import stage_trainer_config
+from jaxseg.train.config import config_diff, stage_trainer_config
 
 StageFn = Callable[[Any, str], Any]
 
@@ -60,10 +61,7 @@ def _run_stages(config, workdir: str, stages: Mapping[str, StageFn]) -> dict[str
       preemption.check_stop(f"before stage {stage} ({config.stages[i - 1]} finished)")
     marker = marker_path(workdir, stage)
     if os.path.exists(marker):
-      print(
-          f"stage {stage}: finished earlier ({marker}); skipped (delete that file to run it again)",
-          flush=True,
-      )
+      print(f"stage {stage}: {_skip_message(marker, config)}", flush=True)
       continue
     logging.info("stage %s: starting", stage)
     start = time.time()
@@ -77,6 +75,7 @@ def _run_stages(config, workdir: str, stages: Mapping[str, StageFn]) -> dict[str
               seconds=round(time.time() - start, 1),
               finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
               summary=_jsonable(result),
+              config=json.loads(config.to_json()),
           ),
       )
     multihost.sync(f"jaxseg_stage_{stage}_marked")
@@ -84,6 +83,29 @@ def _run_stages(config, workdir: str, stages: Mapping[str, StageFn]) -> dict[str
   if config.stages and config.stages[-1] not in results:
     print_results(workdir)
   return results
+
+
+def _skip_message(marker: str, config) -> str:
+  """Why a finished stage is skipped, naming the keys that changed since it finished: a rerun with a new
+  setting (e.g. `propagate.radius`) would otherwise show the old stage's results as if they were new.
+  """
+  text = f"finished earlier ({marker}); skipped (delete that file to run it again)"
+  try:
+    with open(marker) as f:
+      then = json.load(f).get("config")
+  except (OSError, ValueError):
+    return text
+  if then is None:  # a marker of an earlier jaxseg
+    return text
+  changed = config_diff(then, json.loads(config.to_json()))
+  if not changed:
+    return text
+  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:4])
+  more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+  return (
+      f"finished earlier ({marker}) with other settings ({shown}{more}); skipped, its outputs are "
+      "the old settings' (delete that file to run it again with these)"
+  )
 
 
 def print_results(workdir: str) -> None:
