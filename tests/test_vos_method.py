@@ -68,6 +68,32 @@ def test_official_names_round_trip_through_the_converter():
     convert.convert_mast_encoder(bad, encoder)
 
 
+def test_feature_temperature_off_is_mast_and_on_makes_affinities_cosine_over_tau():
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  plain = MastEncoder(width_multiplier=0.125, feature_dim=8)
+  variables = plain.init(jax.random.key(0), x, train=False)
+  raw = plain.apply(variables, x, train=False)
+  tau = 0.05
+  scaled = MastEncoder(width_multiplier=0.125, feature_dim=8, feature_temperature=tau)
+  out = scaled.apply(variables, x, train=False)  # the same parameters: the flag adds none
+  np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1 / np.sqrt(tau), rtol=1e-5)
+  cosine = np.sum(raw[0, 0, 0] * raw[0, 3, 5]) / np.prod(
+      np.linalg.norm(raw[0, [0, 3], [0, 5]], axis=-1)
+  )
+  np.testing.assert_allclose(np.sum(out[0, 0, 0] * out[0, 3, 5]), cosine / tau, rtol=1e-4)
+  assert not np.allclose(
+      np.linalg.norm(raw, axis=-1), np.linalg.norm(raw[0, 0, 0])
+  )  # 0: unnormalised
+  from jaxseg.errors import ConfigError
+  from jaxseg.methods.vos import default_config
+
+  for recipe, value in (("mast", -0.1), ("crw", 0.05)):
+    config = default_config()
+    config.recipe, config.model.feature_temperature = recipe, value
+    with pytest.raises(ConfigError, match="model.feature_temperature"):
+      method.check_config(config)
+
+
 def test_mast_training_step_matches_official(golden):
   encoder = MastEncoder()
   variables = convert.convert_mast_encoder(seeded_state_dict(official_shapes(encoder), 0), encoder)

@@ -33,11 +33,16 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 
 
 class MastEncoder(nn.Module):
-  """Lab frames [B, H, W, 3] -> features float32 [B, H/4, W/4, feature_dim] (MAST)."""
+  """Lab frames [B, H, W, 3] -> features float32 [B, H/4, W/4, feature_dim] (MAST).
+
+  feature_temperature: 0 (MAST) leaves the features unnormalised; tau > 0 L2-normalises them and scales
+  by 1 / sqrt(tau), so every affinity (a dot product, in training and in propagation) is cosine / tau.
+  """
 
   width_multiplier: float = 1.0
   feature_dim: int = 64
   dtype: jnp.dtype = jnp.float32
+  feature_temperature: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -58,7 +63,10 @@ class MastEncoder(nn.Module):
         kernel_init=nn.initializers.lecun_normal(),
         name="post_convolution",
     )(feats)
-    return out.astype(jnp.float32)
+    out = out.astype(jnp.float32)
+    if self.feature_temperature > 0:
+      out = l2_normalize(out) / jnp.sqrt(jnp.float32(self.feature_temperature))
+    return out
 
 
 class CrwEncoder(nn.Module):

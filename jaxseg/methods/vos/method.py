@@ -112,7 +112,14 @@ def default_config() -> ml_collections.ConfigDict:
       )
   )
   c.model = ml_collections.ConfigDict(
-      dict(width_multiplier=1.0, feature_dim=64, embed_dim=128, map_layer="layer3")
+      dict(
+          width_multiplier=1.0,
+          feature_dim=64,
+          embed_dim=128,
+          map_layer="layer3",
+          # MAST's features are unnormalised (0). tau > 0: L2-normalised, affinities cosine / tau.
+          feature_temperature=0.0,
+      )
   )
   c.loss = ml_collections.ConfigDict(
       dict(
@@ -203,6 +210,12 @@ def _synthetic_section(seed: int = 0, num_videos: int = 64) -> ml_collections.Co
 def check_config(config) -> None:
   if config.recipe not in RECIPES:
     raise ConfigError(f"recipe={config.recipe!r}: expected one of {RECIPES}")
+  tau = config.model.feature_temperature
+  if tau < 0 or (tau > 0 and config.recipe != "mast"):
+    raise ConfigError(
+        f"model.feature_temperature={tau!r}: MAST's encoder only, >= 0 (0 = MAST's unnormalised "
+        "features); CRW's temperature is loss.temperature / propagate.crw_temperature"
+    )
 
 
 def build_encoder(config):
@@ -210,7 +223,12 @@ def build_encoder(config):
   dtype = compute_dtype(config)
   m = config.model
   if config.recipe == "mast":
-    return MastEncoder(float(m.width_multiplier), int(m.feature_dim), dtype=dtype)
+    return MastEncoder(
+        float(m.width_multiplier),
+        int(m.feature_dim),
+        dtype=dtype,
+        feature_temperature=float(m.feature_temperature),
+    )
   return CrwEncoder(float(m.width_multiplier), int(m.embed_dim), str(m.map_layer), dtype=dtype)
 
 
