@@ -120,6 +120,12 @@ def _synthetic(config):
     # 1000 steps, ~6 min on 2 idle cores; the loss still falls (seed study: the README's vos_demo table).
     config.train.update(total_steps=1000, log_every=100, checkpoint_every=500)
     config.optimizer.step_boundaries = mast_step_boundaries(8)  # never reached: a constant 1e-3
+    # Not MAST's (unnormalised features, model.feature_temperature 0): L2-normalised features with
+    # affinities cosine / 0.05 (CRW's temperature, the one value tried). Unnormalised, the encoders grew
+    # their features to norms of 1e3-2e4, every affinity became a hard argmax (one key per query) and
+    # training stalled on some seeds (loss flat from step ~500; seed 1 below copy-first at 1000 and 2000
+    # steps). Normalised, MAST beats copy-first on all three seeds (docs/notes/vos_synthetic_world.md §7).
+    config.model.feature_temperature = 0.05
   else:
     config.loss.update(patch_size=32, patch_stride=16)  # 3 x 3 nodes on a 64 x 64 frame
     config.optimizer.update(learning_rate=1e-3, step_boundaries=())
