@@ -40,7 +40,7 @@ LONGEST_FIRST = (
     "test_uda_trajectory.py",  # 79
     "test_trainer_extensions.py",  # 75
     "test_reliability.py",  # 72
-    "test_gpu_runbook.py",  # ~60 (estimated: the dry run of vos, ~40 s idle)
+    "test_gpu_runbook.py",  # 55 (the dry run of vos, ~40 s idle)
     "test_seam_trajectory.py",  # 59
     "test_benchmarks.py",  # ~31 (59 less its vos train step, now the slow tier's)
     "test_trainer.py",  # 54
