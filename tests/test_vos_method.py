@@ -288,8 +288,12 @@ def test_reduced_demo_trained_propagation_beats_raw_lab_and_copy_first(tmp_path,
       workdir, "configs/vos.py:synthetic,reduced", "--config.train.progress_bar=False"
   )
   trained = metrics["model"]["J&F-Mean"]
-  assert trained - metrics["lab_pixels"]["J&F-Mean"] > results.bound("VOS trained > raw Lab"), metrics
-  assert trained - metrics["copy_first"]["J&F-Mean"] > results.bound("VOS trained > copy first"), metrics
+  assert trained - metrics["lab_pixels"]["J&F-Mean"] > results.bound(
+      "VOS trained > raw Lab"
+  ), metrics
+  assert trained - metrics["copy_first"]["J&F-Mean"] > results.bound(
+      "VOS trained > copy first"
+  ), metrics
   _predict_matches_propagate(workdir, tmp_path, monkeypatch)
 
 

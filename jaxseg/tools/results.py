@@ -338,7 +338,8 @@ _register(
 # (docs/results/<study>.json): a gain's bound at about half the smallest gain and below every earlier
 # study's smallest (rounding changes, another CPU, XLA version or lowering, have moved these gains by up to
 # 5 points; the PCM gain was once +0.7 on seed 0), the supervised floor 6 points under the lowest seed.
-# The tests read the bound here.
+# VOS trained > copy first has one study so far (the demo's normalised features; MAST's unnormalised ones
+# lost to copy-first on seed 1), so its bound is half its smallest gain. The tests read the bound here.
 _VOS_CLAIM_TEST = (
     "tests/test_vos_method.py::test_reduced_demo_trained_propagation_beats_raw_lab_and_copy_first"
 )
@@ -384,7 +385,7 @@ CLAIMS: dict[str, Claim] = {
             "VOS trained > copy first",
             "vos_ci",
             "gain: MAST - copy first",
-            bound=1.0,  # TODO from vos_ci
+            bound=1.4,
             test=_VOS_CLAIM_TEST,
         ),
         Claim(
