@@ -81,9 +81,8 @@ def test_feature_temperature_off_is_mast_and_on_makes_affinities_cosine_over_tau
       np.linalg.norm(raw[0, [0, 3], [0, 5]], axis=-1)
   )
   np.testing.assert_allclose(np.sum(out[0, 0, 0] * out[0, 3, 5]), cosine / tau, rtol=1e-4)
-  assert not np.allclose(
-      np.linalg.norm(raw, axis=-1), np.linalg.norm(raw[0, 0, 0])
-  )  # 0: unnormalised
+  # Off (0), the features keep their own norms: unnormalised, as MAST's.
+  assert not np.allclose(np.linalg.norm(raw, axis=-1), np.linalg.norm(raw[0, 0, 0]))
   from jaxseg.errors import ConfigError
   from jaxseg.methods.vos import default_config
 

@@ -15,7 +15,7 @@ import ml_collections
 
 from jaxseg.errors import ConfigError
 from jaxseg.train.config import check_config_keys as check_config_keys_against
-from jaxseg.train.config import config_diff
+from jaxseg.train.config import config_diff, describe_config_diff
 from jaxseg.train.config import resume_safe_keys as trainer_resume_safe_keys
 from jaxseg.train.optimizer import optimizer_group
 
@@ -149,10 +149,8 @@ def check_resume_config(
         f"resuming {workdir} with changed keys: {', '.join(k for k, _, _ in changed)}", flush=True
     )
     return
-  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:4])
-  more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
   raise ConfigError(
-      f"{workdir} has checkpoints trained with another config: {shown}{more}\n"
+      f"{workdir} has checkpoints trained with another config: {describe_config_diff(changed)}\n"
       "hint: use a new --workdir, or pass --allow_config_change to resume anyway"
   )
 

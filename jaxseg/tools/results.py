@@ -656,9 +656,10 @@ def render_readme(text: str, render: Callable[[str], str] = render_block) -> str
 def readme_problems(text: str) -> list[str]:
   """One line per README results block that is not what `readme` renders from docs/results/: stale,
   empty, unclosed, naming no study, or without its record."""
-  blocks = readme_blocks(text)
+  matches = list(_BLOCK.finditer(text))
+  blocks = {m.group(2): m.group(3) for m in matches}
   opened = collections.Counter(_OPENING.findall(text))
-  closed = collections.Counter(m.group(2) for m in _BLOCK.finditer(text))
+  closed = collections.Counter(m.group(2) for m in matches)
   problems = [
       f"README.md: the results block {name!r} has no closing `<!-- /results:{name} -->`"
       for name in opened

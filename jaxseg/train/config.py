@@ -165,3 +165,9 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, objec
     elif a != b:
       out.append((f"{prefix}{key}", a, b))
   return out
+
+
+def describe_config_diff(changed: list[tuple[str, object, object]], limit: int = 4) -> str:
+  """'key: old -> new; ...' of the first `limit` entries of `config_diff`, '(+N more)' for the rest."""
+  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:limit])
+  return shown + (f" (+{len(changed) - limit} more)" if len(changed) > limit else "")

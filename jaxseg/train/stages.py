@@ -22,7 +22,7 @@ from typing import Any
 
 from jaxseg.evaluation.outputs import write_json
 from jaxseg.train import loop, multihost, preemption
-from jaxseg.train.config import config_diff, stage_trainer_config
+from jaxseg.train.config import config_diff, describe_config_diff, stage_trainer_config
 
 StageFn = Callable[[Any, str], Any]
 
@@ -100,11 +100,9 @@ def _skip_message(marker: str, config) -> str:
   changed = config_diff(then, json.loads(config.to_json()))
   if not changed:
     return text
-  shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:4])
-  more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
   return (
-      f"finished earlier ({marker}) with other settings ({shown}{more}); skipped, its outputs are "
-      "the old settings' (delete that file to run it again with these)"
+      f"finished earlier ({marker}) with other settings ({describe_config_diff(changed)}); skipped, "
+      "its outputs are the old settings' (delete that file to run it again with these)"
   )
 
 
