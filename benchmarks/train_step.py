@@ -218,10 +218,11 @@ def flops_of(compiled) -> float:
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
-def jaxseg_contender(args, dtype: str) -> Contender:
-  """jaxseg's compiled train step, warmed up (under the caller's convolution lowering: the step is traced
-  then, and later calls reuse that trace)."""
+def jaxseg_contender(args, dtype: str, algorithm: str = "direct") -> Contender:
+  """jaxseg's compiled train step with `train.conv_algorithm = algorithm`, warmed up (under the caller's
+  convolution lowering: the step is traced then, and later calls reuse that trace)."""
   config, task, data = CASES[args.method](args, dtype)
+  config.train.conv_algorithm = algorithm
   mesh = shd.make_mesh(config.mesh, jax.devices()[: num_devices(args)])
   ts = loop.setup(config, task, data, mesh=mesh)
   state = ts.init_state()
@@ -283,8 +284,8 @@ def jaxseg_contender(args, dtype: str) -> Contender:
   return Contender(one_step, sync, report)
 
 
-def time_jaxseg(args, dtype: str) -> dict:
-  c = jaxseg_contender(args, dtype)
+def time_jaxseg(args, dtype: str, algorithm: str = "direct") -> dict:
+  c = jaxseg_contender(args, dtype, algorithm)
   return c.report(
       median_step_seconds(c.step, c.sync, warmup=0, steps=args.steps, repeats=args.repeats)
   )
@@ -332,6 +333,12 @@ def parse_args(argv=None) -> argparse.Namespace:
       "jaxseg/models/conv_lowering.py): 'auto,xla' shows what the CPU matmul path buys",
   )
   parser.add_argument(
+      "--conv-algorithm",
+      default="direct",
+      help="comma-separated train.conv_algorithm values to time (direct, winograd; see "
+      "jaxseg/models/winograd.py)",
+  )
+  parser.add_argument(
       "--reference", default="", help="path to the official checkout (SEAM, ADVENT or MAST)"
   )
   parser.add_argument(
@@ -358,6 +365,16 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def jaxseg_rows(args) -> list[tuple[str, str, str]]:
+  """(precision, lowering, conv algorithm) of every jaxseg row, in order."""
+  return [
+      (dtype, lowering, algorithm)
+      for dtype in args.precision.split(",")
+      for lowering in args.conv_lowering.split(",")
+      for algorithm in args.conv_algorithm.split(",")
+  ]
+
+
 def interleaved(args, results: dict) -> dict:
   """The official step(s) and jaxseg's rows timed in alternating windows in this process; every row's
   ratio against every official row."""
@@ -373,10 +390,9 @@ def interleaved(args, results: dict) -> dict:
       c.sync()
       contenders[("official", name)] = c
       official.append(name)
-  for dtype in args.precision.split(","):
-    for lowering in args.conv_lowering.split(","):
-      with conv_lowering.conv_lowering(lowering):  # traced and warmed up under its lowering
-        contenders[(dtype, lowering)] = jaxseg_contender(args, dtype)
+  for dtype, lowering, algorithm in jaxseg_rows(args):
+    with conv_lowering.conv_lowering(lowering):  # traced and warmed up under its lowering
+      contenders[(dtype, lowering, algorithm)] = jaxseg_contender(args, dtype, algorithm)
   times = interleaved_medians(contenders, steps=args.steps, repeats=args.repeats)
   refs = {
       name: contenders[("official", name)].report(times[("official", name)]) for name in official
@@ -389,19 +405,23 @@ def interleaved(args, results: dict) -> dict:
         flush=True,
     )
   results["references"] = refs
-  header = f"{'precision':>9} {'lowering':>8} {'img/s':>9} {'ms/step':>9} {'compile s':>9}"
+  header = f"{'precision':>9} {'lowering':>8} {'algorithm':>9} {'img/s':>9} {'ms/step':>9} {'compile s':>9}"
   print(header + "".join(f"  vs {name}" for name in refs), flush=True)
-  for (dtype, lowering), c in contenders.items():
-    if dtype == "official":
+  for key, c in contenders.items():
+    if key[0] == "official":
       continue
-    r = c.report(times[(dtype, lowering)])
-    r["precision"], r["conv_lowering"] = dtype, lowering
+    dtype, lowering, algorithm = key
+    r = c.report(times[key])
+    r["precision"], r["conv_lowering"], r["conv_algorithm"] = dtype, lowering, algorithm
     r["ratio_vs"] = {
         name: r["images_per_s"] / num_devices(args) / ref["images_per_s"]
         for name, ref in refs.items()
     }
     results["rows"].append(r)
-    line = f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f}"
+    line = (
+        f"{dtype:>9} {lowering:>8} {algorithm:>9} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} "
+        f"{r['compile_s']:9.1f}"
+    )
     print(line + "".join(f"  {x:{len(n) + 3}.2f}x" for n, x in r["ratio_vs"].items()), flush=True)
   results["interleaved"] = dict(steps=args.steps, repeats=args.repeats)
   return results
@@ -451,25 +471,28 @@ def main(argv=None) -> dict:
         flush=True,
     )
     results["reference"] = reference
-  header = f"{'precision':>9} {'lowering':>8} {'img/s':>9} {'ms/step':>9} {'compile s':>9} {'TFLOP/s':>8} {'MFU':>6}"
+  header = (
+      f"{'precision':>9} {'lowering':>8} {'algorithm':>9} {'img/s':>9} {'ms/step':>9} {'compile s':>9} "
+      f"{'TFLOP/s':>8} {'MFU':>6}"
+  )
   if reference:
     header += f" {'vs official':>11}"
   print(header)
-  for dtype in args.precision.split(","):
-    for lowering in args.conv_lowering.split(","):
-      with conv_lowering.conv_lowering(lowering):
-        r = time_jaxseg(args, dtype)
-      r["precision"], r["conv_lowering"] = dtype, lowering
-      if reference:
-        r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
-      results["rows"].append(r)
-      line = (
-          f"{dtype:>9} {lowering:>8} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} {r['compile_s']:9.1f} "
-          f"{r['tflops_per_s']:8.3f} {('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}"
-      )
-      if reference:
-        line += f" {r['ratio_vs_official']:10.2f}x"
-      print(line, flush=True)
+  for dtype, lowering, algorithm in jaxseg_rows(args):
+    with conv_lowering.conv_lowering(lowering):
+      r = time_jaxseg(args, dtype, algorithm)
+    r["precision"], r["conv_lowering"], r["conv_algorithm"] = dtype, lowering, algorithm
+    if reference:
+      r["ratio_vs_official"] = r["images_per_s"] / num_devices(args) / reference["images_per_s"]
+    results["rows"].append(r)
+    line = (
+        f"{dtype:>9} {lowering:>8} {algorithm:>9} {r['images_per_s']:9.3f} {1e3 * r['step_s']:9.1f} "
+        f"{r['compile_s']:9.1f} {r['tflops_per_s']:8.3f} "
+        f"{('%.1f%%' % (100 * r['mfu'])) if r['mfu'] is not None else 'n/a':>6}"
+    )
+    if reference:
+      line += f" {r['ratio_vs_official']:10.2f}x"
+    print(line, flush=True)
   print(f"targets: {TARGETS.get(args.method, '-')}")
   if args.json:
     with open(args.json, "w") as f:

@@ -24,6 +24,11 @@ Results agree with `lax.conv_general_dilated` to fp32 rounding (tests/test_conv_
 never changes parameters, shapes or the experiment, so it is not a config key. `with conv_lowering("xla"):`
 (or "matmul") forces one lowering while tracing, e.g. for the side-by-side benchmark ("xla" also turns
 the two rewrites off). Traces are cached per function: set the lowering before the first trace.
+
+The convolution *algorithm* is another matter: `with conv_algorithm("winograd"):` computes the 3x3,
+stride-1 "same" convolutions by Winograd's F(2x2, 3x3) (jaxseg/models/winograd.py), which rounds
+differently (~1e-6 relative), so it is a config key (`train.conv_algorithm`, read by the train step) and
+"direct" by default. `conv_lowering("xla")` turns it off too (XLA's own ops, the FLOP count's program).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxseg.models import winograd
+
 LOWERINGS = ("auto", "xla", "matmul")
 # The im2col buffer of a k x k convolution may be this many times its kernel before "auto" keeps XLA's op.
 IM2COL_KERNEL_RATIO = 4
@@ -45,6 +52,8 @@ IM2COL_KERNEL_RATIO = 4
 MATMUL_MIN_KERNEL = 1 << 17
 
 _lowering = contextvars.ContextVar("jaxseg_conv_lowering", default="auto")
+ALGORITHMS = ("direct", "winograd")
+_algorithm = contextvars.ContextVar("jaxseg_conv_algorithm", default="direct")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -58,6 +67,20 @@ def conv_lowering(mode: str) -> Iterator[None]:
     yield
   finally:
     _lowering.reset(token)
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str) -> Iterator[None]:
+  """Within the block, convolutions traced by `conv_general_dilated` use algorithm `name`: 'direct', or
+  'winograd' for those `winograd.supports` (3x3, stride 1, padding 1, even maps), the rest direct.
+  """
+  if name not in ALGORITHMS:
+    raise ValueError(f"conv algorithm must be one of {ALGORITHMS}, got {name!r}")
+  token = _algorithm.set(name)
+  try:
+    yield
+  finally:
+    _algorithm.reset(token)
 
 
 def uses_xla_convolutions() -> bool:
@@ -301,6 +324,12 @@ def conv_general_dilated(
           == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
       )
   )
+  if plain and _algorithm.get() == "winograd" and _lowering.get() != "xla":
+    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
+    if preferred_element_type is None and winograd.supports(
+        lhs.shape, rhs.shape, window_strides, pads, dilation
+    ):
+      return winograd.conv3x3(lhs, rhs, precision)
   if plain and not uses_xla_convolutions():
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
     if all(p >= 0 for pair in pads for p in pair):

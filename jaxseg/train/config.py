@@ -39,6 +39,9 @@ def train_fields() -> dict:
       async_checkpoint=True,
       progress_bar=True,
       compute_dtype="float32",  # 'bfloat16' for mixed precision; params stay float32
+      # 'winograd': the step's 3x3 stride-1 convolutions by Winograd F(2x2, 3x3), faster on CPU, rounding
+      # differs ~1e-6 (jaxseg/models/winograd.py); 'direct' = the convolution op (GPU / TPU: keep it).
+      conv_algorithm="direct",
       num_workers=0,  # grain worker processes (0 = in-process)
       prefetch_batches=2,  # batches placed on device ahead of the step
       check_recompile=True,  # raise if the step compiles again after its first call

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxseg.errors import ConfigError
+from jaxseg.models import conv_lowering
 from jaxseg.train import optimizer as optim
 from jaxseg.train import sharding as shd
 from jaxseg.train.task import TrainTask
@@ -47,6 +49,7 @@ class TrainSetup:
   init_state: Callable[[], Any]
   batch_sharding: jax.sharding.NamedSharding
   init_extra: Callable[[Any, Any], Any] | None = None  # jitted, sharded; re-run after init_weights
+  conv_algorithm: str = "direct"  # train.conv_algorithm: how the step's convolutions are computed
 
   @property
   def frozen(self) -> Any:
@@ -62,6 +65,12 @@ def setup(
     example_batch: one *global* batch of numpy arrays (shapes/dtypes only matter);
       a dict of such dicts for a multi-source task.
   """
+  conv_algorithm = str(config.train.conv_algorithm)
+  if conv_algorithm not in conv_lowering.ALGORITHMS:
+    raise ConfigError(
+        f"train.conv_algorithm must be one of {', '.join(conv_lowering.ALGORITHMS)}, got "
+        f"{conv_algorithm!r}"
+    )
   mesh = mesh or shd.make_mesh(config.mesh)
   batch_sharding = shd.batch_sharding(mesh)
   batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), example_batch)
@@ -108,6 +117,7 @@ def setup(
       init_state=lambda: init_jit(rng),
       batch_sharding=batch_sharding,
       init_extra=extra_jit,
+      conv_algorithm=conv_algorithm,
   )
 
 
@@ -137,7 +147,8 @@ def make_train_step(task: TrainTask, ts: TrainSetup):
   def step_fn(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (aux, model_state)), grads = grad_fn(state["params"], state["model_state"], batch, rng)
+    with conv_lowering.conv_algorithm(ts.conv_algorithm):  # read while the step is traced
+      (loss, (aux, model_state)), grads = grad_fn(state["params"], state["model_state"], batch, rng)
     updates, opt_state = opt.tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     norms = optim.group_norms(grads, opt.groups)
