@@ -7,6 +7,7 @@ numbers use the reference re-statements in tools/make_backbone_fixtures.py (same
   python benchmarks/backbones.py --scale 0.125 --width 0.25 --steps 2 --batch 1   # quick CPU check
   python benchmarks/backbones.py --only resnet18_os4 --size 256 256
   python benchmarks/backbones.py --only resnet18_os4 --size 128 128 --batch 4 --per-conv   # where the time goes
+  python benchmarks/backbones.py --only resnet18_os4 --size 128 128 --batch 4 --dtypes fp32 --conv-algorithm direct,winograd
 
 One step = forward in training mode, mean-square loss over the output, gradient w.r.t. all trainable
 parameters (and the BatchNorm statistics update where the method uses batch statistics). The ratio printed
@@ -113,7 +114,9 @@ def median_step_time(step: Callable[[], Any], steps: int, warmup: int) -> float:
   return float(np.median(times))
 
 
-def jax_images_per_s(case: Case, size, batch: int, width: float, dtype, steps: int) -> float:
+def jax_images_per_s(
+    case: Case, size, batch: int, width: float, dtype, steps: int, algorithm: str = "direct"
+) -> float:
   model = case.make_jax(width, dtype)
   x = jax.random.normal(jax.random.key(0), (batch, *size, 3), jnp.float32)
   template = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1], train=False))
@@ -132,7 +135,8 @@ def jax_images_per_s(case: Case, size, batch: int, width: float, dtype, steps: i
     return loss, grads, new_state
 
   rng = jax.random.key(1)
-  jax.block_until_ready(step(params, state, x, rng))  # compile
+  with conv_lowering.conv_algorithm(algorithm):  # read while the step is traced, here
+    jax.block_until_ready(step(params, state, x, rng))
   return batch / median_step_time(
       lambda: jax.block_until_ready(step(params, state, x, rng)), steps, warmup=1
   )
@@ -335,6 +339,17 @@ def main(argv=None):
       action="store_true",
       help="also time each distinct convolution alone (fp32; see above)",
   )
+  parser.add_argument(
+      "--conv-algorithm",
+      default="direct",
+      help="comma-separated train.conv_algorithm values for jax (direct, winograd: "
+      "jaxseg/models/winograd.py), a row each",
+  )
+  parser.add_argument(
+      "--dtypes",
+      default="fp32,bf16",
+      help="comma-separated: fp32, bf16 (torch runs bf16 in autocast)",
+  )
   args = parser.parse_args(argv)
 
   ref = None if args.no_torch else load_reference()
@@ -343,8 +358,10 @@ def main(argv=None):
       f"{'not installed' if ref is None else ref.torch.__version__}; batch {args.batch}, width {args.width}"
   )
   print(
-      f"{'backbone':46s} {'HxW':>9s} {'dtype':>5s} {'jax img/s':>10s} {'torch img/s':>11s} {'ratio':>6s}"
+      f"{'backbone':46s} {'HxW':>9s} {'dtype':>5s} {'conv alg':>8s} {'jax img/s':>10s} "
+      f"{'torch img/s':>11s} {'ratio':>6s}"
   )
+  dtypes = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
   for case in CASES:
     if args.only and args.only not in case.name:
       continue
@@ -353,7 +370,8 @@ def main(argv=None):
         if args.size
         else tuple(max(32, int(round(s * args.scale))) for s in case.size)
     )
-    for dtype_name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+    for dtype_name in args.dtypes.split(","):
+      dtype = dtypes[dtype_name]
       # torch first: right after an XLA run its worker threads still compete for the cores.
       torch_ips = (
           torch_images_per_s(
@@ -362,13 +380,14 @@ def main(argv=None):
           if ref is not None
           else float("nan")
       )
-      jax_ips = jax_images_per_s(case, size, args.batch, args.width, dtype, args.steps)
-      ratio = jax_ips / torch_ips if ref is not None else float("nan")
-      print(
-          f"{case.name:46s} {size[0]:4d}x{size[1]:<4d} {dtype_name:>5s} {jax_ips:10.2f} {torch_ips:11.2f} "
-          f"{ratio:6.2f}",
-          flush=True,
-      )
+      for algorithm in args.conv_algorithm.split(","):
+        jax_ips = jax_images_per_s(case, size, args.batch, args.width, dtype, args.steps, algorithm)
+        ratio = jax_ips / torch_ips if ref is not None else float("nan")
+        print(
+            f"{case.name:46s} {size[0]:4d}x{size[1]:<4d} {dtype_name:>5s} {algorithm:>8s} "
+            f"{jax_ips:10.2f} {torch_ips:11.2f} {ratio:6.2f}",
+            flush=True,
+        )
     if args.per_conv:
       per_conv_table(case, ref, size, args.batch, args.width, args.steps)
 

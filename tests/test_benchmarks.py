@@ -12,6 +12,7 @@ import pytest
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCHMARKS)
 
+import backbones  # noqa: E402
 import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
@@ -56,6 +57,20 @@ def test_train_step_benchmark_reports_rates_flops_and_no_recompile(method):
     assert row["images_per_s"] > 0 and row["flops_per_step"] > 0 and row["compile_s"] > 0
     assert row["global_batch"] == 2 and row["devices"] == 2
     assert row["mfu"] is None  # CPU: no peak in the table
+
+
+def test_per_conv_inventory_is_every_convolution_of_the_mast_resnet():
+  """`backbones.py --per-conv` times what the backbone calls: ResNet-18 at stride 4 (MAST) has a stem,
+  16 block convolutions and 2 projection shortcuts (layer4 keeps 256 channels at stride 1: none)."""
+  case = next(c for c in backbones.CASES if c.name.startswith("resnet18_os4"))
+  counts = backbones.backbone_convolutions(case, (32, 32), 2, 0.25)
+  assert sum(counts.values()) == 19
+  stem = backbones.ConvShape((2, 32, 32, 3), (7, 7, 3, 16), (2, 2), ((3, 3), (3, 3)), (1, 1))
+  assert counts[stem] == 1 and stem.describe() == "7x7 3->16 on 2x32x32 s2"
+  widest = backbones.ConvShape((2, 8, 8, 64), (3, 3, 64, 64), (1, 1), ((1, 1), (1, 1)), (1, 1))
+  assert counts[widest] == 7  # layer3 but its first, and all of layer4
+  forward_ms, both_ms = backbones.jax_conv_ms(widest, "auto", steps=1)
+  assert 0 < forward_ms and 0 < both_ms
 
 
 def test_peak_table_matches_device_kinds():
