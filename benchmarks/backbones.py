@@ -296,7 +296,9 @@ def per_conv_table(case: Case, ref, size, batch: int, width: float, steps: int) 
   lowerings = ("auto", "xla")
   header = " | ".join(f"jax {lw} fwd / fwd+bwd ms" for lw in lowerings)
   print(f"\n{case.name}, fp32, batch {batch}, {size[0]}x{size[1]}: each convolution alone")
-  print(f"| convolution | count | {header} | torch fwd / fwd+bwd ms | jax auto / torch (fwd+bwd) |")
+  print(
+      f"| convolution | count | {header} | torch fwd / fwd+bwd ms | speed jax auto / torch (fwd+bwd) |"
+  )
   print("| --- | --- |" + " --- |" * (len(lowerings) + 2))
   totals = np.zeros(2 * len(lowerings) + 2)
   for shape, count in counts.items():
