@@ -114,6 +114,30 @@ def test_resume_with_changed_training_keys_is_refused(tmp_path):
   assert len(os.listdir(tmp_path / "config_history")) == 2  # every launch is kept
 
 
+def test_a_config_saved_before_conv_algorithm_resumes_as_direct(tmp_path):
+  """A workdir written before `train.conv_algorithm` existed computed with the direct convolutions: it
+  resumes under the default, and a switch to winograd is a changed key like any other (every stage).
+  """
+  from jaxseg.methods.uda import default_config
+
+  config = default_config()
+  methods.save_config(config, str(tmp_path))
+  path = tmp_path / "config.json"
+  saved = json.loads(path.read_text())
+  for section in (saved, *(v for v in saved.values() if isinstance(v, dict))):
+    if "train" in section and "total_steps" in section["train"]:
+      del section["train"]["conv_algorithm"]
+  path.write_text(json.dumps(saved))
+  assert "conv_algorithm" not in path.read_text()
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  methods.check_resume_config(config, str(tmp_path))
+  config.self_train.train.conv_algorithm = "winograd"
+  with pytest.raises(
+      ConfigError, match=r"self_train\.train\.conv_algorithm: 'direct' -> 'winograd'"
+  ):
+    methods.check_resume_config(config, str(tmp_path))
+
+
 @pytest.mark.parametrize(
     "method,safe,refused",
     [

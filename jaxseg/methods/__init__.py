@@ -15,7 +15,7 @@ import ml_collections
 
 from jaxseg.errors import ConfigError
 from jaxseg.train.config import check_config_keys as check_config_keys_against
-from jaxseg.train.config import config_diff, describe_config_diff
+from jaxseg.train.config import config_diff, describe_config_diff, fill_added_train_keys
 from jaxseg.train.config import resume_safe_keys as trainer_resume_safe_keys
 from jaxseg.train.optimizer import optimizer_group
 
@@ -161,8 +161,10 @@ def upgrade_saved_config(values: dict) -> dict:
   Before the optimiser registry every optimiser section had `listing_multiplicity`: empty it meant
   nothing (dropped now), non-empty it made sgd/momentum ADVENT's per-listing SGD, now the optimiser
   registered as 'advent_sgd' by jaxseg/methods/uda/optimizer.py. Both spellings of the same
-  optimiser compare equal after it (resume checks upgrade the old and the new config alike).
+  optimiser compare equal after it (resume checks upgrade the old and the new config alike). Trainer keys
+  added since (`ADDED_TRAIN_KEYS`, e.g. `train.conv_algorithm`) get the value the old run computed with.
   """
+  fill_added_train_keys(values)
   for value in values.values():
     if isinstance(value, dict):
       upgrade_saved_config(value)

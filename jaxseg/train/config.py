@@ -158,6 +158,22 @@ def resume_safe_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(out)
 
 
+# Trainer keys added after configs were first saved, with the value that reproduces what a config.json
+# written without them computed; `fill_added_train_keys` puts them in before two configs are compared.
+ADDED_TRAIN_KEYS = {"conv_algorithm": "direct"}
+
+
+def fill_added_train_keys(values: dict) -> dict:
+  """A saved config dict with every `ADDED_TRAIN_KEYS` entry its `train` sections lack (in place)."""
+  for key, value in values.items():
+    if isinstance(value, dict):
+      if key == "train" and "total_steps" in value:
+        for added, default in ADDED_TRAIN_KEYS.items():
+          value.setdefault(added, default)
+      fill_added_train_keys(value)
+  return values
+
+
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
   """[(key, old value, new value)] of the leaves that differ between two config dicts."""
   out = []

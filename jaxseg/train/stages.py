@@ -22,7 +22,12 @@ from typing import Any
 
 from jaxseg.evaluation.outputs import write_json
 from jaxseg.train import loop, multihost, preemption
-from jaxseg.train.config import config_diff, describe_config_diff, stage_trainer_config
+from jaxseg.train.config import (
+    config_diff,
+    describe_config_diff,
+    fill_added_train_keys,
+    stage_trainer_config,
+)
 
 StageFn = Callable[[Any, str], Any]
 
@@ -97,7 +102,7 @@ def _skip_message(marker: str, config) -> str:
     return text
   if then is None:  # a marker of an earlier jaxseg
     return text
-  changed = config_diff(then, json.loads(config.to_json()))
+  changed = config_diff(fill_added_train_keys(then), json.loads(config.to_json()))
   if not changed:
     return text
   return (
