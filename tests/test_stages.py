@@ -28,3 +28,29 @@ def test_skipped_stage_names_the_settings_changed_since_it_finished(tmp_path, ca
   (tmp_path / "stages" / "propagate.json").unlink()
   launch(2)
   assert calls == [4, 2]
+
+
+def test_a_marker_written_before_a_trainer_key_existed_reads_as_its_default(tmp_path, capsys):
+  """A stage finished before `train.conv_algorithm` existed computed with 'direct': no changed setting."""
+  import json
+
+  def train(config, workdir):
+    pass
+
+  def launch(**train_keys):
+    config = ml_collections.ConfigDict(
+        {"stages": ("train",), "train": {"total_steps": 5, **train_keys}}
+    )
+    return run_stages(config, str(tmp_path), {"train": train}, method="toy")
+
+  launch()  # the old marker: its train section has no conv_algorithm
+  marker = tmp_path / "stages" / "train.json"
+  assert (
+      "conv_algorithm" not in marker.read_text()
+      and "total_steps" in json.loads(marker.read_text())["config"]["train"]
+  )
+  capsys.readouterr()
+  launch(conv_algorithm="direct")
+  assert "other settings" not in capsys.readouterr().out
+  launch(conv_algorithm="winograd")
+  assert "train.conv_algorithm: 'direct' -> 'winograd'" in capsys.readouterr().out
