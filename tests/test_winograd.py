@@ -44,16 +44,25 @@ def _relative_error(a, b):
 )
 def test_values_and_both_gradients_equal_the_convolution_op(n, h, w, c, o):
   x, kernel, dy = _inputs(n, h, w, c, o, seed=h * 100 + w)
-  y_ref, vjp_ref = jax.vjp(xla_conv, x, kernel)
-  y, vjp = jax.vjp(jax.jit(winograd.conv3x3), x, kernel)
-  assert y.shape == y_ref.shape and y.dtype == jnp.float32
-  assert _relative_error(y, y_ref) < 1e-5
-  for got, want in zip(vjp(dy), vjp_ref(dy)):
-    assert got.shape == want.shape
-    assert _relative_error(got, want) < 1e-5
-  # Not trivially equal: the kernel gradient of a wrong tile order or transform would be far off.
-  wrong = winograd.conv3x3(x, jnp.flip(kernel, 0))
-  assert _relative_error(wrong, y_ref) > 0.1
+
+  def value_and_grads(conv):
+    @jax.jit
+    def run(x, kernel, dy):
+      y, vjp = jax.vjp(conv, x, kernel)
+      return (y, *vjp(dy))
+
+    return run
+
+  want = value_and_grads(xla_conv)(x, kernel, dy)
+  wino = value_and_grads(winograd.conv3x3)
+  got = wino(x, kernel, dy)
+  assert got[0].dtype == jnp.float32
+  for g, w_ in zip(got, want):  # y, dx, dkernel
+    assert g.shape == w_.shape
+    assert _relative_error(g, w_) < 1e-5
+  # Not trivially equal: a kernel flipped in height gives other values and gradients.
+  wrong = wino(x, jnp.flip(kernel, 0), dy)
+  assert _relative_error(wrong[0], want[0]) > 0.1
 
 
 def test_output_transform_adjoint_is_the_transpose():
