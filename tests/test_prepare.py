@@ -8,6 +8,8 @@ raw reader's, key by key and bit for bit.
 import json
 import os
 import pickle
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -167,6 +169,50 @@ def test_skip_bad_resume_and_verify(gta5_root, tmp_path, monkeypatch):  # noqa: 
   problems = cli.verify("gta5", data_dir)["train"][1]
   assert len(problems) == 2 and "checksum differs" in problems[0]
   assert cli.main(["gta5", f"--data_dir={data_dir}", "--verify"]) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_prepare_with_one_line_and_a_rerun_resumes(
+    gta5_root,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+    signum,
+):
+  """SIGTERM (a cluster's preemption) or Ctrl-C while the second chunk is encoded: exit 128 + signal,
+  one line naming what is kept, no traceback; the same command then finishes from the staged chunk.
+  """
+  from jaxseg.data.prepare.images import Gta5
+
+  data_dir = str(tmp_path / "tfds")
+  monkeypatch.setattr(Gta5, "chunk_size", 1)
+  original = Gta5.to_record.__func__
+  calls = []
+
+  def signalled_on_the_second_example(cls, example):
+    calls.append(example["id"])
+    if len(calls) == 2:
+      os.kill(os.getpid(), signum)  # delivered to this (main) thread before the call returns
+      time.sleep(1)  # not reached past the handler's exception
+    return original(cls, example)
+
+  monkeypatch.setattr(Gta5, "to_record", classmethod(signalled_on_the_second_example))
+  argv = ["gta5", f"--root={gta5_root}", f"--data_dir={data_dir}"]
+  handler_before = signal.getsignal(signal.SIGTERM)
+  assert cli.main(argv) == 128 + signum
+  err = capsys.readouterr().err  # TFDS's progress bars, then the one line
+  assert "Traceback" not in err
+  assert err.strip().splitlines()[-1] == (
+      f"gta5: stopped by {signal.Signals(signum).name} before it finished; the chunks encoded so far "
+      f"stay staged under {data_dir}: rerun the same command to resume from them"
+  )
+  staging = tmp_path / "tfds" / "gta5" / "_staging-1.0.0" / "train"
+  assert sorted(p.name for p in staging.glob("*.pkl")) == ["chunk-00000-of-00003.pkl"]
+  assert signal.getsignal(signal.SIGTERM) is handler_before  # main() put the handler back
+  monkeypatch.setattr(Gta5, "to_record", classmethod(original))
+  assert cli.main(argv) == 0
+  assert not staging.exists()
+  assert len(prepared.PreparedSource("gta5", "train", data_dir)) == 3
 
 
 def test_prepared_source_per_process_ranges_and_pickle(cityscapes_root, tmp_path):  # noqa: F811

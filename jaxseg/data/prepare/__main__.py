@@ -5,7 +5,8 @@ as ArrayRecord shards under `<data_dir>/<name>/<version>/`, with TFDS's progress
 interrupted run resumes from its staged chunks (see `jaxseg.data.prepare.base`); a finished dataset
 is not rewritten (`--overwrite` does). `--skip_bad` leaves out examples whose files are bad and
 lists them (`skipped.json`); `--verify` re-reads every record and compares it with its checksum
-(alone, without --root, it checks an existing dataset). Equivalent TFDS command:
+(alone, without --root, it checks an existing dataset). Ctrl-C or SIGTERM stop it with one line saying
+what is kept (exit status 128 + the signal). Equivalent TFDS command:
   tfds build <name> --imports=jaxseg.data.prepare.builders --manual_dir=<root> --data_dir=<out> \
       --file_format=array_record
 """
@@ -16,7 +17,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 from typing import Any
 
 from jaxseg.data.errors import DataError
@@ -94,6 +97,29 @@ def verify(name: str, data_dir: str) -> dict[str, tuple[int, list[str]]]:
   return out
 
 
+class _Stopped(BaseException):
+  """SIGTERM arrived. A BaseException, as Ctrl-C's KeyboardInterrupt: no `except Exception` on the way
+  (a reader's, TFDS's) may swallow it."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+  raise _Stopped(signum)
+
+
+def _stopped_message(args: argparse.Namespace, signum: int) -> str:
+  name = signal.Signals(signum).name
+  if not args.root:
+    return f"{args.name}: verification stopped by {name}; nothing was changed"
+  return (
+      f"{args.name}: stopped by {name} before it finished; the chunks encoded so far stay staged under "
+      f"{args.data_dir}: rerun the same command to resume from them"
+  )
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m jaxseg.data.prepare", description=__doc__.split("\n\n")[0]
@@ -108,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
       "--beam_runner", default="", help="encode on Apache Beam with this runner (DirectRunner, ...)"
   )
   args = parser.parse_args(argv)
+  on_main_thread = threading.current_thread() is threading.main_thread()
+  if on_main_thread:  # signal handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
   try:
     if args.root:
       skipped = prepare(
@@ -136,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print(_stopped_message(args, signal.SIGINT), file=sys.stderr)
+    return 128 + signal.SIGINT
+  except _Stopped as e:
+    print(_stopped_message(args, e.signum), file=sys.stderr)
+    return 128 + e.signum
+  finally:
+    if on_main_thread:
+      signal.signal(signal.SIGTERM, previous)
   return 0
 
 
