@@ -58,29 +58,29 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @contextlib.contextmanager
-def conv_lowering(mode: str) -> Iterator[None]:
-  """Within the block, convolutions traced by `conv_general_dilated` use `mode` ('auto'|'xla'|'matmul')."""
-  if mode not in LOWERINGS:
-    raise ValueError(f"conv lowering must be one of {LOWERINGS}, got {mode!r}")
-  token = _lowering.set(mode)
+def _setting(
+    var: contextvars.ContextVar, value: str, allowed: tuple[str, ...], what: str
+) -> Iterator[None]:
+  """`var` = `value` (one of `allowed`, else a ValueError naming `what`) within the block."""
+  if value not in allowed:
+    raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+  token = var.set(value)
   try:
     yield
   finally:
-    _lowering.reset(token)
+    var.reset(token)
 
 
-@contextlib.contextmanager
-def conv_algorithm(name: str) -> Iterator[None]:
+def conv_lowering(mode: str) -> contextlib.AbstractContextManager[None]:
+  """Within the block, convolutions traced by `conv_general_dilated` use `mode` ('auto'|'xla'|'matmul')."""
+  return _setting(_lowering, mode, LOWERINGS, "conv lowering")
+
+
+def conv_algorithm(name: str) -> contextlib.AbstractContextManager[None]:
   """Within the block, convolutions traced by `conv_general_dilated` use algorithm `name`: 'direct', or
   'winograd' for those `winograd.supports` (3x3, stride 1, padding 1, even maps), the rest direct.
   """
-  if name not in ALGORITHMS:
-    raise ValueError(f"conv algorithm must be one of {ALGORITHMS}, got {name!r}")
-  token = _algorithm.set(name)
-  try:
-    yield
-  finally:
-    _algorithm.reset(token)
+  return _setting(_algorithm, name, ALGORITHMS, "conv algorithm")
 
 
 def uses_xla_convolutions() -> bool:
