@@ -324,14 +324,16 @@ def conv_general_dilated(
           == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
       )
   )
-  if plain and _algorithm.get() == "winograd" and _lowering.get() != "xla":
+  if plain:
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
-    if preferred_element_type is None and winograd.supports(
-        lhs.shape, rhs.shape, window_strides, pads, dilation
+    if (
+        _algorithm.get() == "winograd"
+        and _lowering.get() != "xla"
+        and preferred_element_type is None
+        and winograd.supports(lhs.shape, rhs.shape, window_strides, pads, dilation)
     ):
       return winograd.conv3x3(lhs, rhs, precision)
   if plain and not uses_xla_convolutions():
-    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
     if all(p >= 0 for pair in pads for p in pair):
       ho, wo = _output_hw(lhs.shape[1:3], rhs.shape[:2], window_strides, pads, dilation)
       if _use_matmul(lhs.shape[0] * ho * wo, rhs.shape):

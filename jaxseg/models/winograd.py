@@ -14,7 +14,7 @@ G^T [V^T (A dY A^T)] G, the 16 transformed input tiles V against the transformed
 Why: on XLA's CPU backend the convolution op runs 0.70-0.78x PyTorch / oneDNN on the MAST encoder's shapes
 (`python benchmarks/backbones.py --only resnet18_os4 --size 128 128 --batch 4 --per-conv`), and that is
 where the whole gap of its train step lies; with this algorithm the encoder's forward + backward takes
-~0.8x the time (docs/benchmarks.md). Rounding differs from the direct convolution by ~1e-6 relative in
+0.85x the time (862 vs 1015 ms per batch of 4 at 128², docs/benchmarks.md). Rounding differs from the direct convolution by ~1e-6 relative in
 fp32 (the transforms add and halve; tests/test_winograd.py), so it is a config choice
 (`train.conv_algorithm`), off by default, not a silent lowering. On GPUs and TPUs the platform's own
 convolutions are faster: leave it off there.
